@@ -1,0 +1,19 @@
+"""activity_queue: persisted, transactional delivery of ActivityStreams activities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import ScheduledActivity
+
+__all__ = ["enqueue"]
+
+
+def enqueue(activity: dict[str, Any], to: str | Iterable[str],
+            **options: Any) -> list[ScheduledActivity]:
+    """See :func:`activity_queue.outbox.enqueue`; importable before apps are ready."""
+    from .outbox import enqueue as _enqueue
+
+    return _enqueue(activity, to, **options)

@@ -1,0 +1,60 @@
+"""Inbox URLs: their origin, and whether they are safe to send to."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from .exceptions import UnsafeDestination
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]``, lower-cased, default port omitted: the unit of per-host limits."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or port == DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def check_url(url: str) -> None:
+    """Refuse what can never be an inbox: not http(s), no host, credentials, bad port."""
+    if not isinstance(url, str) or not url:
+        raise UnsafeDestination(f"inbox must be a non-empty URL string, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeDestination(f"inbox {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in DEFAULT_PORTS:
+        raise UnsafeDestination(f"inbox {url!r} must be http or https, not {parts.scheme!r}")
+    if not parts.hostname:
+        raise UnsafeDestination(f"inbox {url!r} has no host")
+    if parts.username or parts.password:
+        raise UnsafeDestination(f"inbox {url!r} must not carry credentials")
+    if port == 0:
+        raise UnsafeDestination(f"inbox {url!r} has port 0")
+
+
+def forbidden_address(address: str) -> str | None:
+    """Why an IP address is off limits for outbound deliveries, or None when it is public."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    for label, test in (
+        ("loopback", ip.is_loopback),
+        ("private", ip.is_private),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("reserved", ip.is_reserved),
+    ):
+        if test:
+            return label
+    return None

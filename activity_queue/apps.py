@@ -1,0 +1,26 @@
+import sys
+
+from django.apps import AppConfig
+from django.core.signals import request_started
+
+
+class ActivityQueueConfig(AppConfig):
+    name = "activity_queue"
+    verbose_name = "Activity queue"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .backends import thread
+        from .conf import get_config
+
+        if not get_config().AUTOSTART:
+            return
+        mode = thread.autostart_mode(sys.argv)
+        if mode is None:
+            return
+        thread.allow_autostart()
+        if mode == "now":
+            thread.start()
+        else:
+            request_started.connect(thread.ensure_started, dispatch_uid="activity_queue.start")

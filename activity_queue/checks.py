@@ -1,0 +1,122 @@
+"""System checks for the ``ACTIVITY_QUEUE`` settings (``manage.py check``).
+
+Bad values are reported here, with a stable id and a hint, rather than by a
+crash at import or a worker that silently misbehaves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .backends import BACKENDS
+from .conf import DEFAULTS, user_settings
+
+# key -> (accepted type(s), minimum, description)
+RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
+    "AUTOSTART": (bool, None, "True or False"),
+    "WORKERS": (int, 1, "an integer >= 1"),
+    "PER_HOST": (int, 1, "an integer >= 1"),
+    "MAX_ATTEMPTS": (int, 1, "an integer >= 1"),
+    "BACKOFF_FACTOR": ((int, float), 0, "a number of seconds >= 0"),
+    "BACKOFF_MAX": ((int, float), 0, "a number of seconds >= 0"),
+    "TIMEOUT": ((int, float), 0.001, "a number of seconds > 0"),
+    "LEASE": ((int, float), 1, "a number of seconds >= 1"),
+    "ALLOW_PRIVATE_ADDRESSES": (bool, None, "True or False"),
+    "RETRY_AFTER_MAX": ((int, float), 0, "a number of seconds >= 0"),
+    "MAX_RESPONSE_BYTES": (int, 0, "an integer >= 0"),
+    "RESPONSE_EXCERPT": (int, 0, "an integer >= 0"),
+    "CIRCUIT_THRESHOLD": (int, 1, "an integer >= 1"),
+    "CIRCUIT_COOLDOWN": ((int, float), 0, "a number of seconds >= 0"),
+    "BATCH_SIZE": (int, 1, "an integer >= 1"),
+    "POLL_INTERVAL": ((int, float), 0.001, "a number of seconds > 0"),
+    "BACKEND": (str, None, f"one of {', '.join(sorted(BACKENDS))}"),
+    "USER_AGENT": (str, None, "a string"),
+}
+
+
+def _bad_value(key: str, value: Any) -> str | None:
+    kinds, minimum, _ = RULES[key]
+    if isinstance(value, bool) and kinds is not bool:
+        return "is a bool"
+    if not isinstance(value, kinds):
+        return f"is a {type(value).__name__}"
+    if minimum is not None and value < minimum:
+        return "is too small"
+    if key == "BACKEND" and value not in BACKENDS:
+        return "is not a known backend"
+    return None
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs=None, **kwargs) -> list:
+    raw = user_settings()
+    if not isinstance(raw, dict):
+        return [Error(
+            f"ACTIVITY_QUEUE must be a dict, not {type(raw).__name__}.",
+            hint="Set ACTIVITY_QUEUE = {'WORKERS': 64, ...} or leave it out for the defaults.",
+            id="activity_queue.E001",
+        )]
+    messages: list = []
+    for key in sorted(raw):
+        if key not in DEFAULTS:
+            messages.append(Warning(
+                f"ACTIVITY_QUEUE has an unknown key {key!r}; it is ignored.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="activity_queue.W001",
+            ))
+            continue
+        problem = _bad_value(key, raw[key])
+        if problem:
+            messages.append(Error(
+                f"ACTIVITY_QUEUE[{key!r}] = {raw[key]!r} {problem}.",
+                hint=f"{key} must be {RULES[key][2]} (default {DEFAULTS[key]!r}).",
+                id="activity_queue.E002",
+            ))
+    merged = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
+    if not messages and merged["PER_HOST"] > merged["WORKERS"]:
+        messages.append(Warning(
+            f"ACTIVITY_QUEUE['PER_HOST'] ({merged['PER_HOST']}) is larger than WORKERS "
+            f"({merged['WORKERS']}); one host could take every slot.",
+            hint="Keep PER_HOST below WORKERS so one slow host cannot block the others.",
+            id="activity_queue.W002",
+        ))
+    messages += _check_site_url()
+    return messages
+
+
+def _check_site_url() -> list:
+    site = getattr(settings, "SITE_URL", None)
+    if site is None:
+        return []
+    parts = urlsplit(site) if isinstance(site, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        return [Error(
+            f"SITE_URL = {site!r} is not an absolute http(s) URL.",
+            hint="Set SITE_URL to this site's origin, e.g. 'https://example.org'.",
+            id="activity_queue.E003",
+        )]
+    return []
+
+
+@register(Tags.database)
+def check_sqlite(app_configs=None, databases=None, **kwargs) -> list:
+    """SQLite plus a worker thread wants IMMEDIATE transactions and WAL, or users meet locks."""
+    messages = []
+    for alias, conf in settings.DATABASES.items():
+        if conf.get("ENGINE") != "django.db.backends.sqlite3":
+            continue
+        options = conf.get("OPTIONS", {})
+        if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+            messages.append(Warning(
+                f"Database {alias!r} is SQLite without transaction_mode 'IMMEDIATE'; "
+                "a request that reads then writes while the worker writes can fail with "
+                "'database is locked'.",
+                hint="Add 'OPTIONS': {'transaction_mode': 'IMMEDIATE', 'init_command': "
+                     "'PRAGMA journal_mode=WAL;'} to the database settings.",
+                id="activity_queue.W003",
+            ))
+    return messages

@@ -1,0 +1,98 @@
+"""The ``ACTIVITY_QUEUE`` settings dict, merged over documented defaults.
+
+Read through :func:`get_config` at call time, never at import time, so that
+``override_settings`` in tests and late configuration both take effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Start the in-process worker from AppConfig.ready() in serving processes.
+    "AUTOSTART": True,
+    # Deliveries in flight at once, all hosts together.
+    "WORKERS": 64,
+    # Deliveries in flight at once to one host (scheme + host + port).
+    "PER_HOST": 8,
+    # Attempts before a retryable failure becomes final.
+    "MAX_ATTEMPTS": 12,
+    # Retry n waits BACKOFF_FACTOR * 2**(n-1) seconds (with jitter), capped by BACKOFF_MAX.
+    "BACKOFF_FACTOR": 30.0,
+    "BACKOFF_MAX": 6 * 3600.0,
+    # Connect timeout and read timeout of one delivery, in seconds.
+    "TIMEOUT": 10.0,
+    # How long a claimed row belongs to one worker before another may take it back.
+    "LEASE": 300.0,
+    # Deliver to loopback/private/link-local addresses (tests, local demos).
+    "ALLOW_PRIVATE_ADDRESSES": False,
+    # A Retry-After header is honoured up to this many seconds.
+    "RETRY_AFTER_MAX": 24 * 3600.0,
+    # Bytes of a response body read at most; the first ERROR_EXCERPT characters are kept.
+    "MAX_RESPONSE_BYTES": 64 * 1024,
+    "RESPONSE_EXCERPT": 1000,
+    # Consecutive failures that pause a host, and the first pause in seconds
+    # (doubling while probes keep failing, capped by BACKOFF_MAX).
+    "CIRCUIT_THRESHOLD": 5,
+    "CIRCUIT_COOLDOWN": 60.0,
+    # Rows claimed per database round trip.
+    "BATCH_SIZE": 500,
+    # How often an idle dedicated worker looks for due rows, in seconds.
+    "POLL_INTERVAL": 1.0,
+    # How deliveries run: "thread" (in-process event loop) or "celery".
+    "BACKEND": "thread",
+    "USER_AGENT": "activity_queue/0.1 (+https://github.com/)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    AUTOSTART: bool
+    WORKERS: int
+    PER_HOST: int
+    MAX_ATTEMPTS: int
+    BACKOFF_FACTOR: float
+    BACKOFF_MAX: float
+    TIMEOUT: float
+    LEASE: float
+    ALLOW_PRIVATE_ADDRESSES: bool
+    RETRY_AFTER_MAX: float
+    MAX_RESPONSE_BYTES: int
+    RESPONSE_EXCERPT: int
+    CIRCUIT_THRESHOLD: int
+    CIRCUIT_COOLDOWN: float
+    BATCH_SIZE: int
+    POLL_INTERVAL: float
+    BACKEND: str
+    USER_AGENT: str
+
+
+def user_settings() -> dict[str, Any]:
+    """The raw ``ACTIVITY_QUEUE`` value, for the system checks to inspect."""
+    return getattr(settings, "ACTIVITY_QUEUE", None) or {}
+
+
+@lru_cache(maxsize=1)
+def get_config() -> Config:
+    """Defaults overlaid with the site's values.
+
+    Unknown keys and bad values are reported by the system checks; here they
+    are ignored (unknown) or passed through, so that importing never crashes.
+    """
+    merged = dict(DEFAULTS)
+    raw = user_settings()
+    if isinstance(raw, dict):
+        merged.update({k: v for k, v in raw.items() if k in DEFAULTS})
+    return Config(**{f.name: merged[f.name] for f in fields(Config)})
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("ACTIVITY_QUEUE", "SITE_URL"):
+        get_config.cache_clear()

@@ -1,0 +1,321 @@
+"""The network side: one asyncio loop, one HTTP client session, bounded concurrency.
+
+An event loop holds thousands of slow inboxes open without a thread each and
+costs a fraction of a thread pool's CPU per request (SPEC §3), so deliveries
+run here, in a thread of their own, while the database side stays in the
+caller's thread. Jobs come in through :meth:`Transport.submit`; outcomes go
+out through the callback, from the loop's thread.
+
+Admission is per host: a host with all its ``PER_HOST`` slots busy waits in
+its own line and never holds one of the ``WORKERS`` global slots while it
+waits, so a dead inbox cannot block healthy ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+
+from .addresses import check_url, forbidden_address, origin
+from .conf import Config
+from .exceptions import UnsafeDestination
+from .jobs import Job, Outcome, Verdict
+from .policy import RETRYABLE_STATUSES, classify_status, parse_retry_after
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
+MAX_REDIRECTS = 3
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+#: ``signer(method, url, headers, body) -> headers``: adds e.g. an HTTP Signature.
+Signer = Callable[[str, str, dict[str, str], bytes], dict[str, str]]
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves names, then drops every address an inbox may not have.
+
+    Checking at connection time (not before) means a DNS answer cannot change
+    between the check and the connection, and redirects are covered too.
+    """
+
+    def __init__(self, allow_private: bool) -> None:
+        self._inner = DefaultResolver()
+        self._allow_private = allow_private
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list:
+        answers = await self._inner.resolve(host, port, family)
+        if self._allow_private:
+            return answers
+        safe = [a for a in answers if not forbidden_address(a["host"])]
+        if not safe:
+            kinds = sorted({forbidden_address(a["host"]) or "" for a in answers})
+            raise UnsafeDestination(
+                f"{host} resolves only to {'/'.join(kinds)} addresses; "
+                "set ACTIVITY_QUEUE['ALLOW_PRIVATE_ADDRESSES'] to deliver there"
+            )
+        return safe
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def check_literal_address(url: str, allow_private: bool) -> None:
+    """IP literals never reach the resolver, so they are checked here."""
+    if allow_private:
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return
+    kind = forbidden_address(host)
+    if kind:
+        raise UnsafeDestination(
+            f"{host} is a {kind} address; "
+            "set ACTIVITY_QUEUE['ALLOW_PRIVATE_ADDRESSES'] to deliver there"
+        )
+
+
+class Transport:
+    """Delivers jobs concurrently and reports one :class:`Outcome` per job."""
+
+    def __init__(self, config: Config, on_outcome: Callable[[Outcome], None],
+                 signer: Signer | None = None) -> None:
+        self.config = config
+        self.on_outcome = on_outcome
+        self.signer = signer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._queues: dict[str, deque[Job]] = {}
+        self._inflight: dict[str, int] = {}
+        self._tasks: dict[asyncio.Task, Job] = {}
+        self._runnable: deque[str] = deque()
+        self._runnable_set: set[str] = set()
+        self._paused: set[str] = set()
+        self._closing = False
+        self._failure: BaseException | None = None
+
+    # -- thread-side API -------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="activity-queue-http",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30) or self._failure is not None:
+            self._thread = None
+            raise RuntimeError("activity_queue: the HTTP transport did not start") \
+                from self._failure
+
+    def submit(self, jobs: Iterable[Job]) -> None:
+        jobs = list(jobs)
+        if jobs:
+            self._loop.call_soon_threadsafe(self._accept, jobs)
+
+    def pause(self, hosts: Iterable[str]) -> None:
+        """Hand back, undelivered, what waits for these hosts (their circuit opened)."""
+        hosts = set(hosts)
+        if hosts and self._loop:
+            self._loop.call_soon_threadsafe(self._pause, hosts)
+
+    def resume(self, hosts: Iterable[str]) -> None:
+        hosts = set(hosts)
+        if hosts and self._loop:
+            self._loop.call_soon_threadsafe(self._paused.difference_update, hosts)
+
+    def stop(self, grace: float) -> None:
+        """Stop: queued jobs come back DEFERRED, in-flight ones get ``grace`` seconds."""
+        if self._thread is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(grace), self._loop)
+        future.result(grace + 30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._thread = None
+
+    # -- loop side -------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._open())
+        except BaseException as exc:
+            self._failure = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._session.close())
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+    async def _open(self) -> None:
+        cfg = self.config
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=0, ttl_dns_cache=60, keepalive_timeout=30,
+            resolver=GuardedResolver(cfg.ALLOW_PRIVATE_ADDRESSES),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=cfg.TIMEOUT * 3, connect=cfg.TIMEOUT,
+                                          sock_read=cfg.TIMEOUT),
+            headers={"User-Agent": cfg.USER_AGENT, "Content-Type": CONTENT_TYPE,
+                     "Accept": "application/activity+json, application/ld+json, */*"},
+            skip_auto_headers=("Content-Type",),
+            auto_decompress=False,
+        )
+
+    def _accept(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if self._closing or job.host in self._paused:
+                self._emit(Outcome(job, Verdict.DEFERRED, error="not attempted"))
+                continue
+            queue = self._queues.get(job.host)
+            if queue is None:
+                queue = self._queues[job.host] = deque()
+            queue.append(job)
+            self._mark_runnable(job.host)
+        self._pump()
+
+    def _mark_runnable(self, host: str) -> None:
+        if host not in self._runnable_set and self._inflight.get(host, 0) < self.config.PER_HOST:
+            self._runnable_set.add(host)
+            self._runnable.append(host)
+
+    def _pump(self) -> None:
+        limit = self.config.WORKERS
+        per_host = self.config.PER_HOST
+        while len(self._tasks) < limit and self._runnable:
+            host = self._runnable.popleft()
+            self._runnable_set.discard(host)
+            queue = self._queues.get(host)
+            if not queue:
+                continue
+            job = queue.popleft()
+            if not queue:
+                del self._queues[host]
+            count = self._inflight.get(host, 0) + 1
+            self._inflight[host] = count
+            task = self._loop.create_task(self._deliver(job))
+            self._tasks[task] = job
+            task.add_done_callback(self._finished)
+            if queue and count < per_host:
+                self._runnable_set.add(host)
+                self._runnable.append(host)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        job = self._tasks.pop(task)
+        count = self._inflight[job.host] - 1
+        if count:
+            self._inflight[job.host] = count
+        else:
+            del self._inflight[job.host]
+        if task.cancelled():
+            self._emit(Outcome(job, Verdict.DEFERRED, error="cancelled at shutdown"))
+        elif task.exception() is not None:  # _deliver catches everything; belt and braces
+            self._emit(Outcome(job, Verdict.RETRY, error=repr(task.exception())))
+        else:
+            self._emit(task.result())
+        if job.host in self._queues:
+            self._mark_runnable(job.host)
+        self._pump()
+
+    def _pause(self, hosts: set[str]) -> None:
+        self._paused |= hosts
+        for host in hosts:
+            for job in self._queues.pop(host, ()):
+                self._emit(Outcome(job, Verdict.DEFERRED, error="host paused"))
+
+    async def _shutdown(self, grace: float) -> None:
+        self._closing = True
+        self._pause(set(self._queues))
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+
+    def _emit(self, outcome: Outcome) -> None:
+        try:
+            self.on_outcome(outcome)
+        except Exception:  # the DB side must never kill the loop
+            logger.exception("activity_queue: outcome callback failed")
+
+    async def _deliver(self, job: Job) -> Outcome:
+        started = time.perf_counter()
+        try:
+            outcome = await self._post(job)
+        except UnsafeDestination as exc:
+            outcome = Outcome(job, Verdict.FAILED, error=f"refused: {exc}")
+        except TimeoutError:
+            outcome = Outcome(job, Verdict.RETRY, error=f"timeout after {self.config.TIMEOUT}s",
+                              host_fault=True)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.__cause__, UnsafeDestination):
+                outcome = Outcome(job, Verdict.FAILED, error=f"refused: {exc.__cause__}")
+            else:
+                outcome = Outcome(job, Verdict.RETRY, error=f"connection failed: {exc}",
+                                  host_fault=True)
+        except (aiohttp.ClientError, OSError) as exc:
+            outcome = Outcome(job, Verdict.RETRY, error=f"{type(exc).__name__}: {exc}",
+                              host_fault=True)
+        except Exception as exc:
+            logger.exception("activity_queue: unexpected error delivering %s", job.id)
+            outcome = Outcome(job, Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        return outcome
+
+    async def _post(self, job: Job) -> Outcome:
+        url = job.inbox
+        cfg = self.config
+        for _hop in range(MAX_REDIRECTS + 1):
+            check_url(url)
+            check_literal_address(url, cfg.ALLOW_PRIVATE_ADDRESSES)
+            headers: dict[str, Any] = {}
+            if self.signer is not None:
+                headers = self.signer("POST", url, {"Content-Type": CONTENT_TYPE}, job.body)
+            async with self._session.post(url, data=job.body, headers=headers,
+                                          allow_redirects=False) as resp:
+                status = resp.status
+                body = await resp.content.read(cfg.MAX_RESPONSE_BYTES)
+                location = resp.headers.get("Location")
+                retry_after = resp.headers.get("Retry-After")
+                if not resp.content.at_eof():
+                    resp.close()  # larger than we read: do not pool a half-read connection
+            if status in REDIRECTS and location:
+                target = urljoin(url, location)
+                if origin(target) != origin(url):
+                    logger.info("activity_queue: %s redirects to %s", url, target)
+                url = target
+                continue
+            verdict = classify_status(status)
+            excerpt = body[: cfg.RESPONSE_EXCERPT * 4].decode("utf-8", "replace")
+            excerpt = excerpt[: cfg.RESPONSE_EXCERPT]
+            error = "" if verdict is Verdict.SENT else f"HTTP {status}"
+            return Outcome(job, verdict, status_code=status, error=error, excerpt=excerpt,
+                           retry_after=parse_retry_after(retry_after),
+                           host_fault=status in RETRYABLE_STATUSES)
+        return Outcome(job, Verdict.FAILED, status_code=status,
+                       error=f"more than {MAX_REDIRECTS} redirects")

@@ -1,0 +1,45 @@
+"""Plain values that cross between the database side and the network side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+@dataclass(slots=True)
+class Job:
+    """A claimed row, with only what a delivery needs."""
+
+    id: int
+    inbox: str
+    host: str
+    body: bytes
+    attempts: int
+    activity_type: str
+    activity_id: str
+    object_id: str
+
+
+class Verdict(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    #: Not attempted (host paused, worker stopping): back to the queue, no attempt counted.
+    DEFERRED = "deferred"
+
+
+@dataclass(slots=True)
+class Outcome:
+    job: Job
+    verdict: Verdict
+    status_code: int | None = None
+    error: str = ""
+    excerpt: str = ""
+    duration_ms: float | None = None
+    #: When to try again (RETRY, DEFERRED); None means "now".
+    retry_at: datetime | None = None
+    #: The server's Retry-After, in seconds, when it sent one.
+    retry_after: float | None = None
+    #: The failure says the host is unwell (timeout, refused, 5xx…): counts for its circuit.
+    host_fault: bool = False

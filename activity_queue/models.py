@@ -1,0 +1,150 @@
+"""What is persisted: the queue (``ScheduledActivity``), the log (``Activity``)
+and per-host health (``Host``).
+
+The queue's hot paths (claim, resolve) are single SQL statements over many
+rows, written against both SQLite and PostgreSQL, because the ORM's per-object
+cost would be most of a delivery's budget.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from .lifecycle import FINAL_STATES, State
+
+
+class ScheduledActivityQuerySet(models.QuerySet):
+    def due(self, now=None):
+        """Rows whose time has come and that no live worker holds."""
+        now = now or timezone.now()
+        return self.filter(next_attempt_at__lte=now).filter(
+            models.Q(leased_until__isnull=True) | models.Q(leased_until__lt=now)
+        )
+
+    def leased(self, now=None):
+        return self.filter(leased_until__gte=now or timezone.now())
+
+    def release_expired(self, now=None) -> int:
+        """Clear leases of dead workers, so that their rows show as pending again.
+
+        Not needed for correctness (a claim ignores expired leases) but keeps
+        the admin and status honest after a crash.
+        """
+        now = now or timezone.now()
+        return self.filter(leased_until__lt=now).update(leased_by="", leased_until=None)
+
+
+class ScheduledActivity(models.Model):
+    """One activity waiting to be delivered to one inbox."""
+
+    activity_id = models.CharField(max_length=500, help_text="The activity's own id (URI).")
+    activity_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=2000, blank=True)
+    inbox = models.URLField(max_length=2000)
+    host = models.CharField(max_length=255, help_text="scheme://host[:port] of the inbox")
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    leased_by = models.CharField(max_length=100, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
+
+    objects = ScheduledActivityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "scheduled activity"
+        verbose_name_plural = "scheduled activities"
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="aq_sched_due"),
+            models.Index(fields=["host"], name="aq_sched_host"),
+            models.Index(fields=["activity_id"], name="aq_sched_activity"),
+            models.Index(fields=["inbox", "object_id"], name="aq_sched_inbox_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.activity_type} {self.object_id or self.activity_id} → {self.inbox}"
+
+    @property
+    def state(self) -> State:
+        if self.leased_until and self.leased_until >= timezone.now():
+            return State.LEASED
+        return State.RETRYING if self.attempts else State.PENDING
+
+
+class ActivityQuerySet(models.QuerySet):
+    def outbound(self):
+        return self.filter(direction=Activity.Direction.OUTBOUND)
+
+    def inbound(self):
+        return self.filter(direction=Activity.Direction.INBOUND)
+
+    def failed(self):
+        return self.filter(status=State.FAILED)
+
+
+class Activity(models.Model):
+    """The permanent record of an activity that left the queue, or arrived at the inbox."""
+
+    class Direction(models.TextChoices):
+        OUTBOUND = "out", "outbound"
+        INBOUND = "in", "inbound"
+
+    activity_id = models.CharField(max_length=500)
+    activity_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=2000, blank=True)
+    inbox = models.CharField(max_length=2000, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    payload = models.JSONField()
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    status = models.CharField(
+        max_length=16, choices=[(s.value, s.label) for s in FINAL_STATES]
+    )
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    response_excerpt = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, help_text="enqueued or received")
+    resolved_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.FloatField(null=True, blank=True, help_text="last attempt")
+
+    objects = ActivityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "activities"
+        indexes = [
+            models.Index(fields=["resolved_at"], name="aq_act_resolved"),
+            models.Index(fields=["status", "resolved_at"], name="aq_act_status"),
+            models.Index(fields=["host", "resolved_at"], name="aq_act_host"),
+            models.Index(fields=["activity_id"], name="aq_act_activity"),
+            models.Index(fields=["inbox", "object_id"], name="aq_act_inbox_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.activity_type} {self.object_id or self.activity_id} ({self.status})"
+
+
+class Host(models.Model):
+    """Health of one remote origin, for the circuit breaker and the operators."""
+
+    host = models.CharField(max_length=255, primary_key=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    trips = models.PositiveIntegerField(default=0, help_text="times the circuit opened in a row")
+    paused_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "host health"
+        verbose_name_plural = "host health"
+
+    def __str__(self) -> str:
+        return self.host
+
+    @property
+    def circuit(self) -> str:
+        if self.paused_until and self.paused_until > timezone.now():
+            return "open"
+        return "half-open" if self.trips else "closed"

@@ -1,0 +1,99 @@
+"""The public way in: ``enqueue(activity, to=inboxes)``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import router, transaction
+from django.utils import timezone
+
+from . import backends
+from .addresses import check_url, origin
+from .exceptions import InvalidActivity, UnsafeDestination
+from .models import ScheduledActivity
+
+MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
+
+
+def new_activity_id() -> str:
+    """A stable id for an activity that has none, under ``SITE_URL`` when it is set."""
+    site = (getattr(settings, "SITE_URL", "") or "").rstrip("/")
+    token = uuid.uuid4()
+    return f"{site}/activities/{token}" if site else f"urn:uuid:{token}"
+
+
+def object_id_of(activity: dict[str, Any]) -> str:
+    obj = activity.get("object")
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj, dict):
+        value = obj.get("@id") or obj.get("id") or ""
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+def _inboxes(to: str | Iterable[str]) -> list[str]:
+    if isinstance(to, str):
+        to = [to]
+    try:
+        inboxes = list(dict.fromkeys(to))
+    except TypeError:
+        raise InvalidActivity(
+            f"'to' must be an inbox URL or an iterable of them, not {to!r}"
+        ) from None
+    for inbox in inboxes:
+        try:
+            check_url(inbox)
+        except UnsafeDestination as exc:
+            raise InvalidActivity(str(exc)) from None
+    return inboxes
+
+
+def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float = 0,
+            using: str | None = None) -> list[ScheduledActivity]:
+    """Schedule ``activity`` for delivery to each inbox in ``to``.
+
+    The rows are written in the caller's transaction, in one statement: if
+    that transaction rolls back, nothing is sent; once it commits, the worker
+    is woken. An ``id`` is added when the activity has none, so that every
+    copy carries the same stable id and receivers can drop duplicates.
+    """
+    if not isinstance(activity, dict):
+        raise InvalidActivity(f"an activity must be a dict, not {type(activity).__name__}")
+    kind = activity.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidActivity("an activity needs a 'type' string (Create, Update, Delete…)")
+    if len(kind) > MAX_TYPE_LENGTH:
+        raise InvalidActivity(f"activity type {kind[:40]!r}… is longer than {MAX_TYPE_LENGTH}")
+    if not isinstance(delay, int | float) or delay < 0:
+        raise InvalidActivity(f"delay must be a number of seconds >= 0, not {delay!r}")
+    inboxes = _inboxes(to)
+    if not inboxes:
+        return []
+    if not isinstance(activity.get("id"), str) or not activity.get("id"):
+        activity = {**activity, "id": new_activity_id()}
+    try:
+        json.dumps(activity)
+    except (TypeError, ValueError) as exc:
+        raise InvalidActivity(f"activity is not JSON-serialisable: {exc}") from None
+    now = timezone.now()
+    due = now + timedelta(seconds=delay) if delay else now
+    common = {
+        "activity_id": activity["id"][:500],
+        "activity_type": kind,
+        "object_id": object_id_of(activity)[:2000],
+        "payload": activity,
+        "created_at": now,
+        "next_attempt_at": due,
+    }
+    rows = [ScheduledActivity(inbox=inbox, host=origin(inbox), **common) for inbox in inboxes]
+    using = using or router.db_for_write(ScheduledActivity)
+    rows = ScheduledActivity.objects.using(using).bulk_create(rows)
+    transaction.on_commit(partial(backends.wake, using), using=using)
+    return rows

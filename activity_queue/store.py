@@ -1,0 +1,251 @@
+"""The database side of the worker: claim, renew, release and resolve rows in batches.
+
+Every function is one statement or one short transaction over many rows.
+Statements start with a write, so that on SQLite they take the write lock
+up front (no deferred-transaction lock upgrade that could fail with
+"database is locked"), and on PostgreSQL candidates are locked with
+``FOR UPDATE SKIP LOCKED`` so that concurrent workers never claim one row twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from django.db import connections, router, transaction
+from django.utils import timezone
+
+from .jobs import Job, Outcome, Verdict
+from .models import Activity, Host, ScheduledActivity
+
+CHUNK = 900
+
+
+def _alias() -> str:
+    return router.db_for_write(ScheduledActivity)
+
+
+def _dt(connection, value: datetime):
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _chunks(seq: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join(["%s"] * n)
+
+
+def claim(worker_id: str, limit: int, lease: float, *, exclude_hosts: Iterable[str] = (),
+          now: datetime | None = None) -> list[Job]:
+    """Lease up to ``limit`` due rows, oldest due first, skipping paused and excluded hosts."""
+    if limit <= 0:
+        return []
+    now = now or timezone.now()
+    connection = connections[_alias()]
+    pg = connection.vendor == "postgresql"
+    table = ScheduledActivity._meta.db_table
+    hosts_table = Host._meta.db_table
+    exclude = sorted(set(exclude_hosts))
+    host_filter = f"AND host NOT IN ({_placeholders(len(exclude))})" if exclude else ""
+    sql = f"""
+        UPDATE {table} SET leased_by = %s, leased_until = %s
+        WHERE id IN (
+            SELECT id FROM {table}
+            WHERE next_attempt_at <= %s
+              AND (leased_until IS NULL OR leased_until < %s)
+              AND host NOT IN (SELECT host FROM {hosts_table} WHERE paused_until > %s)
+              {host_filter}
+            ORDER BY next_attempt_at
+            LIMIT %s
+            {"FOR UPDATE SKIP LOCKED" if pg else ""}
+        )
+        RETURNING id, inbox, host, {"payload::text" if pg else "payload"}, attempts,
+                  activity_type, activity_id, object_id
+    """
+    stamp = _dt(connection, now)
+    params = [worker_id, _dt(connection, now + timedelta(seconds=lease)), stamp, stamp, stamp,
+              *exclude, limit]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    rows.sort(key=lambda r: r[0])
+    return [Job(r[0], r[1], r[2], r[3].encode(), r[4], r[5], r[6], r[7]) for r in rows]
+
+
+def renew(worker_id: str, ids: Sequence[int], lease: float) -> int:
+    """Extend the lease of rows this worker still holds (slow hosts, long waits)."""
+    return _set_lease(worker_id, ids, timezone.now() + timedelta(seconds=lease))
+
+
+def release(worker_id: str, ids: Sequence[int]) -> int:
+    """Give rows back untouched: no attempt is counted."""
+    return _set_lease(worker_id, ids, None)
+
+
+def _set_lease(worker_id: str, ids: Sequence[int], until: datetime | None) -> int:
+    connection = connections[_alias()]
+    table = ScheduledActivity._meta.db_table
+    changed = 0
+    with connection.cursor() as cursor:
+        for chunk in _chunks(list(ids)):
+            cursor.execute(
+                f"UPDATE {table} SET leased_until = %s, leased_by = %s "
+                f"WHERE leased_by = %s AND id IN ({_placeholders(len(chunk))})",
+                [_dt(connection, until) if until else None, worker_id if until else "",
+                 worker_id, *chunk],
+            )
+            changed += cursor.rowcount
+    return changed
+
+
+def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: int,
+            circuit_cooldown: float, cooldown_max: float,
+            now: datetime | None = None) -> tuple[list[Outcome], list[str]]:
+    """Write a batch of outcomes in one transaction.
+
+    Sent and finally failed rows become ``Activity`` rows and leave the queue;
+    retries go back with their new due time; deferred rows go back as they
+    were. Rows whose lease this worker lost (another worker took them after
+    expiry) are left alone. Returns the outcomes that were written and the
+    hosts whose circuit opened.
+    """
+    now = now or timezone.now()
+    connection = connections[_alias()]
+    final = [o for o in outcomes if o.verdict in (Verdict.SENT, Verdict.FAILED)]
+    retry = [o for o in outcomes if o.verdict is Verdict.RETRY]
+    deferred = [o for o in outcomes if o.verdict is Verdict.DEFERRED]
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        written: set[int] = set()
+        for chunk in _chunks(final):
+            written |= _finish(cursor, connection, worker_id, chunk, now)
+        for chunk in _chunks(retry):
+            written |= _reschedule(cursor, connection, worker_id, chunk, count_attempt=True)
+        for chunk in _chunks(deferred):
+            written |= _reschedule(cursor, connection, worker_id, chunk, count_attempt=False)
+        opened = _update_hosts(outcomes, circuit_threshold, circuit_cooldown, cooldown_max, now)
+    return [o for o in outcomes if o.job.id in written], opened
+
+
+def _values(connection, rows: list[list], casts: Sequence[str]) -> tuple[str, list]:
+    """A ``VALUES`` list; PostgreSQL needs the first row typed, SQLite needs nothing."""
+    pg = connection.vendor == "postgresql"
+    first = ", ".join(f"CAST(%s AS {c})" if pg else "%s" for c in casts)
+    rest = "(" + _placeholders(len(casts)) + ")"
+    sql = "VALUES (" + first + ")" + "".join(", " + rest for _ in rows[1:])
+    return sql, [p for row in rows for p in row]
+
+
+def _finish(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now) -> set[int]:
+    table = ScheduledActivity._meta.db_table
+    log = Activity._meta.db_table
+    values, params = _values(
+        connection,
+        [[o.job.id, o.verdict.value, o.status_code, o.error, o.excerpt, o.duration_ms]
+         for o in chunk],
+        ["bigint", "varchar(16)", "integer", "text", "text", "double precision"],
+    )
+    cursor.execute(
+        f"""
+        WITH v(id, status, status_code, error, excerpt, duration_ms) AS ({values})
+        INSERT INTO {log} (activity_id, activity_type, object_id, inbox, host, payload,
+                           direction, status, status_code, error, response_excerpt, attempts,
+                           created_at, resolved_at, duration_ms)
+        SELECT s.activity_id, s.activity_type, s.object_id, s.inbox, s.host, s.payload,
+               %s, v.status, v.status_code, v.error, v.excerpt, s.attempts + 1,
+               s.created_at, %s, v.duration_ms
+        FROM {table} s JOIN v ON s.id = v.id
+        WHERE s.leased_by = %s
+        """,
+        [*params, Activity.Direction.OUTBOUND.value, _dt(connection, now), worker_id],
+    )
+    ids = [o.job.id for o in chunk]
+    cursor.execute(
+        f"DELETE FROM {table} WHERE leased_by = %s AND id IN ({_placeholders(len(ids))}) "
+        "RETURNING id",
+        [worker_id, *ids],
+    )
+    return {r[0] for r in cursor.fetchall()}
+
+
+def _reschedule(cursor, connection, worker_id: str, chunk: Sequence[Outcome],
+                *, count_attempt: bool) -> set[int]:
+    table = ScheduledActivity._meta.db_table
+    now = timezone.now()
+    values, params = _values(
+        connection,
+        [[o.job.id, _dt(connection, o.retry_at or now), o.status_code, o.error]
+         for o in chunk],
+        ["bigint", "timestamp with time zone", "integer", "text"],
+    )
+    if count_attempt:
+        setters = ("attempts = attempts + 1, last_status = v.status_code, "
+                   "last_error = v.error, ")
+    else:
+        setters = ""
+    cursor.execute(
+        f"""
+        WITH v(id, next_at, status_code, error) AS ({values})
+        UPDATE {table} SET {setters}next_attempt_at = v.next_at,
+               leased_by = '', leased_until = NULL
+        FROM v WHERE {table}.id = v.id AND {table}.leased_by = %s
+        RETURNING {table}.id
+        """,
+        [*params, worker_id],
+    )
+    return {r[0] for r in cursor.fetchall()}
+
+
+def _update_hosts(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
+                  cooldown_max: float, now: datetime) -> list[str]:
+    """Fold this batch's outcomes into each host's health; return hosts newly paused."""
+    touched: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        if o.verdict is Verdict.SENT or o.host_fault:
+            touched.setdefault(o.job.host, []).append(o)
+    if not touched:
+        return []
+    troubled = [h for h, seq in touched.items() if any(o.host_fault for o in seq)]
+    healthy = [h for h in touched if h not in troubled]
+    if healthy:
+        Host.objects.filter(host__in=healthy).delete()
+    if not troubled:
+        return []
+    known = {h.host: h for h in Host.objects.filter(host__in=troubled)}
+    opened: list[str] = []
+    save: list[Host] = []
+    for name in troubled:
+        health = known.get(name) or Host(host=name)
+        for o in touched[name]:
+            if o.verdict is Verdict.SENT:
+                health.consecutive_failures = health.trips = 0
+                health.paused_until = None
+                continue
+            health.consecutive_failures += 1
+            health.last_error = o.error[:500]
+            paused = health.paused_until is not None and health.paused_until > now
+            if health.consecutive_failures >= threshold and not paused:
+                health.trips += 1
+                pause = min(cooldown_max, cooldown * 2 ** min(health.trips - 1, 32))
+                health.paused_until = now + timedelta(seconds=pause)
+                opened.append(name)
+        health.updated_at = now
+        save.append(health)
+    Host.objects.bulk_create(
+        save, update_conflicts=True, unique_fields=["host"],
+        update_fields=["consecutive_failures", "trips", "paused_until", "last_error",
+                       "updated_at"],
+    )
+    return opened
+
+
+def half_open_hosts(threshold: int, now: datetime | None = None) -> set[str]:
+    """Hosts whose pause is over but not yet proven healthy: one probe at a time."""
+    now = now or timezone.now()
+    return set(
+        Host.objects.filter(consecutive_failures__gte=threshold)
+        .exclude(paused_until__gt=now)
+        .values_list("host", flat=True)
+    )

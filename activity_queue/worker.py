@@ -1,0 +1,329 @@
+"""The worker: claims due rows, hands them to the transport, writes the outcomes.
+
+Only this thread touches the database (so SQLite sees one writer from us),
+in batches; the transport's event loop only touches the network. The same
+``Worker`` runs in-process (see :mod:`activity_queue.runner`) and in the
+``activity_worker`` command.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import close_old_connections, connections, router
+from django.utils import timezone
+
+from . import signals, store
+from .conf import Config, get_config
+from .delivery import Signer, Transport
+from .jobs import Job, Outcome, Verdict
+from .models import ScheduledActivity
+from .policy import is_final, retry_delay
+from .sentry import report_final_failure
+
+logger = logging.getLogger(__name__)
+failure_logger = logging.getLogger("activity_queue.failures")
+
+
+@dataclass
+class Report:
+    """What one step did; ``run_once`` returns it, the burst command adds them up."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    deferred: int = 0
+    released: int = 0
+    outcomes: list[Outcome] = field(default_factory=list, repr=False)
+
+    def add(self, other: Report) -> None:
+        for name in ("claimed", "sent", "retried", "failed", "deferred", "released"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class Worker:
+    """One worker identity with its own transport and lease holder name."""
+
+    def __init__(self, *, name: str | None = None, config: Config | None = None,
+                 signer: Signer | None = None) -> None:
+        self.config = config or get_config()
+        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.signer = signer
+        self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        self.transport: Transport | None = None
+        self._held: dict[int, tuple[Job, float]] = {}
+        self._per_host: dict[str, int] = {}
+        self._probing: set[str] = set()
+        self._unresolved: list[Outcome] = []
+        self._half_open: set[str] = set()
+        self._half_open_checked = 0.0
+        self._next_renewal = 0.0
+        #: Seconds in-flight deliveries get to finish when stopping.
+        self.grace = self.config.TIMEOUT + 1
+
+    # -- limits ------------------------------------------------------------
+
+    @property
+    def max_held(self) -> int:
+        return max(2 * self.config.BATCH_SIZE, 2 * self.config.WORKERS)
+
+    @property
+    def host_backlog(self) -> int:
+        return 4 * self.config.PER_HOST
+
+    # -- public entry points -------------------------------------------------
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def run_once(self, timeout: float | None = None) -> Report:
+        """Claim what is due, deliver it, and write every outcome before returning.
+
+        Errors propagate: this is the step tests and ``--burst`` call.
+        """
+        self._ensure_transport()
+        report = Report()
+        jobs = self._claim(self.max_held, report)
+        self.transport.submit(jobs)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting = len(jobs)
+        collected: list[Outcome] = []
+        while waiting:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                collected.append(self.outcomes.get(timeout=remaining))
+            except queue.Empty:
+                raise TimeoutError(f"{waiting} deliveries still in flight") from None
+            waiting -= 1
+        self._resolve(collected, report)
+        return report
+
+    def run_forever(self) -> None:
+        """Pipeline claims, deliveries and resolutions until :meth:`stop`."""
+        self._ensure_transport()
+        logger.info("activity_queue worker %s started", self.id)
+        errors = 0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    busy = self._step()
+                    errors = 0
+                except Exception:
+                    errors += 1
+                    logger.exception("activity_queue worker %s: step failed", self.id)
+                    self._close_connection()
+                    self.stopping.wait(min(30.0, 0.5 * 2 ** min(errors, 6)))
+                    continue
+                if not busy:
+                    self.wakeup.wait(self._idle_wait())
+                    self.wakeup.clear()
+        finally:
+            self._shutdown()
+            logger.info("activity_queue worker %s stopped", self.id)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+
+    # -- the loop ------------------------------------------------------------
+
+    def _step(self) -> bool:
+        close_old_connections_if_idle = not self._held
+        if close_old_connections_if_idle:
+            connections[router.db_for_write(ScheduledActivity)].close_if_unusable_or_obsolete()
+        report = Report()
+        outcomes = self._unresolved + self._drain()
+        self._unresolved = []
+        if outcomes:
+            try:
+                self._resolve(outcomes, report)
+            except Exception:
+                self._unresolved = outcomes
+                raise
+        self._renew_leases()
+        room = self.max_held - len(self._held)
+        jobs: list[Job] = []
+        if room >= min(self.config.BATCH_SIZE, self.max_held // 2) or not self._held:
+            jobs = self._claim(min(room, self.config.BATCH_SIZE), report)
+            self.transport.submit(jobs)
+        return bool(outcomes or jobs)
+
+    def _idle_wait(self) -> float:
+        if self._held:
+            return 1.0
+        return self.config.POLL_INTERVAL
+
+    def _drain(self) -> list[Outcome]:
+        out: list[Outcome] = []
+        get = self.outcomes.get_nowait
+        try:
+            while True:
+                out.append(get())
+        except queue.Empty:
+            return out
+
+    # -- claiming --------------------------------------------------------------
+
+    def _ensure_transport(self) -> None:
+        if self.transport is None:
+            self.transport = Transport(self.config, self._on_outcome, signer=self.signer)
+            self.transport.start()
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        self.outcomes.put(outcome)
+        self.wakeup.set()
+
+    def _claim(self, limit: int, report: Report) -> list[Job]:
+        if limit <= 0 or self.stopping.is_set():
+            return []
+        cfg = self.config
+        now = time.monotonic()
+        if now - self._half_open_checked > 1.0:
+            self._half_open = store.half_open_hosts(cfg.CIRCUIT_THRESHOLD)
+            self._half_open_checked = now
+        full = {h for h, n in self._per_host.items() if n >= self.host_backlog}
+        jobs = store.claim(self.id, limit, cfg.LEASE, exclude_hosts=full | self._probing)
+        if not jobs:
+            return []
+        keep: list[Job] = []
+        surplus: list[int] = []
+        for job in jobs:
+            held = self._per_host.get(job.host, 0)
+            if job.host in self._half_open:
+                if job.host in self._probing:
+                    surplus.append(job.id)
+                    continue
+                self._probing.add(job.host)
+            elif held >= self.host_backlog:
+                surplus.append(job.id)
+                continue
+            self._per_host[job.host] = held + 1
+            self._held[job.id] = (job, now)
+            keep.append(job)
+        if surplus:
+            store.release(self.id, surplus)
+        report.claimed += len(keep)
+        report.released += len(surplus)
+        return keep
+
+    def _renew_leases(self) -> None:
+        now = time.monotonic()
+        if now < self._next_renewal:
+            return
+        lease = self.config.LEASE
+        self._next_renewal = now + lease / 6
+        stale = [job_id for job_id, (_, since) in self._held.items() if now - since > lease / 3]
+        if stale:
+            store.renew(self.id, stale, lease)
+            for job_id in stale:
+                job, _ = self._held[job_id]
+                self._held[job_id] = (job, now)
+
+    # -- resolving ---------------------------------------------------------------
+
+    def _finalise(self, outcome: Outcome, now) -> Outcome:
+        """Turn a transport outcome into what is written: retry time, or give up."""
+        cfg = self.config
+        made = outcome.job.attempts + 1
+        if outcome.verdict is Verdict.RETRY:
+            if is_final(outcome.verdict, made, cfg.MAX_ATTEMPTS):
+                outcome.verdict = Verdict.FAILED
+                outcome.error = f"gave up after {made} attempts: {outcome.error}"
+            else:
+                delay = retry_delay(made, factor=cfg.BACKOFF_FACTOR, cap=cfg.BACKOFF_MAX,
+                                    retry_after=outcome.retry_after,
+                                    retry_after_cap=cfg.RETRY_AFTER_MAX)
+                outcome.retry_at = now + timedelta(seconds=delay)
+        return outcome
+
+    def _resolve(self, outcomes: list[Outcome], report: Report) -> None:
+        cfg = self.config
+        now = timezone.now()
+        outcomes = [self._finalise(o, now) for o in outcomes]
+        written, opened = store.resolve(
+            self.id, outcomes, circuit_threshold=cfg.CIRCUIT_THRESHOLD,
+            circuit_cooldown=cfg.CIRCUIT_COOLDOWN, cooldown_max=cfg.BACKOFF_MAX, now=now,
+        )
+        for o in outcomes:
+            self._forget(o.job)
+        if opened:
+            logger.warning("activity_queue: pausing deliveries to %s", ", ".join(opened))
+            self.transport.pause(opened)
+            self._half_open.difference_update(opened)
+        for o in written:
+            if o.verdict is Verdict.SENT:
+                report.sent += 1
+                if o.job.host in self._half_open:
+                    self._half_open.discard(o.job.host)
+                signals.activity_delivered.send(sender=Worker, outcome=o)
+            elif o.verdict is Verdict.FAILED:
+                report.failed += 1
+                self._report_failure(o)
+            elif o.verdict is Verdict.RETRY:
+                report.retried += 1
+            else:
+                report.deferred += 1
+        report.outcomes.extend(written)
+
+    def _forget(self, job: Job) -> None:
+        if self._held.pop(job.id, None) is None:
+            return
+        left = self._per_host.get(job.host, 1) - 1
+        if left > 0:
+            self._per_host[job.host] = left
+        else:
+            self._per_host.pop(job.host, None)
+        self._probing.discard(job.host)
+
+    def _report_failure(self, outcome: Outcome) -> None:
+        job = outcome.job
+        failure_logger.error(
+            "activity_queue: %s %s to %s failed finally after %s attempt(s): %s",
+            job.activity_type, job.activity_id, job.inbox, job.attempts + 1, outcome.error,
+            extra={"inbox_host": job.host, "status_code": outcome.status_code},
+        )
+        report_final_failure(outcome)
+        signals.activity_failed.send(sender=Worker, outcome=outcome)
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Finish or hand back what is in flight; nothing is left leased to a dead name."""
+        if self.transport is not None:
+            try:
+                self.transport.stop(grace=self.grace)
+            except Exception:
+                logger.exception("activity_queue: transport did not stop cleanly")
+            self.transport = None
+        outcomes = self._unresolved + self._drain()
+        self._unresolved = []
+        try:
+            if outcomes:
+                self._resolve(outcomes, Report())
+            if self._held:
+                store.release(self.id, list(self._held))
+                self._held.clear()
+                self._per_host.clear()
+        except Exception:
+            logger.exception("activity_queue: could not write back in-flight rows; "
+                             "their leases will expire")
+        finally:
+            self._close_connection()
+
+    def _close_connection(self) -> None:
+        try:
+            connections[router.db_for_write(ScheduledActivity)].close()
+        except Exception:
+            logger.debug("closing the connection failed", exc_info=True)
+        close_old_connections()

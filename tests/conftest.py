@@ -1,0 +1,41 @@
+import time
+
+import pytest
+
+from activity_queue.conf import get_config
+from activity_queue.worker import Worker
+
+from .receiver import Receiver
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def worker():
+    """A worker whose transport is stopped after the test."""
+    get_config.cache_clear()
+    made = []
+
+    def make(**kwargs) -> Worker:
+        w = Worker(**kwargs)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w._shutdown()
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Poll ``predicate`` until it is truthy or the deadline passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
