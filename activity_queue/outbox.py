@@ -16,6 +16,7 @@ from django.utils import timezone
 from . import backends
 from .addresses import check_url, origin
 from .exceptions import InvalidActivity, UnsafeDestination
+from .listen import notify
 from .models import ScheduledActivity
 
 MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
@@ -95,5 +96,6 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     rows = [ScheduledActivity(inbox=inbox, host=origin(inbox), **common) for inbox in inboxes]
     using = using or router.db_for_write(ScheduledActivity)
     rows = ScheduledActivity.objects.using(using).bulk_create(rows)
+    notify(using)
     transaction.on_commit(partial(backends.wake, using), using=using)
     return rows

@@ -25,6 +25,7 @@ from . import signals, store
 from .conf import Config, get_config
 from .delivery import Signer, Transport
 from .jobs import Job, Outcome, Verdict
+from .listen import Listener
 from .models import ScheduledActivity
 from .policy import is_final, retry_delay
 from .sentry import report_final_failure
@@ -112,6 +113,9 @@ class Worker:
     def run_forever(self) -> None:
         """Pipeline claims, deliveries and resolutions until :meth:`stop`."""
         self._ensure_transport()
+        alias = router.db_for_write(ScheduledActivity)
+        if Listener.supported(alias):
+            Listener(alias, self.wakeup, self.stopping).start()
         logger.info("activity_queue worker %s started", self.id)
         errors = 0
         try:
