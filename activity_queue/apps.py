@@ -19,8 +19,8 @@ class ActivityQueueConfig(AppConfig):
         mode = thread.autostart_mode(sys.argv)
         if mode is None:
             return
-        thread.allow_autostart()
         if mode == "now":
+            thread.allow_autostart()
             thread.start()
         else:
             request_started.connect(thread.ensure_started, dispatch_uid="activity_queue.start")

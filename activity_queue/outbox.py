@@ -13,13 +13,14 @@ from django.conf import settings
 from django.db import router, transaction
 from django.utils import timezone
 
-from . import backends
+from . import backends, store
 from .addresses import check_url, origin
 from .exceptions import InvalidActivity, UnsafeDestination
 from .listen import notify
 from .models import ScheduledActivity
 
 MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
+MAX_INBOX_LENGTH = ScheduledActivity._meta.get_field("inbox").max_length
 
 
 def new_activity_id() -> str:
@@ -49,6 +50,8 @@ def _inboxes(to: str | Iterable[str]) -> list[str]:
             f"'to' must be an inbox URL or an iterable of them, not {to!r}"
         ) from None
     for inbox in inboxes:
+        if isinstance(inbox, str) and len(inbox) > MAX_INBOX_LENGTH:
+            raise InvalidActivity(f"inbox URL is longer than {MAX_INBOX_LENGTH} characters")
         try:
             check_url(inbox)
         except UnsafeDestination as exc:
@@ -80,7 +83,7 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     if not isinstance(activity.get("id"), str) or not activity.get("id"):
         activity = {**activity, "id": new_activity_id()}
     try:
-        json.dumps(activity)
+        payload = json.dumps(activity)
     except (TypeError, ValueError) as exc:
         raise InvalidActivity(f"activity is not JSON-serialisable: {exc}") from None
     now = timezone.now()
@@ -93,9 +96,8 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
         "created_at": now,
         "next_attempt_at": due,
     }
-    rows = [ScheduledActivity(inbox=inbox, host=origin(inbox), **common) for inbox in inboxes]
     using = using or router.db_for_write(ScheduledActivity)
-    rows = ScheduledActivity.objects.using(using).bulk_create(rows)
+    rows = store.insert(using, common, payload, [(inbox, origin(inbox)) for inbox in inboxes])
     notify(using)
     transaction.on_commit(partial(backends.wake, using), using=using)
     return rows

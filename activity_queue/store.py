@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connections, router, transaction
 from django.utils import timezone
@@ -73,6 +74,47 @@ def claim(worker_id: str, limit: int, lease: float, *, exclude_hosts: Iterable[s
         rows = cursor.fetchall()
     rows.sort(key=lambda r: r[0])
     return [Job(r[0], r[1], r[2], r[3].encode(), r[4], r[5], r[6], r[7]) for r in rows]
+
+
+def insert(using: str, common: dict[str, Any], payload: str,
+           destinations: Sequence[tuple[str, str]]) -> list[ScheduledActivity]:
+    """Write one scheduled row per ``(inbox, host)`` in one statement per chunk.
+
+    The payload is sent to the database once per statement, not once per inbox
+    (the ORM's ``bulk_create`` would serialise and bind it for every row).
+    """
+    connection = connections[using]
+    pg = connection.vendor == "postgresql"
+    table = ScheduledActivity._meta.db_table
+    created = _dt(connection, common["created_at"])
+    due = _dt(connection, common["next_attempt_at"])
+    ids: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        for chunk in _chunks(list(destinations), CHUNK // 2):
+            values, params = _values(connection, [list(d) for d in chunk],
+                                     ["varchar(2000)", "varchar(255)"])
+            cursor.execute(
+                f"""
+                WITH v(inbox, host) AS ({values})
+                INSERT INTO {table} (activity_id, activity_type, object_id, payload,
+                                     created_at, next_attempt_at, inbox, host, attempts,
+                                     last_error, leased_by)
+                SELECT %s, %s, %s, {"CAST(%s AS jsonb)" if pg else "%s"}, %s, %s,
+                       v.inbox, v.host, 0, '', ''
+                FROM v
+                RETURNING id, inbox
+                """,
+                [*params, common["activity_id"], common["activity_type"],
+                 common["object_id"], payload, created, due],
+            )
+            ids.update((inbox, pk) for pk, inbox in cursor.fetchall())
+    rows = []
+    for inbox, host in destinations:
+        row = ScheduledActivity(id=ids[inbox], inbox=inbox, host=host, **common)
+        row._state.adding = False
+        row._state.db = using
+        rows.append(row)
+    return rows
 
 
 def renew(worker_id: str, ids: Sequence[int], lease: float) -> int:

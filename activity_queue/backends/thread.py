@@ -70,8 +70,9 @@ def start(**kwargs) -> Worker:
 
 
 def ensure_started(**_kwargs) -> None:
-    """``request_started`` receiver: cheap after the first call."""
-    if _autostart and running() is None:
+    """``request_started`` receiver: this process serves requests, so it runs the worker."""
+    if running() is None:
+        allow_autostart()
         start()
 
 
