@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from .backends import BACKENDS
 from .conf import DEFAULTS, user_settings
@@ -35,6 +36,16 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "POLL_INTERVAL": ((int, float), 0.001, "a number of seconds > 0"),
     "BACKEND": (str, None, f"one of {', '.join(sorted(BACKENDS))}"),
     "USER_AGENT": (str, None, "a string"),
+    "INBOX_MAX_BYTES": (int, 1, "a number of bytes >= 1"),
+    "INBOX_AUTHENTICATION": ((list, tuple), None, "a list of dotted paths of DRF "
+                             "authentication classes"),
+    "INBOX_PERMISSIONS": ((list, tuple), None, "a list of dotted paths of DRF permission classes"),
+    "INBOX_REQUIRE_SIGNATURE": (bool, None, "True or False"),
+    "INBOX_DEDUP_WINDOW": ((int, float), 0, "a number of seconds >= 0"),
+    "SIGNING_KEY": ((str, type(None)), None, "a PEM private key, the path of one, or None"),
+    "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
+    "SIGNATURE_MAX_AGE": ((int, float), 1, "a number of seconds >= 1"),
+    "SIGNATURE_KEY_TTL": ((int, float), 0, "a number of seconds >= 0"),
 }
 
 
@@ -85,6 +96,8 @@ def check_settings(app_configs=None, **kwargs) -> list:
             id="activity_queue.W002",
         ))
     messages += _check_site_url()
+    if not any(m.id == "activity_queue.E002" for m in messages):
+        messages += check_inbox(merged) + check_signing(merged)
     return messages
 
 
@@ -119,4 +132,84 @@ def check_sqlite(app_configs=None, databases=None, **kwargs) -> list:
                      "'PRAGMA journal_mode=WAL;'} to the database settings.",
                 id="activity_queue.W003",
             ))
+    return messages
+
+
+def check_inbox(merged: dict[str, Any]) -> list:
+    """The inbox's DRF classes import, and requiring signatures can work well."""
+    messages: list = []
+    for key, needed in (("INBOX_AUTHENTICATION", "authenticate"),
+                        ("INBOX_PERMISSIONS", "has_permission")):
+        for path in merged[key]:
+            try:
+                found = import_string(path) if isinstance(path, str) else None
+            except ImportError as exc:
+                found, reason = None, f"cannot be imported ({exc})"
+            else:
+                reason = "is not a dotted path to a class"
+            if found is not None and not hasattr(found, needed):
+                found, reason = None, f"has no {needed}() method"
+            if found is None:
+                messages.append(Error(
+                    f"ACTIVITY_QUEUE[{key!r}] entry {path!r} {reason}.",
+                    hint=f"List dotted paths of DRF classes with {needed}(), e.g. "
+                         "'activity_queue.authentication.HTTPSignatureAuthentication'.",
+                    id="activity_queue.E010",
+                ))
+    if merged["INBOX_REQUIRE_SIGNATURE"]:
+        backend = settings.CACHES.get("default", {}).get("BACKEND", "") if isinstance(
+            getattr(settings, "CACHES", None), dict) else ""
+        if backend.endswith("DummyCache"):
+            messages.append(Warning(
+                "INBOX_REQUIRE_SIGNATURE is on but the default cache is a DummyCache: "
+                "every signed request fetches its sender's key again.",
+                hint="Configure a real cache (local memory, Redis, the database…).",
+                id="activity_queue.W010",
+            ))
+        if not merged["SIGNING_KEY"]:
+            messages.append(Warning(
+                "INBOX_REQUIRE_SIGNATURE is on but SIGNING_KEY is not set: this site "
+                "requires signatures from others but does not sign its own deliveries, "
+                "so peers with the same setting refuse them.",
+                hint="Set ACTIVITY_QUEUE['SIGNING_KEY'] to an RSA private key (PEM or path).",
+                id="activity_queue.W011",
+            ))
+    return messages
+
+
+def check_signing(merged: dict[str, Any]) -> list:
+    """The signing key loads, and receivers have a URL to fetch its public half from."""
+    from .signatures import default_key_id, load_private_key
+
+    value, key_id = merged["SIGNING_KEY"], merged["SIGNING_KEY_ID"]
+    messages: list = []
+    if key_id is not None:
+        parts = urlsplit(key_id)
+        if parts.scheme not in ("http", "https") or not parts.hostname or '"' in key_id:
+            messages.append(Error(
+                f"ACTIVITY_QUEUE['SIGNING_KEY_ID'] = {key_id!r} is not an absolute http(s) URL.",
+                hint="Set it to the URL of the document holding the public key, or leave it "
+                     "out to use SITE_URL + the app's key URL.",
+                id="activity_queue.E012",
+            ))
+    if not value:
+        return messages
+    try:
+        load_private_key(value)
+    except ValueError as exc:
+        shown = "<PEM text>" if value.lstrip().startswith("-----") else repr(value)
+        messages.append(Error(
+            f"ACTIVITY_QUEUE['SIGNING_KEY'] ({shown}) cannot be used: {exc}.",
+            hint="Give an unencrypted RSA private key in PEM form, or the path of a file "
+                 "holding one (e.g. openssl genpkey -algorithm RSA -out key.pem).",
+            id="activity_queue.E011",
+        ))
+    if key_id is None and default_key_id() is None:
+        messages.append(Error(
+            "ACTIVITY_QUEUE['SIGNING_KEY'] is set but receivers cannot find the public key: "
+            "SIGNING_KEY_ID is not set and SITE_URL or the app's URLs are missing.",
+            hint="Set SIGNING_KEY_ID, or set SITE_URL and add "
+                 "path('', include('activity_queue.urls')) to the URLconf.",
+            id="activity_queue.E013",
+        ))
     return messages

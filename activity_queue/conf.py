@@ -48,6 +48,26 @@ DEFAULTS: dict[str, Any] = {
     # How deliveries run: "thread" (in-process event loop) or "celery".
     "BACKEND": "thread",
     "USER_AGENT": "activity_queue/0.1 (+https://github.com/)",
+    # -- the inbox (docs/inbox.md) --
+    # Bodies above this many bytes are refused with 413 (declared or actually read).
+    "INBOX_MAX_BYTES": 1024 * 1024,
+    # Dotted paths of DRF authentication and permission classes for the inbox view.
+    "INBOX_AUTHENTICATION": [],
+    "INBOX_PERMISSIONS": [],
+    # Refuse (401) requests without a valid HTTP Signature.
+    "INBOX_REQUIRE_SIGNATURE": False,
+    # An activity without an ``id`` is a duplicate of an identical one received within
+    # this many seconds, with nothing newer about the same object in between (0: never).
+    "INBOX_DEDUP_WINDOW": 3600.0,
+    # -- HTTP Signatures --
+    # Our RSA private key (PEM text, or the path of a PEM file); deliveries are signed when set.
+    "SIGNING_KEY": None,
+    # The URL of our public key document; default SITE_URL + the app's key URL.
+    "SIGNING_KEY_ID": None,
+    # A signed request's Date may be this many seconds off, either way.
+    "SIGNATURE_MAX_AGE": 300.0,
+    # Seconds a sender's fetched public key is kept in Django's cache.
+    "SIGNATURE_KEY_TTL": 3600.0,
 }
 
 
@@ -71,6 +91,15 @@ class Config:
     POLL_INTERVAL: float
     BACKEND: str
     USER_AGENT: str
+    INBOX_MAX_BYTES: int
+    INBOX_AUTHENTICATION: list
+    INBOX_PERMISSIONS: list
+    INBOX_REQUIRE_SIGNATURE: bool
+    INBOX_DEDUP_WINDOW: float
+    SIGNING_KEY: str | None
+    SIGNING_KEY_ID: str | None
+    SIGNATURE_MAX_AGE: float
+    SIGNATURE_KEY_TTL: float
 
 
 def user_settings() -> dict[str, Any]:

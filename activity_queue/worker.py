@@ -21,7 +21,7 @@ from datetime import timedelta
 from django.db import close_old_connections, connections, router
 from django.utils import timezone
 
-from . import signals, store
+from . import signals, signatures, store
 from .conf import Config, get_config
 from .delivery import Signer, Transport
 from .jobs import Job, Outcome, Verdict
@@ -58,7 +58,7 @@ class Worker:
                  signer: Signer | None = None) -> None:
         self.config = config or get_config()
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.signer = signer
+        self.signer = signer if signer is not None else signatures.signer_from_config(self.config)
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.wakeup = threading.Event()
         self.stopping = threading.Event()

@@ -1,0 +1,214 @@
+"""The inbox: a DRF view that takes activities from other servers.
+
+In order: the content type (415), the body size (413), authentication and
+permissions (401), the activity's shape (400, see :mod:`.validation`), then
+idempotency: an activity seen before answers 200 and is not applied again.
+A new one is logged as an inbound ``Activity`` and handed to
+:func:`activity_queue.receive.apply_activity` in the same transaction (an
+``InvalidActivity`` from it is a 400 and leaves nothing behind); it answers
+201 ``{}``, as DjangoLDP servers do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from rest_framework import status
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied, UnsupportedMediaType
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import receive, validation
+from .addresses import origin
+from .authentication import HasValidSignature, HTTPSignatureAuthentication, VerifiedSignature
+from .body import read_body
+from .conf import get_config
+from .exceptions import InvalidActivity
+from .lifecycle import State
+from .models import Activity
+
+logger = logging.getLogger(__name__)
+
+
+class ActivityParser(BaseParser):
+    """JSON-LD (``application/ld+json``, any ``profile``), decoded strictly."""
+
+    media_type = "application/ld+json"
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        return validation.decode(stream.read())
+
+
+class ActivityStreamsParser(ActivityParser):
+    media_type = "application/activity+json"
+
+
+class PlainJSONParser(ActivityParser):
+    media_type = "application/json"
+
+
+ACCEPTED_MEDIA_TYPES = ", ".join(p.media_type for p in (
+    ActivityParser, ActivityStreamsParser, PlainJSONParser))
+
+
+class AnyAccept(BaseContentNegotiation):
+    """The inbox answers JSON whatever ``Accept`` says: a sender's taste is no reason for 406."""
+
+    def select_parser(self, request, parsers):
+        return DefaultContentNegotiation().select_parser(request, parsers)
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class InboxView(APIView):
+    parser_classes = (ActivityParser, ActivityStreamsParser, PlainJSONParser)
+    renderer_classes = (JSONRenderer,)
+    content_negotiation_class = AnyAccept
+
+    # -- pluggable authentication --------------------------------------------------
+
+    def get_authenticators(self) -> list:
+        config = get_config()
+        classes = [import_string(path) for path in config.INBOX_AUTHENTICATION]
+        if config.INBOX_REQUIRE_SIGNATURE:
+            classes = [HTTPSignatureAuthentication,
+                       *(c for c in classes if c is not HTTPSignatureAuthentication)]
+        return [cls() for cls in classes]
+
+    def get_permissions(self) -> list:
+        config = get_config()
+        classes = [import_string(path) for path in config.INBOX_PERMISSIONS]
+        if config.INBOX_REQUIRE_SIGNATURE:
+            classes.append(HasValidSignature)
+        return [cls() for cls in classes]
+
+    def permission_denied(self, request, message=None, code=None):
+        if get_config().INBOX_REQUIRE_SIGNATURE and not isinstance(request.auth,
+                                                                   VerifiedSignature):
+            raise NotAuthenticated(message or HasValidSignature.message)
+        super().permission_denied(request, message=message, code=code)
+
+    # -- the request -----------------------------------------------------------------
+
+    def initial(self, request, *args, **kwargs) -> None:
+        """Content type and size come before authentication, which needs the body."""
+        if request.method == "POST":
+            self.parser = self._select_parser(request)
+            read_body(request._request, get_config().INBOX_MAX_BYTES)
+        super().initial(request, *args, **kwargs)
+
+    def _select_parser(self, request) -> BaseParser:
+        content_type = request.content_type
+        if not content_type:
+            raise UnsupportedMediaType("", detail="the Content-Type header is missing; "
+                                       f"send one of {ACCEPTED_MEDIA_TYPES}")
+        parser = request.negotiator.select_parser(request, self.get_parsers())
+        if parser is None:
+            raise UnsupportedMediaType(content_type, detail=(
+                f"unsupported Content-Type {content_type[:100]!r}; "
+                f"send one of {ACCEPTED_MEDIA_TYPES}"))
+        return parser
+
+    def post(self, request, *args, **kwargs) -> Response:
+        body = read_body(request._request, get_config().INBOX_MAX_BYTES)
+        try:
+            activity = self.parser.parse(io.BytesIO(body))
+            reason = validation.problem(activity)
+        except InvalidActivity as exc:
+            reason = str(exc)
+        if reason:
+            return self._refuse(reason)
+        signed = request.auth if isinstance(request.auth, VerifiedSignature) else None
+        if signed is not None:
+            mismatch = validation.origin_mismatch(activity, signed.key_id)
+            if mismatch:
+                raise PermissionDenied(mismatch)
+        summary = validation.summarize(activity)
+        host = origin(signed.key_id)[:255] if signed else summary.claimed_host
+        try:
+            duplicate = self._receive(request, activity, summary, host)
+        except InvalidActivity as exc:
+            return self._refuse(str(exc) or "the activity cannot be applied")
+        if duplicate:
+            logger.info("activity_queue inbox: duplicate %s %s from %s ignored",
+                        summary.activity_type, summary.activity_id, host or "?")
+            return Response({}, status=status.HTTP_200_OK)
+        logger.info("activity_queue inbox: received %s %s from %s",
+                    summary.activity_type, summary.activity_id, host or "?")
+        return Response({}, status=status.HTTP_201_CREATED)
+
+    def _refuse(self, reason: str) -> Response:
+        logger.info("activity_queue inbox: refused an activity: %s", reason)
+        return Response({"detail": reason}, status=status.HTTP_400_BAD_REQUEST)
+
+    # -- recording -------------------------------------------------------------------
+
+    def _receive(self, request, activity: dict[str, Any], summary: validation.Summary,
+                 host: str) -> bool:
+        """Log and apply ``activity`` unless it was seen before; True for a duplicate."""
+        using = router.db_for_write(Activity)
+        with transaction.atomic(using=using):
+            _serialise(using, summary.activity_id)
+            if _seen(using, summary):
+                return True
+            now = timezone.now()
+            Activity.objects.using(using).create(
+                activity_id=summary.activity_id, activity_type=summary.activity_type,
+                object_id=summary.object_id, inbox=_inbox_url(request), host=host,
+                payload=activity, direction=Activity.Direction.INBOUND,
+                status=State.RECEIVED, created_at=now, resolved_at=now,
+            )
+            receive.apply_activity(activity)
+        return False
+
+
+def _serialise(using: str, activity_id: str) -> None:
+    """Make two concurrent receipts of one activity take turns (PostgreSQL).
+
+    SQLite needs nothing: its IMMEDIATE transactions already admit one writer.
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.sha256(b"activity_queue.inbox:" + activity_id.encode()).digest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)",
+                       [int.from_bytes(digest[:8], "big", signed=True)])
+
+
+def _seen(using: str, summary: validation.Summary) -> bool:
+    """Seen before: same ``id`` ever; without an id, same content lately and nothing since.
+
+    Content alone is a weaker identity (Add, Remove, then the same Add again is
+    legitimate), hence the window and the "nothing newer about that object" rule.
+    """
+    inbound = Activity.objects.using(using).inbound()
+    if summary.has_id:
+        return inbound.filter(activity_id=summary.activity_id).exists()
+    window = get_config().INBOX_DEDUP_WINDOW
+    if not window:
+        return False
+    last = (inbound.filter(activity_id=summary.activity_id,
+                           created_at__gte=timezone.now() - timedelta(seconds=window))
+            .order_by("-id").values_list("id", flat=True).first())
+    if last is None:
+        return False
+    return not inbound.filter(object_id=summary.object_id, id__gt=last).exists()
+
+
+def _inbox_url(request) -> str:
+    try:
+        return request._request.build_absolute_uri(request._request.path)[:2000]
+    except Exception:  # DisallowedHost and friends: the path is enough for the log
+        return request._request.path[:2000]
