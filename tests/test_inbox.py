@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import socket
+import threading
 
 import pytest
 import requests
@@ -32,9 +33,12 @@ DJANGOLDP_BODY = {
 }
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def applied(monkeypatch):
-    """Record what the inbox hands to receive.apply_activity (backlinks are tested elsewhere)."""
+    """Record what the inbox hands to receive.apply_activity (backlinks are tested elsewhere).
+
+    The property test does without it, so that the real apply_activity sees its inputs too.
+    """
     calls = []
     monkeypatch.setattr(receive, "apply_activity", calls.append)
     return calls
@@ -236,7 +240,8 @@ def test_other_methods_are_not_allowed(client):
 
 
 @pytest.mark.django_db
-def test_authentication_and_permissions_come_from_settings(client, settings, django_user_model):
+def test_authentication_and_permissions_come_from_settings(client, settings, django_user_model,
+                                                           applied):
     settings.ACTIVITY_QUEUE = {
         **settings.ACTIVITY_QUEUE,
         "INBOX_AUTHENTICATION": ["rest_framework.authentication.BasicAuthentication"],
@@ -294,6 +299,7 @@ bodies = (json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(body=bodies, content_type=content_types)
 def test_no_input_makes_a_server_error(body, content_type):
+    """Whatever arrives, the answer is never a 5xx (the real apply_activity included)."""
     client = Client(raise_request_exception=False)
     try:
         response = client.generic("POST", INBOX, body, content_type=content_type)
@@ -331,3 +337,51 @@ def test_live_server_refuses_a_large_declared_body_early(live_server, settings):
         while b"\r\n\r\n" not in answer:  # the answer comes before the body is sent
             answer += sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 413")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_receipts_of_one_activity_take_turns(live_server, monkeypatch):
+    """The second copy waits for the first one's transaction, then sees it: one row, one apply.
+
+    Observable on PostgreSQL (the advisory lock shows in pg_locks); SQLite's
+    IMMEDIATE transactions serialise writers by themselves.
+    """
+    from django.db import connection
+
+    from .conftest import wait_until
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the waiting copy is observable through pg_locks only")
+    release = threading.Event()
+    calls = []
+
+    def slow_apply(activity):
+        calls.append(activity)
+        release.wait(20)
+
+    monkeypatch.setattr(receive, "apply_activity", slow_apply)
+    url = live_server.url + INBOX
+    statuses = []
+
+    def deliver():
+        statuses.append(requests.post(url, data=json.dumps(with_id(99)),
+                                      headers={"Content-Type": LD}, timeout=30).status_code)
+
+    def waiting_for_lock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                           "AND NOT granted")
+            return cursor.fetchone()[0] == 1
+
+    first = threading.Thread(target=deliver)
+    first.start()
+    assert wait_until(lambda: calls, timeout=10)
+    second = threading.Thread(target=deliver)
+    second.start()
+    assert wait_until(waiting_for_lock, timeout=10)
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert sorted(statuses) == [200, 201]
+    assert len(calls) == 1
+    assert Activity.objects.inbound().count() == 1
