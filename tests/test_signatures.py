@@ -230,7 +230,8 @@ def test_remote_key_size_cap_and_bad_documents(keys):
 
 def messages(**values):
     with override_settings(ACTIVITY_QUEUE={"ALLOW_PRIVATE_ADDRESSES": True, **values}):
-        return [(m.id, m.msg) for m in run_checks() if m.id.startswith("activity_queue")]
+        found = run_checks(tags=["compatibility"])
+        return [(m.id, m.msg) for m in found if m.id.startswith("activity_queue")]
 
 
 def test_checks_of_the_inbox_and_signing_settings(tmp_path):
