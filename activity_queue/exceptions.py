@@ -6,7 +6,8 @@ class ActivityQueueError(Exception):
 
 
 class InvalidActivity(ActivityQueueError, ValueError):
-    """An activity or inbox given to ``enqueue`` cannot be delivered as it is."""
+    """An activity cannot be taken as it is: given to ``enqueue`` (or with a bad inbox),
+    or received at the inbox (malformed, or refused by ``receive.apply_activity``)."""
 
 
 class UnsafeDestination(ActivityQueueError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .addresses import origin
 from .conf import Config
+from .exceptions import ActivityQueueError
+
+logger = logging.getLogger(__name__)
 
 #: What we sign, and the least an inbound POST must have signed.
 SIGNED_HEADERS = ("(request-target)", "host", "date", "digest")
@@ -43,6 +47,10 @@ _PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"([^"]*)"\s*(,|$)')
 
 class SignatureError(ValueError):
     """A request's signature is absent, malformed, stale or does not verify."""
+
+
+class SigningUnavailable(ActivityQueueError):
+    """``SIGNING_KEY`` is set but cannot be used, so nothing is sent unsigned instead."""
 
 
 class BadSignature(SignatureError):
@@ -180,8 +188,23 @@ def signing_key(config: Config) -> tuple[rsa.RSAPrivateKey, str] | None:
 
 
 def signer_from_config(config: Config) -> Callable[..., dict[str, str]] | None:
-    """The worker's signer: None unless ``SIGNING_KEY`` is configured."""
-    found = signing_key(config)
+    """The worker's signer: None unless ``SIGNING_KEY`` is configured.
+
+    A key that is configured but unusable gives a signer that refuses: its
+    deliveries are retried (and visible in the log with the reason) rather than
+    sent unsigned, and the worker's construction, which may happen inside a
+    request, does not fail. The system checks report the same problem earlier.
+    """
+    try:
+        found = signing_key(config)
+    except ImproperlyConfigured as exc:
+        logger.error("activity_queue: %s; deliveries wait until it is fixed", exc)
+        reason = str(exc)
+
+        def refuse(method: str, url: str, headers: dict[str, str], body: bytes) -> dict:
+            raise SigningUnavailable(reason)
+
+        return refuse
     return make_signer(*found) if found else None
 
 

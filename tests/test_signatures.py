@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from activity_queue import enqueue, receive
 from activity_queue.keys import KeyUnavailable, key_from_document, remote_key
-from activity_queue.models import Activity
+from activity_queue.models import Activity, ScheduledActivity
 from activity_queue.signatures import (
     SignatureError,
     check_date,
@@ -381,3 +381,31 @@ def test_signer_rejects_a_quote_in_the_key_id():
 @pytest.mark.django_db
 def test_public_key_view_without_a_key_is_404(client):
     assert client.get("/activity-queue/key/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unusable_key_holds_deliveries_back(receiver, worker, settings, tmp_path):
+    """Never sent unsigned, never a crash: the row waits with the reason as its last error."""
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE,
+                               "SIGNING_KEY": str(tmp_path / "missing.pem")}
+    with transaction.atomic():
+        enqueue(dict(ACTIVITY), to=receiver.url("/inbox/"))
+    report = worker().run_once(timeout=20)
+    assert report.retried == 1 and receiver.received == []
+    row = ScheduledActivity.objects.get()
+    assert "SigningUnavailable" in row.last_error and "cannot read the key file" in row.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deliveries_are_signed_for_any_receiver(receiver, worker, settings):
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_KEY": pem(rsa_key(0)),
+                               "SIGNING_KEY_ID": "https://a.example/actor#main-key"}
+    with transaction.atomic():
+        enqueue(dict(ACTIVITY), to=receiver.url("/inbox/?x=1"))
+    assert worker().run_once(timeout=20).sent == 1
+    [got] = receiver.received
+    parsed = parse_signature(got.headers["Signature"])
+    assert parsed.key_id == "https://a.example/actor#main-key"
+    verify(parsed, method="POST", target_path=got.path, headers=lower(got.headers),
+           body=got.body, public_key=rsa_key(0).public_key(), max_age=300)
+    assert got.headers["Content-Type"] == LD
