@@ -21,6 +21,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, burst: bool = False, name: str | None = None,
                max_rounds: int | None = None, **options) -> None:
+        if max_rounds is not None and not burst:
+            raise CommandError("--max-rounds only applies to --burst")
         if max_rounds is not None and max_rounds < 1:
             raise CommandError("--max-rounds must be at least 1")
         worker = Worker(name=name)
