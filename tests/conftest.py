@@ -39,3 +39,20 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+@pytest.fixture
+def spawn(transactional_db, tmp_path):
+    """Start ``django-admin`` subprocesses on the test database; all are killed afterwards."""
+    from .processes import Proc, environment
+
+    started: list[Proc] = []
+
+    def start(*args: str, queue: dict | None = None, env: dict | None = None) -> Proc:
+        proc = Proc(list(args), environment(queue, **(env or {})), tmp_path, f"p{len(started)}")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()

@@ -1,0 +1,24 @@
+"""Settings for subprocesses the tests start (workers, runserver).
+
+They use the database the test process is using (its test database), named
+in ``AQ_PROC_DB_NAME``, and ``ACTIVITY_QUEUE`` values from ``AQ_PROC_QUEUE``
+(JSON) merged over the test settings. The engine follows ``AQ_TEST_DB`` as in
+:mod:`tests.settings`.
+"""
+
+import json
+import os
+
+from .settings import *  # noqa: F403
+from .settings import ACTIVITY_QUEUE, DATABASES
+
+DATABASES["default"]["NAME"] = os.environ["AQ_PROC_DB_NAME"]
+ACTIVITY_QUEUE = {"AUTOSTART": False, **ACTIVITY_QUEUE,
+                  **json.loads(os.environ.get("AQ_PROC_QUEUE", "{}"))}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"activity_queue": {"handlers": ["stderr"], "level": "INFO"}},
+}

@@ -1,0 +1,106 @@
+"""``manage.py activity_worker`` as a real subprocess: crashes, signals, --burst, usage."""
+
+import signal
+from collections import Counter
+
+import pytest
+from django.db import transaction
+
+from activity_queue import enqueue
+from activity_queue.models import Activity, ScheduledActivity
+
+from .conftest import wait_until
+from .receiver import Rule
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def enqueue_many(n: int, inbox: str, *, delay: float = 0) -> list[str]:
+    """``n`` activities with distinct ids, committed; returns the ids."""
+    ids = [f"https://origin.example/activities/{delay}-{i}" for i in range(n)]
+    with transaction.atomic():
+        for i, activity_id in enumerate(ids):
+            enqueue({"id": activity_id, "type": "Create",
+                     "object": f"https://origin.example/notes/{i}"}, to=inbox, delay=delay)
+    return ids
+
+
+def sent_per_activity() -> Counter:
+    return Counter(Activity.objects.filter(status="sent").values_list("activity_id", flat=True))
+
+
+def test_rows_of_a_killed_worker_come_back_when_its_lease_expires(receiver, spawn):
+    receiver.rules["/slow/"] = Rule(delay=0.05)
+    ids = enqueue_many(200, receiver.url("/slow/"))
+    queue = {"LEASE": 2.0, "PER_HOST": 8, "POLL_INTERVAL": 0.2}
+    first = spawn("activity_worker", queue=queue)
+    assert receiver.wait_for(lambda r: len(r.received) >= 20, timeout=30), first.stderr()
+    first.send(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    orphaned = set(ScheduledActivity.objects.exclude(leased_by="")
+                   .values_list("activity_id", flat=True))
+    assert orphaned, "the worker was killed holding no lease; the test proves nothing"
+    assert ScheduledActivity.objects.exists()
+
+    second = spawn("activity_worker", queue=queue)
+    assert wait_until(lambda: not ScheduledActivity.objects.exists(), timeout=30), second.stderr()
+    second.send(signal.SIGTERM)
+    assert second.wait(15) == 0
+
+    sent = sent_per_activity()
+    assert sorted(sent) == sorted(ids)
+    assert set(sent.values()) == {1}, "one log row per activity, even after a crash"
+    # At-least-once: duplicates are allowed at the receiver, losses are not.
+    assert {body["id"] for body in receiver.bodies("/slow/")} == set(ids)
+
+
+def test_sigterm_finishes_or_releases_in_flight_rows_and_exits_0(receiver, spawn):
+    receiver.rules["/slow/"] = Rule(delay=1.0)
+    enqueue_many(40, receiver.url("/slow/"))
+    proc = spawn("activity_worker", queue={"PER_HOST": 4})
+    assert receiver.wait_for(lambda r: len(r.received) >= 4, timeout=30), proc.stderr()
+    assert ScheduledActivity.objects.exclude(leased_by="").exists()
+    proc.send(signal.SIGTERM)
+    assert proc.wait(15) == 0, proc.stderr()
+    assert "SIGTERM" in proc.stderr()
+    assert "stopped" in proc.stdout()
+
+    assert not ScheduledActivity.objects.exclude(leased_by="").exists()
+    assert not ScheduledActivity.objects.filter(leased_until__isnull=False).exists()
+    # Requests that had started were given time to finish and were logged;
+    # the others went back untouched, with no attempt counted.
+    sent = Activity.objects.filter(status="sent").count()
+    assert sent == len(receiver.received) >= 4
+    assert sent + ScheduledActivity.objects.count() == 40
+    assert set(ScheduledActivity.objects.values_list("attempts", flat=True)) <= {0}
+
+
+def test_burst_drains_due_rows_then_exits(receiver, spawn):
+    due = enqueue_many(5, receiver.url("/inbox/"))
+    later = enqueue_many(2, receiver.url("/inbox/"), delay=3600)
+    proc = spawn("activity_worker", "--burst")
+    assert proc.wait(30) == 0, proc.stderr()
+    summary = proc.stdout().strip().splitlines()[-1]
+    assert summary.startswith("activity_worker --burst: 5 sent, 0 to retry, 0 failed")
+    assert {body["id"] for body in receiver.bodies()} == set(due)
+    assert sorted(ScheduledActivity.objects.values_list("activity_id", flat=True)) == later
+    assert not ScheduledActivity.objects.exclude(leased_by="").exists()
+
+
+def test_burst_with_nothing_due_exits_at_once(spawn):
+    proc = spawn("activity_worker", "--burst")
+    assert proc.wait(30) == 0, proc.stderr()
+    assert "0 sent" in proc.stdout()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--burst", "--max-rounds", "many"], "invalid int value: 'many'"),
+    (["--burst", "--max-rounds", "0"], "--max-rounds must be at least 1"),
+    (["--max-rounds", "3"], "--max-rounds only applies to --burst"),
+])
+def test_bad_command_line_is_a_usage_error(spawn, args, message):
+    proc = spawn("activity_worker", *args)
+    assert proc.wait(30) != 0
+    assert message in proc.stderr()
+    assert "running" not in proc.stdout()
