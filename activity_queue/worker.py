@@ -165,7 +165,8 @@ class Worker:
 
     def _idle_wait(self) -> float:
         if self._held:
-            return 1.0
+            # Wake in time to renew the leases of rows still in flight (LEASE may be short).
+            return max(0.01, min(1.0, self._next_renewal - time.monotonic()))
         return self.config.POLL_INTERVAL
 
     def _drain(self) -> list[Outcome]:
