@@ -1,3 +1,4 @@
+import os
 import sys
 
 from django.apps import AppConfig
@@ -16,7 +17,7 @@ class ActivityQueueConfig(AppConfig):
 
         if not get_config().AUTOSTART:
             return
-        mode = thread.autostart_mode(sys.argv)
+        mode = thread.autostart_mode(sys.argv, os.environ, testing=thread.under_tests())
         if mode is None:
             return
         if mode == "now":

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 
 from django.db import connections
 
@@ -26,21 +27,49 @@ _pid: int | None = None
 _autostart = False
 
 
-def autostart_mode(argv: list[str]) -> str | None:
-    """``"now"``, ``"on-request"`` or None: whether this process should run the worker."""
-    if "pytest" in sys.modules:
+#: Programs that run management commands; of those, only ``runserver`` serves.
+MANAGEMENT_PROGRAMS = frozenset({"manage.py", "django-admin", "django-admin.py", "django"})
+#: Programs that load Django but serve no web requests.
+NON_SERVING_PROGRAMS = frozenset({"celery"})
+
+
+def autostart_mode(argv: Sequence[str], environ: Mapping[str, str], *,
+                   testing: bool) -> str | None:
+    """Whether this process runs the in-process worker: ``"now"``, ``"on-request"`` or None.
+
+    ``"now"`` is runserver's serving process (its autoreloading parent only
+    watches files); ``"on-request"`` is any other server, which starts the
+    worker at its first request so that a pre-forking server (gunicorn)
+    starts one per worker process, after the fork. Test runs (``testing``)
+    and other management commands never start it on their own.
+    """
+    if testing:
         return None
-    program = os.path.basename(argv[0]) if argv else ""
-    if program in ("manage.py", "django-admin", "__main__.py") or program.endswith("manage.py"):
+    program = program_name(argv)
+    if program in MANAGEMENT_PROGRAMS or program.endswith("manage.py"):
         command = argv[1] if len(argv) > 1 else ""
         if command != "runserver":
             return None
-        if "--noreload" in argv or os.environ.get("RUN_MAIN") == "true":
+        if "--noreload" in argv or environ.get("RUN_MAIN") == "true":
             return "now"
-        return None  # the autoreloader's watching parent: its child will start it
-    if program in ("celery",):
+        return None
+    if program in NON_SERVING_PROGRAMS:
         return None
     return "on-request"
+
+
+def program_name(argv: Sequence[str]) -> str:
+    """``python -m pkg`` puts ``.../pkg/__main__.py`` in ``argv[0]``: that program is ``pkg``."""
+    path = argv[0] if argv else ""
+    name = os.path.basename(path)
+    if name == "__main__.py":
+        name = os.path.basename(os.path.dirname(path))
+    return name
+
+
+def under_tests() -> bool:
+    """A test run (pytest is loaded): the worker starts only where a test starts it."""
+    return "pytest" in sys.modules
 
 
 def allow_autostart() -> None:
