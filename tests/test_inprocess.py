@@ -1,0 +1,156 @@
+"""The in-process worker thread (backends.thread), its autostart rules, and a real runserver."""
+
+import threading
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+
+from activity_queue import enqueue
+from activity_queue.backends import thread
+from activity_queue.conf import get_config
+from activity_queue.models import Activity, ScheduledActivity
+
+from .conftest import wait_until
+from .processes import free_port
+from .receiver import Rule
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SLOW_POLLING = {"ALLOW_PRIVATE_ADDRESSES": True, "TIMEOUT": 2.0, "POLL_INTERVAL": 60.0}
+
+
+@pytest.fixture
+def inprocess():
+    """The thread backend with a 60 s poll, so only wake-ups explain a prompt delivery."""
+    with override_settings(ACTIVITY_QUEUE=SLOW_POLLING):
+        get_config.cache_clear()
+        try:
+            yield thread
+        finally:
+            thread.stop()
+            thread._autostart = False
+    get_config.cache_clear()
+
+
+def worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "activity-queue-worker"]
+
+
+def send(receiver, n: int = 1, path: str = "/inbox/") -> list[str]:
+    with transaction.atomic():
+        rows = [enqueue({"type": "Create", "object": f"https://origin.example/notes/{i}"},
+                        to=receiver.url(path))[0] for i in range(n)]
+    return [row.activity_id for row in rows]
+
+
+def test_start_is_idempotent_and_stop_ends_the_thread(inprocess):
+    first = inprocess.start()
+    assert inprocess.start() is first
+    assert inprocess.running() is first
+    assert len(worker_threads()) == 1
+    inprocess.stop()
+    assert inprocess.running() is None
+    assert worker_threads() == []
+    inprocess.stop()  # stopping twice is harmless
+
+
+def test_a_commit_wakes_the_idle_worker(receiver, inprocess):
+    inprocess.start()
+    first = send(receiver)
+    assert receiver.wait_for(lambda r: len(r.received) == 1, timeout=10)
+    assert wait_until(lambda: Activity.objects.filter(activity_id__in=first).exists())
+    # The worker now sleeps for POLL_INTERVAL (60 s) unless the commit wakes it.
+    second = send(receiver)
+    assert receiver.wait_for(lambda r: len(r.received) == 2, timeout=10)
+    assert receiver.bodies()[1]["id"] == second[0]
+
+
+def test_a_rolled_back_enqueue_does_not_start_or_wake_anyone(receiver, inprocess):
+    inprocess.allow_autostart()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enqueue({"type": "Create", "object": "https://origin.example/1"},
+                to=receiver.url("/inbox/"))
+        raise RuntimeError("roll back")
+    assert inprocess.running() is None
+
+
+def test_with_autostart_allowed_the_first_commit_starts_the_worker(receiver, inprocess):
+    inprocess.allow_autostart()
+    assert inprocess.running() is None
+    send(receiver)
+    assert inprocess.running() is not None
+    assert receiver.wait_for(lambda r: len(r.received) == 1, timeout=10)
+
+
+def test_stop_hands_back_in_flight_rows(receiver, inprocess):
+    receiver.rules["/slow/"] = Rule(delay=5.0)
+    send(receiver, 10, path="/slow/")
+    inprocess.start()
+    assert receiver.wait_for(lambda r: len(r.received) >= 1, timeout=10)
+    assert ScheduledActivity.objects.exclude(leased_by="").exists()
+    inprocess.stop(timeout=0.5)
+    assert worker_threads() == []
+    assert ScheduledActivity.objects.count() == 10
+    assert not ScheduledActivity.objects.exclude(leased_by="").exists()
+    assert not ScheduledActivity.objects.filter(leased_until__isnull=False).exists()
+    assert set(ScheduledActivity.objects.values_list("attempts", flat=True)) == {0}
+
+
+# -- when does a process start the worker on its own? ---------------------------
+
+RUNSERVER_CHILD = {"RUN_MAIN": "true"}
+
+
+@pytest.mark.parametrize(("argv", "environ", "mode"), [
+    (["manage.py", "migrate"], {}, None),
+    (["manage.py", "check"], {}, None),
+    (["manage.py", "shell"], {}, None),
+    (["manage.py", "makemigrations"], {}, None),
+    (["manage.py", "activity_worker"], {}, None),
+    (["manage.py", "test"], {}, None),
+    (["manage.py"], {}, None),
+    (["./manage.py", "runserver"], {}, None),  # the autoreloader's watching parent
+    (["manage.py", "migrate"], RUNSERVER_CHILD, None),
+    (["manage.py", "runserver"], RUNSERVER_CHILD, "now"),
+    (["/srv/site/manage.py", "runserver", "0:8000"], RUNSERVER_CHILD, "now"),
+    (["manage.py", "runserver", "--noreload"], {}, "now"),
+    (["/venv/bin/django-admin", "runserver", "--noreload"], {}, "now"),
+    (["/venv/lib/python3.11/site-packages/django/__main__.py", "runserver"], {}, None),
+    (["/venv/lib/python3.11/site-packages/django/__main__.py", "runserver", "--noreload"],
+     {}, "now"),
+    (["/venv/lib/python3.11/site-packages/django/__main__.py", "shell"], {}, None),
+    (["/venv/bin/gunicorn", "site.wsgi", "-w", "4"], {}, "on-request"),
+    (["/venv/lib/python3.11/site-packages/gunicorn/__main__.py", "site.wsgi"], {},
+     "on-request"),
+    (["uwsgi"], {}, "on-request"),
+    ([""], {}, "on-request"),
+    ([], {}, "on-request"),
+    (["/venv/bin/uvicorn", "site.asgi:application"], {}, "on-request"),
+    (["/venv/bin/celery", "-A", "site", "worker"], {}, None),
+])
+def test_autostart_mode(argv, environ, mode):
+    assert thread.autostart_mode(argv, environ, testing=False) == mode
+
+
+@pytest.mark.parametrize("argv", [["manage.py", "runserver", "--noreload"], ["gunicorn"]])
+def test_autostart_mode_never_starts_under_tests(argv):
+    assert thread.autostart_mode(argv, RUNSERVER_CHILD, testing=True) is None
+    assert thread.under_tests()
+
+
+# -- a real runserver ---------------------------------------------------------------
+
+@pytest.mark.parametrize("reload", [False, True], ids=["noreload", "autoreloader"])
+def test_runserver_revives_rows_enqueued_before_it_started(receiver, spawn, reload):
+    ids = send(receiver, 5)
+    port = free_port()
+    args = ["runserver", f"127.0.0.1:{port}", *([] if reload else ["--noreload"])]
+    server = spawn(*args, queue={"AUTOSTART": True, "POLL_INTERVAL": 0.2})
+    assert receiver.wait_for(lambda r: len(r.received) >= 5, timeout=30), server.stderr()
+    assert wait_until(lambda: not ScheduledActivity.objects.exists(), timeout=10)
+    assert sorted(b["id"] for b in receiver.bodies()) == sorted(ids)
+    assert server.alive()
+    started = [line for line in server.stderr().splitlines() if "worker" in line
+               and line.endswith("started")]
+    assert len(started) == 1, "exactly one process of the server runs the worker"
