@@ -4,7 +4,7 @@ import signal
 from collections import Counter
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from activity_queue import enqueue
 from activity_queue.models import Activity, ScheduledActivity
@@ -15,9 +15,9 @@ from .receiver import Rule
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def enqueue_many(n: int, inbox: str, *, delay: float = 0) -> list[str]:
+def enqueue_many(n: int, inbox: str, *, delay: float = 0, tag: str = "a") -> list[str]:
     """``n`` activities with distinct ids, committed; returns the ids."""
-    ids = [f"https://origin.example/activities/{delay}-{i}" for i in range(n)]
+    ids = [f"https://origin.example/activities/{tag}-{delay}-{i}" for i in range(n)]
     with transaction.atomic():
         for i, activity_id in enumerate(ids):
             enqueue({"id": activity_id, "type": "Create",
@@ -104,3 +104,33 @@ def test_bad_command_line_is_a_usage_error(spawn, args, message):
     assert proc.wait(30) != 0
     assert message in proc.stderr()
     assert "running" not in proc.stdout()
+
+
+def _terminate_other_backends() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return len(cursor.fetchall())
+
+
+def test_a_dropped_database_connection_is_logged_and_the_worker_goes_on(receiver, spawn):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs pg_terminate_backend to drop the worker's connection")
+    receiver.rules["/slow/"] = Rule(delay=1.0)
+    proc = spawn("activity_worker", queue={"POLL_INTERVAL": 0.1})
+    assert wait_until(lambda: "running" in proc.stdout(), timeout=30), proc.stderr()
+    in_flight = enqueue_many(5, receiver.url("/slow/"))
+    assert receiver.wait_for(lambda r: len(r.received) == 5, timeout=20), proc.stderr()
+    # The deliveries are still waiting for answers: the worker will write
+    # their outcomes on a connection that is gone.
+    assert _terminate_other_backends() >= 1
+    assert wait_until(lambda: "step failed" in proc.stderr(), timeout=20), proc.stderr()
+    assert wait_until(lambda: not ScheduledActivity.objects.exists(), timeout=20), proc.stderr()
+
+    later = enqueue_many(3, receiver.url("/inbox/"), tag="later")
+    assert receiver.wait_for(lambda r: len(r.received) == 8, timeout=20), proc.stderr()
+    assert wait_until(lambda: not ScheduledActivity.objects.exists(), timeout=20)
+    assert proc.alive()
+    assert sent_per_activity() == Counter(in_flight + later)
+    proc.send(signal.SIGTERM)
+    assert proc.wait(15) == 0
