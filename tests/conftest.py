@@ -43,13 +43,18 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
 
 @pytest.fixture
 def spawn(transactional_db, tmp_path):
-    """Start ``django-admin`` subprocesses on the test database; all are killed afterwards."""
+    """Start subprocesses (``django-admin`` commands by default) on the test database.
+
+    All of them are killed after the test.
+    """
     from .processes import Proc, environment
 
     started: list[Proc] = []
 
-    def start(*args: str, queue: dict | None = None, env: dict | None = None) -> Proc:
-        proc = Proc(list(args), environment(queue, **(env or {})), tmp_path, f"p{len(started)}")
+    def start(*args: str, queue: dict | None = None, env: dict | None = None,
+              program: str | None = None) -> Proc:
+        proc = Proc(list(args), environment(queue, **(env or {})), tmp_path, f"p{len(started)}",
+                    program=program)
         started.append(proc)
         return proc
 

@@ -1,6 +1,6 @@
-"""Real subprocesses (``activity_worker``, ``runserver``) against the test database.
+"""Real subprocesses (``activity_worker``, ``runserver``, a WSGI server) on the test database.
 
-Each runs ``python -m django <command> --settings=tests.proc_settings`` in its
+Each runs ``python -m django <command>`` (or a script) with ``tests.proc_settings``, in its
 own session, so that a kill reaches its children too (the autoreloader's).
 Output goes to files, not pipes, so a chatty process never blocks on a full pipe.
 """
@@ -21,13 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Proc:
-    def __init__(self, args: list[str], env: dict[str, str], log_dir: Path, name: str) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log_dir: Path, name: str,
+                 program: str | None = None) -> None:
+        """Run ``python -m django *args``, or ``python program *args``."""
         self.args = args
         self.out_path = log_dir / f"{name}.out"
         self.err_path = log_dir / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "django", *args, "--settings=tests.proc_settings"],
+                [sys.executable, *([program] if program else ["-m", "django"]), *args],
                 cwd=ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -71,6 +73,7 @@ def environment(queue: dict | None = None, **extra: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "AQ_PROC_DB_NAME": str(connection.settings_dict["NAME"]),
         "AQ_PROC_QUEUE": json.dumps(queue or {}),
+        "DJANGO_SETTINGS_MODULE": "tests.proc_settings",
         **extra,
     })
     return env

@@ -1,6 +1,8 @@
 """The in-process worker thread (backends.thread), its autostart rules, and a real runserver."""
 
 import threading
+import urllib.error
+import urllib.request
 
 import pytest
 from django.db import transaction
@@ -112,3 +114,20 @@ def test_runserver_revives_rows_enqueued_before_it_started(receiver, spawn, relo
     started = [line for line in server.stderr().splitlines() if "worker" in line
                and line.endswith("started")]
     assert len(started) == 1, "exactly one process of the server runs the worker"
+
+
+def test_another_server_starts_the_worker_at_its_first_request(receiver, spawn):
+    ids = send(receiver, 3)
+    port = free_port()
+    server = spawn(str(port), program="tests/wsgi_server.py",
+                   queue={"AUTOSTART": True, "POLL_INTERVAL": 0.2})
+    assert wait_until(lambda: "serving" in server.stdout(), timeout=30), server.stderr()
+    # Set up and listening, but no request yet: a pre-forking server's parent
+    # would be at this point, and must not run the worker.
+    assert "started" not in server.stderr()
+    assert receiver.received == []
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/no-such-page/", timeout=10)
+    assert answer.value.code == 404
+    assert receiver.wait_for(lambda r: len(r.received) == 3, timeout=20), server.stderr()
+    assert sorted(b["id"] for b in receiver.bodies()) == sorted(ids)
