@@ -54,15 +54,16 @@ def test_rows_of_a_killed_worker_come_back_when_its_lease_expires(receiver, spaw
     assert {body["id"] for body in receiver.bodies("/slow/")} == set(ids)
 
 
-def test_sigterm_finishes_or_releases_in_flight_rows_and_exits_0(receiver, spawn):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_stop_signal_finishes_or_releases_in_flight_rows_and_exits_0(receiver, spawn, signum):
     receiver.rules["/slow/"] = Rule(delay=1.0)
     enqueue_many(40, receiver.url("/slow/"))
     proc = spawn("activity_worker", queue={"PER_HOST": 4})
     assert receiver.wait_for(lambda r: len(r.received) >= 4, timeout=30), proc.stderr()
     assert ScheduledActivity.objects.exclude(leased_by="").exists()
-    proc.send(signal.SIGTERM)
+    proc.send(signum)
     assert proc.wait(15) == 0, proc.stderr()
-    assert "SIGTERM" in proc.stderr()
+    assert signal.Signals(signum).name in proc.stderr()
     assert "stopped" in proc.stdout()
 
     assert not ScheduledActivity.objects.exclude(leased_by="").exists()
