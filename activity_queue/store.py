@@ -39,11 +39,20 @@ def _placeholders(n: int) -> str:
     return ", ".join(["%s"] * n)
 
 
-def claim(worker_id: str, limit: int, lease: float, *, exclude_hosts: Iterable[str] = (),
+def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = None,
+          room: dict[str, int] | None = None, exclude_hosts: Iterable[str] = (),
           now: datetime | None = None) -> list[Job]:
-    """Lease up to ``limit`` due rows, oldest due first, skipping paused and excluded hosts."""
+    """Lease up to ``limit`` due rows, oldest due first, at most ``per_host`` for one host.
+
+    ``room`` lowers that cap for hosts the caller already holds rows of (a
+    half-open host gets room for one probe); paused and excluded hosts are
+    skipped. The per-host cap is applied in SQL, over a bounded window of the
+    oldest due rows, so a backlog on one host neither crowds out the others
+    nor makes the caller lease rows only to give them back.
+    """
     if limit <= 0:
         return []
+    per_host = per_host or limit
     now = now or timezone.now()
     connection = connections[_alias()]
     pg = connection.vendor == "postgresql"
@@ -51,24 +60,38 @@ def claim(worker_id: str, limit: int, lease: float, *, exclude_hosts: Iterable[s
     hosts_table = Host._meta.db_table
     exclude = sorted(set(exclude_hosts))
     host_filter = f"AND host NOT IN ({_placeholders(len(exclude))})" if exclude else ""
+    rooms, room_params = _values(connection, [["", 0], *([h, n] for h, n in (room or {}).items())],
+                                 ["varchar(255)", "integer"])
     sql = f"""
+        WITH r(host, room) AS ({rooms})
         UPDATE {table} SET leased_by = %s, leased_until = %s
         WHERE id IN (
-            SELECT id FROM {table}
-            WHERE next_attempt_at <= %s
-              AND (leased_until IS NULL OR leased_until < %s)
-              AND host NOT IN (SELECT host FROM {hosts_table} WHERE paused_until > %s)
-              {host_filter}
+            SELECT id FROM (
+                SELECT c.id, c.next_attempt_at, COALESCE(r.room, %s) AS room,
+                       ROW_NUMBER() OVER (PARTITION BY c.host
+                                          ORDER BY c.next_attempt_at, c.id) AS rn
+                FROM (
+                    SELECT id, host, next_attempt_at FROM {table}
+                    WHERE next_attempt_at <= %s
+                      AND (leased_until IS NULL OR leased_until < %s)
+                      AND host NOT IN (SELECT host FROM {hosts_table} WHERE paused_until > %s)
+                      {host_filter}
+                    ORDER BY next_attempt_at
+                    LIMIT %s
+                    {"FOR UPDATE SKIP LOCKED" if pg else ""}
+                ) c LEFT JOIN r ON r.host = c.host
+            ) ranked
+            WHERE rn <= room
             ORDER BY next_attempt_at
             LIMIT %s
-            {"FOR UPDATE SKIP LOCKED" if pg else ""}
         )
         RETURNING id, inbox, host, {"payload::text" if pg else "payload"}, attempts,
                   activity_type, activity_id, object_id
     """
     stamp = _dt(connection, now)
-    params = [worker_id, _dt(connection, now + timedelta(seconds=lease)), stamp, stamp, stamp,
-              *exclude, limit]
+    window = min(max(4 * limit, per_host), 20 * limit, 10_000)
+    params = [*room_params, worker_id, _dt(connection, now + timedelta(seconds=lease)),
+              per_host, stamp, stamp, stamp, *exclude, window, limit]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

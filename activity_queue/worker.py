@@ -197,8 +197,12 @@ class Worker:
         if now - self._half_open_checked > 1.0:
             self._half_open = store.half_open_hosts(cfg.CIRCUIT_THRESHOLD)
             self._half_open_checked = now
-        full = {h for h, n in self._per_host.items() if n >= self.host_backlog}
-        jobs = store.claim(self.id, limit, cfg.LEASE, exclude_hosts=full | self._probing)
+        cap = self.host_backlog
+        full = {h for h, n in self._per_host.items() if n >= cap} | self._probing
+        room = {h: cap - n for h, n in self._per_host.items() if n < cap}
+        room.update((h, 1) for h in self._half_open if h not in full)
+        jobs = store.claim(self.id, limit, cfg.LEASE, per_host=cap, room=room,
+                           exclude_hosts=full)
         if not jobs:
             return []
         keep: list[Job] = []

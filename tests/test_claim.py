@@ -1,0 +1,48 @@
+"""The claim applies per-host caps in SQL: nothing is leased only to be handed back."""
+
+import pytest
+from django.db import transaction
+
+from activity_queue import enqueue, store
+from activity_queue.models import Host, ScheduledActivity
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def backlog(host: str, n: int) -> None:
+    with transaction.atomic():
+        enqueue({"type": "Create", "object": "https://a.example/1"},
+                to=[f"https://{host}/inbox/{i}" for i in range(n)])
+
+
+def leased_by(name: str) -> int:
+    return ScheduledActivity.objects.filter(leased_by=name).count()
+
+
+def test_per_host_cap_and_room():
+    backlog("one.example", 100)
+    backlog("two.example", 5)
+    jobs = store.claim("w", 500, 30, per_host=32, room={"https://two.example": 2})
+    hosts = [j.host for j in jobs]
+    assert hosts.count("https://one.example") == 32
+    assert hosts.count("https://two.example") == 2
+    assert leased_by("w") == 34  # nothing over the caps was leased
+
+
+def test_excluded_and_paused_hosts_are_skipped():
+    backlog("one.example", 3)
+    backlog("two.example", 3)
+    backlog("three.example", 3)
+    Host.objects.create(host="https://three.example", consecutive_failures=9,
+                        paused_until="2999-01-01T00:00:00Z")
+    jobs = store.claim("w", 50, 30, per_host=10, exclude_hosts=["https://one.example"])
+    assert {j.host for j in jobs} == {"https://two.example"}
+
+
+def test_limit_is_total_and_oldest_first():
+    backlog("one.example", 10)
+    backlog("two.example", 10)
+    jobs = store.claim("w", 12, 30, per_host=10)
+    assert len(jobs) == 12
+    first = ScheduledActivity.objects.order_by("next_attempt_at", "id")[:10]
+    assert {r.id for r in first} <= {j.id for j in jobs}
