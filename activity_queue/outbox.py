@@ -83,7 +83,7 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     if not isinstance(activity.get("id"), str) or not activity.get("id"):
         activity = {**activity, "id": new_activity_id()}
     try:
-        payload = json.dumps(activity)
+        payload = json.dumps(activity, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidActivity(f"activity is not JSON-serialisable: {exc}") from None
     now = timezone.now()
