@@ -89,6 +89,19 @@ def check_literal_address(url: str, allow_private: bool) -> None:
         )
 
 
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a body: ``read(n)`` alone stops at the first chunk."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 class Transport:
     """Delivers jobs concurrently and reports one :class:`Outcome` per job."""
 
@@ -299,7 +312,7 @@ class Transport:
             async with self._session.post(url, data=job.body, headers=headers,
                                           allow_redirects=False) as resp:
                 status = resp.status
-                body = await resp.content.read(cfg.MAX_RESPONSE_BYTES)
+                body = await read_capped(resp.content, cfg.MAX_RESPONSE_BYTES)
                 location = resp.headers.get("Location")
                 retry_after = resp.headers.get("Retry-After")
                 if not resp.content.at_eof():
