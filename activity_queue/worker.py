@@ -68,6 +68,8 @@ class Worker:
         self._probing: set[str] = set()
         self._unresolved: list[Outcome] = []
         self._half_open: set[str] = set()
+        #: Hosts the transport was told to pause; resumed once the database lets them through.
+        self._paused: set[str] = set()
         self._half_open_checked = 0.0
         self._next_renewal = 0.0
         #: Seconds in-flight deliveries get to finish when stopping.
@@ -218,6 +220,10 @@ class Worker:
             keep.append(job)
         if surplus:
             store.release(self.id, surplus)
+        reopened = self._paused.intersection(job.host for job in keep)
+        if reopened:
+            self.transport.resume(reopened)  # queued on the loop ahead of the submit
+            self._paused -= reopened
         report.claimed += len(keep)
         report.released += len(surplus)
         return keep
@@ -265,6 +271,7 @@ class Worker:
         if opened:
             logger.warning("activity_queue: pausing deliveries to %s", ", ".join(opened))
             self.transport.pause(opened)
+            self._paused.update(opened)
             self._half_open.difference_update(opened)
         for o in written:
             if o.verdict is Verdict.SENT:
