@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
-from .addresses import check_url, forbidden_address, origin
+from .addresses import article, check_url, forbidden_address, origin
 from .conf import Config
 from .exceptions import UnsafeDestination
 from .jobs import Job, Outcome, Verdict
@@ -84,7 +84,7 @@ def check_literal_address(url: str, allow_private: bool) -> None:
     kind = forbidden_address(host)
     if kind:
         raise UnsafeDestination(
-            f"{host} is a {kind} address; "
+            f"{host} is {article(kind)} {kind} address; "
             "set ACTIVITY_QUEUE['ALLOW_PRIVATE_ADDRESSES'] to deliver there"
         )
 
