@@ -49,10 +49,11 @@ class GuardedResolver(AbstractResolver):
 
     Checking at connection time (not before) means a DNS answer cannot change
     between the check and the connection, and redirects are covered too.
+    ``inner`` is the resolver asked first (aiohttp's default unless given).
     """
 
-    def __init__(self, allow_private: bool) -> None:
-        self._inner = DefaultResolver()
+    def __init__(self, allow_private: bool, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
         self._allow_private = allow_private
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list:
