@@ -130,12 +130,14 @@ def test_retry_after_seconds_is_honoured(receiver, worker):
 
 def test_retry_after_http_date_is_honoured(receiver, worker):
     when = timezone.now().replace(microsecond=0) + timedelta(seconds=900)
-    receiver.rules["/inbox/"] = Rule(status=503,
+    receiver.rules["/inbox/"] = Rule(status=429,
                                      headers={"Retry-After": format_datetime(when, usegmt=True)})
     enqueue(NOTE, to=receiver.url("/inbox/"))
-    step(worker)
+    _, before, after = step(worker)
     row = ScheduledActivity.objects.get()
-    assert abs((row.next_attempt_at - when).total_seconds()) < 0.01
+    assert (row.attempts, row.last_status) == (1, 429)
+    # The date becomes a delay when the answer arrives and a due time when it is written.
+    assert when - timedelta(milliseconds=1) <= row.next_attempt_at <= when + (after - before)
 
 
 def test_retry_after_is_capped(receiver, worker):
