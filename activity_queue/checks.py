@@ -127,9 +127,13 @@ def _check_site_url() -> list:
     )]
 
 
-@register(Tags.database)
-def check_sqlite(app_configs=None, databases=None, **kwargs) -> list:
-    """SQLite plus a worker thread wants IMMEDIATE transactions and WAL, or users meet locks."""
+@register(Tags.compatibility)
+def check_sqlite(app_configs=None, **kwargs) -> list:
+    """SQLite plus a worker thread wants IMMEDIATE transactions and WAL, or users meet locks.
+
+    It reads settings only, so it is not tagged ``database``: since Django 6.0
+    ``check`` and ``runserver`` skip database checks unless ``--database`` is given.
+    """
     messages = []
     for alias, conf in settings.DATABASES.items():
         if conf.get("ENGINE") != "django.db.backends.sqlite3":
