@@ -1,14 +1,19 @@
 """System checks: every bad setting is reported with a stable id, an exact message and a hint."""
 
 import warnings
+from io import StringIO
 
 import pytest
 from django.conf import settings
 from django.core.checks import ERROR, WARNING, run_checks
+from django.core.management import call_command
 from django.test import override_settings
 
 from activity_queue.checks import RULES, _bad_value
 from activity_queue.conf import DEFAULTS, Config, get_config
+
+# Django 6 hands every database alias to the model checks, which may look at the connection.
+pytestmark = pytest.mark.django_db
 
 KNOWN = ", ".join(sorted(DEFAULTS))
 
@@ -188,3 +193,13 @@ def test_sqlite_with_immediate_transactions(mode):
         warnings.simplefilter("ignore")
         with sqlite(transaction_mode=mode):
             assert ours() == []
+
+
+def test_manage_py_check_shows_the_sqlite_warning():
+    """Not only run_checks(): the command users run must show it, on every Django line."""
+    output = StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with sqlite():
+            call_command("check", stdout=output, stderr=output)
+    assert "activity_queue.W003" in output.getvalue()
