@@ -80,6 +80,8 @@ class Unserialisable:
     (NOTE, ["https://a.example/inbox/", 42], "non-empty URL string"),
     (NOTE, ["https://a.example/inbox/", ""], "non-empty URL string"),
     (NOTE, 42, "must be an inbox URL or an iterable"),
+    (NOTE, "https://a.example/" + "x" * 2000, "is longer than 2000 characters"),
+    (NOTE, "https://" + "a" * 250 + ".example/inbox/", "its host is longer than 255"),
     (NOTE, [["https://a.example/inbox/"]], "must be an inbox URL or an iterable"),
 ])
 def test_bad_input_is_refused_and_nothing_written(activity, to, message):
