@@ -105,11 +105,11 @@ def check_settings(app_configs=None, **kwargs) -> list:
     return messages
 
 
-def _is_origin(site: Any) -> bool:
-    if not isinstance(site, str):
+def _is_http_url(url: Any) -> bool:
+    if not isinstance(url, str):
         return False
     try:
-        parts = urlsplit(site)
+        parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError on a bad port or bracket)
     except ValueError:
         return False
@@ -118,7 +118,7 @@ def _is_origin(site: Any) -> bool:
 
 def _check_site_url() -> list:
     site = getattr(settings, "SITE_URL", None)
-    if site is None or _is_origin(site):
+    if site is None or _is_http_url(site):
         return []
     return [Error(
         f"SITE_URL = {site!r} is not an absolute http(s) URL.",
@@ -200,8 +200,7 @@ def check_signing(merged: dict[str, Any]) -> list:
     value, key_id = merged["SIGNING_KEY"], merged["SIGNING_KEY_ID"]
     messages: list = []
     if key_id is not None:
-        parts = urlsplit(key_id)
-        if parts.scheme not in ("http", "https") or not parts.hostname or '"' in key_id:
+        if not _is_http_url(key_id) or '"' in key_id:
             messages.append(Error(
                 f"ACTIVITY_QUEUE['SIGNING_KEY_ID'] = {key_id!r} is not an absolute http(s) URL.",
                 hint="Set it to the URL of the document holding the public key, or leave it "
