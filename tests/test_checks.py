@@ -98,6 +98,18 @@ BAD_VALUES = [
     ("BACKEND", "redis", "is not a known backend", "one of thread"),
     ("BACKEND", 3, "has type int", "one of thread"),
     ("USER_AGENT", b"bot", "has type bytes", "a string"),
+    ("INBOX_MAX_BYTES", 0, "is too small", "a number of bytes >= 1"),
+    ("INBOX_AUTHENTICATION", "a.B", "has type str",
+     "a list of dotted paths of DRF authentication classes"),
+    ("INBOX_PERMISSIONS", None, "has type NoneType",
+     "a list of dotted paths of DRF permission classes"),
+    ("INBOX_REQUIRE_SIGNATURE", 1, "has type int", "True or False"),
+    ("INBOX_DEDUP_WINDOW", float("inf"), "is not a finite number", "a number of seconds >= 0"),
+    ("SIGNING_KEY", 5, "has type int", "a PEM private key, the path of one, or None"),
+    ("SIGNING_KEY_ID", ["https://here.example/key"], "has type list",
+     "the URL of our public key, or None"),
+    ("SIGNATURE_MAX_AGE", 0, "is too small", "a number of seconds >= 1"),
+    ("SIGNATURE_KEY_TTL", -1, "is too small", "a number of seconds >= 0"),
 ]
 
 
@@ -163,6 +175,15 @@ def test_bad_site_url(site):
 def test_good_site_url(site):
     with override_settings(SITE_URL=site):
         assert ours() == []
+
+
+@pytest.mark.parametrize("key_id", ["key-1", "http://[::1", "https://:80/key"])
+def test_bad_signing_key_id(key_id):
+    with with_queue({**settings.ACTIVITY_QUEUE, "SIGNING_KEY_ID": key_id}):
+        assert [(m[0], m[2]) for m in ours()] == [(
+            "activity_queue.E012",
+            f"ACTIVITY_QUEUE['SIGNING_KEY_ID'] = {key_id!r} is not an absolute http(s) URL.",
+        )]
 
 
 def sqlite(**options):
