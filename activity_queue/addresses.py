@@ -43,18 +43,29 @@ def check_url(url: str) -> None:
 
 
 def forbidden_address(address: str) -> str | None:
-    """Why an IP address is off limits for outbound deliveries, or None when it is public."""
+    """Why an IP address is off limits for outbound deliveries, or None when it is public.
+
+    The specific kinds are tested before "private", which Python also sets for
+    link-local, unspecified and reserved ranges; anything else not globally
+    routable (carrier-grade NAT space, where some clouds keep their metadata
+    service) is refused too.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = ip.ipv4_mapped or ip.sixtofour or ip
     for label, test in (
         ("loopback", ip.is_loopback),
-        ("private", ip.is_private),
         ("link-local", ip.is_link_local),
         ("multicast", ip.is_multicast),
         ("unspecified", ip.is_unspecified),
         ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
+        ("non-global", not ip.is_global),
     ):
         if test:
             return label
     return None
+
+
+def article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

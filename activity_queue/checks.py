@@ -6,6 +6,7 @@ crash at import or a worker that silently misbehaves.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,9 +53,11 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
 def _bad_value(key: str, value: Any) -> str | None:
     kinds, minimum, _ = RULES[key]
     if isinstance(value, bool) and kinds is not bool:
-        return "is a bool"
+        return "has type bool"
     if not isinstance(value, kinds):
-        return f"is a {type(value).__name__}"
+        return f"has type {type(value).__name__}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number"
     if minimum is not None and value < minimum:
         return "is too small"
     if key == "BACKEND" and value not in BACKENDS:
@@ -72,7 +75,7 @@ def check_settings(app_configs=None, **kwargs) -> list:
             id="activity_queue.E001",
         )]
     messages: list = []
-    for key in sorted(raw):
+    for key in sorted(raw, key=str):
         if key not in DEFAULTS:
             messages.append(Warning(
                 f"ACTIVITY_QUEUE has an unknown key {key!r}; it is ignored.",
@@ -88,7 +91,8 @@ def check_settings(app_configs=None, **kwargs) -> list:
                 id="activity_queue.E002",
             ))
     merged = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
-    if not messages and merged["PER_HOST"] > merged["WORKERS"]:
+    valid = not any(isinstance(m, Error) for m in messages)
+    if valid and merged["PER_HOST"] > merged["WORKERS"]:
         messages.append(Warning(
             f"ACTIVITY_QUEUE['PER_HOST'] ({merged['PER_HOST']}) is larger than WORKERS "
             f"({merged['WORKERS']}); one host could take every slot.",
@@ -101,23 +105,35 @@ def check_settings(app_configs=None, **kwargs) -> list:
     return messages
 
 
+def _is_http_url(url: Any) -> bool:
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port or bracket)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _check_site_url() -> list:
     site = getattr(settings, "SITE_URL", None)
-    if site is None:
+    if site is None or _is_http_url(site):
         return []
-    parts = urlsplit(site) if isinstance(site, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        return [Error(
-            f"SITE_URL = {site!r} is not an absolute http(s) URL.",
-            hint="Set SITE_URL to this site's origin, e.g. 'https://example.org'.",
-            id="activity_queue.E003",
-        )]
-    return []
+    return [Error(
+        f"SITE_URL = {site!r} is not an absolute http(s) URL.",
+        hint="Set SITE_URL to this site's origin, e.g. 'https://example.org'.",
+        id="activity_queue.E003",
+    )]
 
 
-@register(Tags.database)
-def check_sqlite(app_configs=None, databases=None, **kwargs) -> list:
-    """SQLite plus a worker thread wants IMMEDIATE transactions and WAL, or users meet locks."""
+@register(Tags.compatibility)
+def check_sqlite(app_configs=None, **kwargs) -> list:
+    """SQLite plus a worker thread wants IMMEDIATE transactions and WAL, or users meet locks.
+
+    It reads settings only, so it is not tagged ``database``: since Django 6.0
+    ``check`` and ``runserver`` skip database checks unless ``--database`` is given.
+    """
     messages = []
     for alias, conf in settings.DATABASES.items():
         if conf.get("ENGINE") != "django.db.backends.sqlite3":
@@ -184,8 +200,7 @@ def check_signing(merged: dict[str, Any]) -> list:
     value, key_id = merged["SIGNING_KEY"], merged["SIGNING_KEY_ID"]
     messages: list = []
     if key_id is not None:
-        parts = urlsplit(key_id)
-        if parts.scheme not in ("http", "https") or not parts.hostname or '"' in key_id:
+        if not _is_http_url(key_id) or '"' in key_id:
             messages.append(Error(
                 f"ACTIVITY_QUEUE['SIGNING_KEY_ID'] = {key_id!r} is not an absolute http(s) URL.",
                 hint="Set it to the URL of the document holding the public key, or leave it "

@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
-from .addresses import check_url, forbidden_address, origin
+from .addresses import article, check_url, forbidden_address, origin
 from .conf import Config
 from .exceptions import UnsafeDestination
 from .jobs import Job, Outcome, Verdict
@@ -49,10 +49,11 @@ class GuardedResolver(AbstractResolver):
 
     Checking at connection time (not before) means a DNS answer cannot change
     between the check and the connection, and redirects are covered too.
+    ``inner`` is the resolver asked first (aiohttp's default unless given).
     """
 
-    def __init__(self, allow_private: bool) -> None:
-        self._inner = DefaultResolver()
+    def __init__(self, allow_private: bool, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
         self._allow_private = allow_private
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list:
@@ -84,9 +85,22 @@ def check_literal_address(url: str, allow_private: bool) -> None:
     kind = forbidden_address(host)
     if kind:
         raise UnsafeDestination(
-            f"{host} is a {kind} address; "
+            f"{host} is {article(kind)} {kind} address; "
             "set ACTIVITY_QUEUE['ALLOW_PRIVATE_ADDRESSES'] to deliver there"
         )
+
+
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a body: ``read(n)`` alone stops at the first chunk."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class Transport:
@@ -299,7 +313,7 @@ class Transport:
             async with self._session.post(url, data=job.body, headers=headers,
                                           allow_redirects=False) as resp:
                 status = resp.status
-                body = await resp.content.read(cfg.MAX_RESPONSE_BYTES)
+                body = await read_capped(resp.content, cfg.MAX_RESPONSE_BYTES)
                 location = resp.headers.get("Location")
                 retry_after = resp.headers.get("Retry-After")
                 if not resp.content.at_eof():

@@ -21,6 +21,7 @@ from .models import ScheduledActivity
 
 MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
 MAX_INBOX_LENGTH = ScheduledActivity._meta.get_field("inbox").max_length
+MAX_HOST_LENGTH = ScheduledActivity._meta.get_field("host").max_length
 
 
 def new_activity_id() -> str:
@@ -56,6 +57,10 @@ def _inboxes(to: str | Iterable[str]) -> list[str]:
             check_url(inbox)
         except UnsafeDestination as exc:
             raise InvalidActivity(str(exc)) from None
+        # Caught here, not by the database: PostgreSQL would abort the caller's transaction.
+        if len(origin(inbox)) > MAX_HOST_LENGTH:
+            raise InvalidActivity(f"inbox {inbox[:60]!r}…: its host is longer than "
+                                  f"{MAX_HOST_LENGTH} characters")
     return inboxes
 
 
@@ -83,7 +88,7 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     if not isinstance(activity.get("id"), str) or not activity.get("id"):
         activity = {**activity, "id": new_activity_id()}
     try:
-        payload = json.dumps(activity)
+        payload = json.dumps(activity, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidActivity(f"activity is not JSON-serialisable: {exc}") from None
     now = timezone.now()

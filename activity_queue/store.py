@@ -306,11 +306,13 @@ def _update_hosts(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
     return opened
 
 
-def half_open_hosts(threshold: int, now: datetime | None = None) -> set[str]:
-    """Hosts whose pause is over but not yet proven healthy: one probe at a time."""
-    now = now or timezone.now()
+def tripped_hosts(threshold: int) -> set[str]:
+    """Hosts whose circuit opened and has not closed since: paused, or half-open.
+
+    Paused ones are skipped by :func:`claim`; for the others the worker lets one
+    probe through at a time. Listing them while still paused means a worker that
+    caches this set never mistakes a host whose pause just ended for a healthy one.
+    """
     return set(
-        Host.objects.filter(consecutive_failures__gte=threshold)
-        .exclude(paused_until__gt=now)
-        .values_list("host", flat=True)
+        Host.objects.filter(consecutive_failures__gte=threshold).values_list("host", flat=True)
     )

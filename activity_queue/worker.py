@@ -67,8 +67,10 @@ class Worker:
         self._per_host: dict[str, int] = {}
         self._probing: set[str] = set()
         self._unresolved: list[Outcome] = []
-        self._half_open: set[str] = set()
-        self._half_open_checked = 0.0
+        self._tripped: set[str] = set()
+        #: Hosts the transport was told to pause; resumed once the database lets them through.
+        self._paused: set[str] = set()
+        self._tripped_checked = 0.0
         self._next_renewal = 0.0
         #: Seconds in-flight deliveries get to finish when stopping.
         self.grace = self.config.TIMEOUT + 1
@@ -194,13 +196,13 @@ class Worker:
             return []
         cfg = self.config
         now = time.monotonic()
-        if now - self._half_open_checked > 1.0:
-            self._half_open = store.half_open_hosts(cfg.CIRCUIT_THRESHOLD)
-            self._half_open_checked = now
+        if now - self._tripped_checked > 1.0:
+            self._tripped = store.tripped_hosts(cfg.CIRCUIT_THRESHOLD)
+            self._tripped_checked = now
         cap = self.host_backlog
         full = {h for h, n in self._per_host.items() if n >= cap} | self._probing
         room = {h: cap - n for h, n in self._per_host.items() if n < cap}
-        room.update((h, 1) for h in self._half_open if h not in full)
+        room.update((h, 1) for h in self._tripped if h not in full)
         jobs = store.claim(self.id, limit, cfg.LEASE, per_host=cap, room=room,
                            exclude_hosts=full)
         if not jobs:
@@ -209,7 +211,7 @@ class Worker:
         surplus: list[int] = []
         for job in jobs:
             held = self._per_host.get(job.host, 0)
-            if job.host in self._half_open:
+            if job.host in self._tripped:  # half-open: one probe at a time
                 if job.host in self._probing:
                     surplus.append(job.id)
                     continue
@@ -222,6 +224,10 @@ class Worker:
             keep.append(job)
         if surplus:
             store.release(self.id, surplus)
+        reopened = self._paused.intersection(job.host for job in keep)
+        if reopened:
+            self.transport.resume(reopened)  # queued on the loop ahead of the submit
+            self._paused -= reopened
         report.claimed += len(keep)
         report.released += len(surplus)
         return keep
@@ -269,12 +275,11 @@ class Worker:
         if opened:
             logger.warning("activity_queue: pausing deliveries to %s", ", ".join(opened))
             self.transport.pause(opened)
-            self._half_open.difference_update(opened)
+            self._paused.update(opened)
         for o in written:
             if o.verdict is Verdict.SENT:
                 report.sent += 1
-                if o.job.host in self._half_open:
-                    self._half_open.discard(o.job.host)
+                self._tripped.discard(o.job.host)
                 signals.activity_delivered.send(sender=Worker, outcome=o)
             elif o.verdict is Verdict.FAILED:
                 report.failed += 1
@@ -283,6 +288,7 @@ class Worker:
                 report.retried += 1
             else:
                 report.deferred += 1
+        self._tripped.update(opened)  # after the successes: a batch can close then reopen
         report.outcomes.extend(written)
 
     def _forget(self, job: Job) -> None:

@@ -61,3 +61,15 @@ def spawn(transactional_db, tmp_path):
     yield start
     for proc in started:
         proc.kill()
+
+
+def aq_settings(**overrides):
+    """``override_settings`` for ``ACTIVITY_QUEUE``: the test defaults plus ``overrides``.
+
+    Use it around the creation of a worker: a worker reads its config when built.
+    """
+    from django.conf import settings
+    from django.test import override_settings
+
+    base = dict(getattr(settings, "ACTIVITY_QUEUE", {}))
+    return override_settings(ACTIVITY_QUEUE={**base, **overrides})

@@ -7,8 +7,10 @@ delay, or never answering); every request that arrives is recorded.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,6 +23,9 @@ class Rule:
     delay: float = 0.0
     #: Answer with these statuses in turn; the last one repeats.
     sequence: list[int] | None = None
+    #: Hold the answer until this returns true (checked every few ms, for up to hold_max s).
+    hold: Callable[[], bool] | None = None
+    hold_max: float = 30.0
 
 
 @dataclass
@@ -28,19 +33,30 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
     def json(self):
         return json.loads(self.body)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that hangs up early (capped read, timeout) is expected, not news."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", events: list | None = None) -> None:
         self.rules: dict[str, Rule] = {}
         self.received: list[Received] = []
         self.calls: dict[str, int] = {}
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.release = threading.Event()
+        #: ("request" | "response", url) in the order they happened; receivers given
+        #: the same list share one timeline.
+        self.events: list[tuple[str, str]] = [] if events is None else events
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,7 +67,9 @@ class Receiver:
                 body = self.rfile.read(length)
                 path = self.path
                 with receiver.cond:
-                    receiver.received.append(Received(path, dict(self.headers), body))
+                    receiver.received.append(Received(path, dict(self.headers), body,
+                                                      self.command))
+                    receiver.events.append(("request", receiver.base + path))
                     n = receiver.calls.get(path, 0)
                     receiver.calls[path] = n + 1
                     receiver.cond.notify_all()
@@ -59,6 +77,10 @@ class Receiver:
                 if rule.delay < 0:  # black hole: hold the connection until released
                     receiver.release.wait(60)
                     return
+                if rule.hold is not None:
+                    deadline = time.monotonic() + rule.hold_max
+                    while not rule.hold() and time.monotonic() < deadline:
+                        time.sleep(0.005)
                 if rule.delay:
                     time.sleep(rule.delay)
                 status = rule.status
@@ -71,15 +93,21 @@ class Receiver:
                 self.send_header("Content-Length", str(len(rule.body)))
                 self.end_headers()
                 self.wfile.write(rule.body)
+                with receiver.cond:
+                    receiver.events.append(("response", receiver.base + path))
+                    receiver.cond.notify_all()
+
+            do_GET = do_PUT = do_POST  # a redirect that changes the method shows up
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.base = f"http://{host}:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
+                                       daemon=True)
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -102,6 +130,11 @@ class Receiver:
                     return False
                 self.cond.wait(remaining)
         return True
+
+    def count(self, kind: str) -> int:
+        """How many requests arrived at, or responses left, this receiver."""
+        with self.lock:
+            return sum(1 for k, url in self.events if k == kind and url.startswith(self.base + "/"))
 
     def bodies(self, path: str | None = None) -> list[dict]:
         with self.lock:

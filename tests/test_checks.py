@@ -1,0 +1,226 @@
+"""System checks: every bad setting is reported with a stable id, an exact message and a hint."""
+
+import warnings
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.checks import ERROR, WARNING, run_checks
+from django.core.management import call_command
+from django.test import override_settings
+
+from activity_queue.checks import RULES, _bad_value
+from activity_queue.conf import DEFAULTS, Config, get_config
+
+# Django 6 hands every database alias to the model checks, which may look at the connection.
+pytestmark = pytest.mark.django_db
+
+KNOWN = ", ".join(sorted(DEFAULTS))
+
+
+def ours() -> list[tuple[str, int, str, str]]:
+    return [(m.id, m.level, m.msg, m.hint) for m in run_checks()
+            if (m.id or "").startswith("activity_queue.")]
+
+
+def with_queue(value):
+    return override_settings(ACTIVITY_QUEUE=value)
+
+
+def test_test_settings_are_clean():
+    assert ours() == []
+
+
+def test_defaults_follow_their_own_rules():
+    assert set(RULES) == set(DEFAULTS) == {f for f in Config.__slots__}
+    assert [key for key, value in DEFAULTS.items() if _bad_value(key, value)] == []
+
+
+@pytest.mark.parametrize("value", [["WORKERS", 4], "WORKERS=4", 4])
+def test_not_a_dict(value):
+    with with_queue(value):
+        assert ours() == [(
+            "activity_queue.E001", ERROR,
+            f"ACTIVITY_QUEUE must be a dict, not {type(value).__name__}.",
+            "Set ACTIVITY_QUEUE = {'WORKERS': 64, ...} or leave it out for the defaults.",
+        )]
+        assert get_config() == Config(**DEFAULTS), "a bad dict never breaks the import"
+
+
+@pytest.mark.parametrize("value", [None, {}])
+def test_absent_or_empty_means_defaults(value):
+    with with_queue(value):
+        assert ours() == []
+        assert get_config() == Config(**DEFAULTS)
+
+
+def test_unknown_keys_are_warned_about_and_ignored():
+    with with_queue({"WORKER": 4, 7: "x", "WORKERS": 4, "PER_HOST": 2}):
+        assert ours() == [
+            ("activity_queue.W001", WARNING,
+             "ACTIVITY_QUEUE has an unknown key 7; it is ignored.", f"Known keys: {KNOWN}."),
+            ("activity_queue.W001", WARNING,
+             "ACTIVITY_QUEUE has an unknown key 'WORKER'; it is ignored.",
+             f"Known keys: {KNOWN}."),
+        ]
+        assert get_config().WORKERS == 4
+
+
+BAD_VALUES = [
+    ("AUTOSTART", "yes", "has type str", "True or False"),
+    ("AUTOSTART", 1, "has type int", "True or False"),
+    ("WORKERS", True, "has type bool", "an integer >= 1"),
+    ("WORKERS", 2.5, "has type float", "an integer >= 1"),
+    ("WORKERS", "8", "has type str", "an integer >= 1"),
+    ("WORKERS", 0, "is too small", "an integer >= 1"),
+    ("PER_HOST", False, "has type bool", "an integer >= 1"),
+    ("PER_HOST", -1, "is too small", "an integer >= 1"),
+    ("MAX_ATTEMPTS", None, "has type NoneType", "an integer >= 1"),
+    ("MAX_ATTEMPTS", 0, "is too small", "an integer >= 1"),
+    ("BACKOFF_FACTOR", "30", "has type str", "a number of seconds >= 0"),
+    ("BACKOFF_FACTOR", True, "has type bool", "a number of seconds >= 0"),
+    ("BACKOFF_FACTOR", -1, "is too small", "a number of seconds >= 0"),
+    ("BACKOFF_FACTOR", float("nan"), "is not a finite number", "a number of seconds >= 0"),
+    ("BACKOFF_MAX", float("inf"), "is not a finite number", "a number of seconds >= 0"),
+    ("TIMEOUT", 0, "is too small", "a number of seconds > 0"),
+    ("TIMEOUT", [10], "has type list", "a number of seconds > 0"),
+    ("TIMEOUT", float("nan"), "is not a finite number", "a number of seconds > 0"),
+    ("LEASE", 0.5, "is too small", "a number of seconds >= 1"),
+    ("ALLOW_PRIVATE_ADDRESSES", "False", "has type str", "True or False"),
+    ("RETRY_AFTER_MAX", -5.0, "is too small", "a number of seconds >= 0"),
+    ("MAX_RESPONSE_BYTES", 1.5, "has type float", "an integer >= 0"),
+    ("MAX_RESPONSE_BYTES", -1, "is too small", "an integer >= 0"),
+    ("RESPONSE_EXCERPT", True, "has type bool", "an integer >= 0"),
+    ("CIRCUIT_THRESHOLD", 0, "is too small", "an integer >= 1"),
+    ("CIRCUIT_COOLDOWN", "60", "has type str", "a number of seconds >= 0"),
+    ("BATCH_SIZE", 0, "is too small", "an integer >= 1"),
+    ("POLL_INTERVAL", 0, "is too small", "a number of seconds > 0"),
+    ("BACKEND", "redis", "is not a known backend", "one of thread"),
+    ("BACKEND", 3, "has type int", "one of thread"),
+    ("USER_AGENT", b"bot", "has type bytes", "a string"),
+    ("INBOX_MAX_BYTES", 0, "is too small", "a number of bytes >= 1"),
+    ("INBOX_AUTHENTICATION", "a.B", "has type str",
+     "a list of dotted paths of DRF authentication classes"),
+    ("INBOX_PERMISSIONS", None, "has type NoneType",
+     "a list of dotted paths of DRF permission classes"),
+    ("INBOX_REQUIRE_SIGNATURE", 1, "has type int", "True or False"),
+    ("INBOX_DEDUP_WINDOW", float("inf"), "is not a finite number", "a number of seconds >= 0"),
+    ("SIGNING_KEY", 5, "has type int", "a PEM private key, the path of one, or None"),
+    ("SIGNING_KEY_ID", ["https://here.example/key"], "has type list",
+     "the URL of our public key, or None"),
+    ("SIGNATURE_MAX_AGE", 0, "is too small", "a number of seconds >= 1"),
+    ("SIGNATURE_KEY_TTL", -1, "is too small", "a number of seconds >= 0"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "problem", "expected"), BAD_VALUES)
+def test_bad_value(key, value, problem, expected):
+    with with_queue({key: value}):
+        assert ours() == [(
+            "activity_queue.E002", ERROR,
+            f"ACTIVITY_QUEUE[{key!r}] = {value!r} {problem}.",
+            f"{key} must be {expected} (default {DEFAULTS[key]!r}).",
+        )]
+
+
+def test_every_setting_has_a_bad_value_tested():
+    assert {key for key, *_ in BAD_VALUES} == set(DEFAULTS)
+
+
+def test_several_problems_are_all_reported():
+    with with_queue({"WORKERS": 0, "TIMEOUT": "10", "NOPE": 1}):
+        assert [(m[0], m[2]) for m in ours()] == [
+            ("activity_queue.W001", "ACTIVITY_QUEUE has an unknown key 'NOPE'; it is ignored."),
+            ("activity_queue.E002", "ACTIVITY_QUEUE['TIMEOUT'] = '10' has type str."),
+            ("activity_queue.E002", "ACTIVITY_QUEUE['WORKERS'] = 0 is too small."),
+        ]
+
+
+@pytest.mark.parametrize(("queue", "per_host", "workers"), [
+    ({"PER_HOST": 10, "WORKERS": 4}, 10, 4),
+    ({"WORKERS": 4}, 8, 4),  # the default PER_HOST is above these WORKERS
+])
+def test_per_host_above_workers(queue, per_host, workers):
+    with with_queue(queue):
+        assert ours() == [(
+            "activity_queue.W002", WARNING,
+            f"ACTIVITY_QUEUE['PER_HOST'] ({per_host}) is larger than WORKERS ({workers}); "
+            "one host could take every slot.",
+            "Keep PER_HOST below WORKERS so one slow host cannot block the others.",
+        )]
+
+
+def test_per_host_is_compared_despite_unknown_keys():
+    with with_queue({"PER_HOST": 10, "WORKERS": 4, "NOPE": 1}):
+        assert [m[0] for m in ours()] == ["activity_queue.W001", "activity_queue.W002"]
+
+
+def test_per_host_is_not_compared_with_a_bad_value():
+    with with_queue({"PER_HOST": 10, "WORKERS": "4"}):
+        assert [m[0] for m in ours()] == ["activity_queue.E002"]
+
+
+@pytest.mark.parametrize("site", ["example.org", "ftp://example.org", "http://", "/local/",
+                                  5, "http://[::1"])
+def test_bad_site_url(site):
+    with override_settings(SITE_URL=site):
+        assert ours() == [(
+            "activity_queue.E003", ERROR,
+            f"SITE_URL = {site!r} is not an absolute http(s) URL.",
+            "Set SITE_URL to this site's origin, e.g. 'https://example.org'.",
+        )]
+
+
+@pytest.mark.parametrize("site", ["https://example.org", "http://127.0.0.1:8000"])
+def test_good_site_url(site):
+    with override_settings(SITE_URL=site):
+        assert ours() == []
+
+
+@pytest.mark.parametrize("key_id", ["key-1", "http://[::1", "https://:80/key"])
+def test_bad_signing_key_id(key_id):
+    with with_queue({**settings.ACTIVITY_QUEUE, "SIGNING_KEY_ID": key_id}):
+        assert [(m[0], m[2]) for m in ours()] == [(
+            "activity_queue.E012",
+            f"ACTIVITY_QUEUE['SIGNING_KEY_ID'] = {key_id!r} is not an absolute http(s) URL.",
+        )]
+
+
+def sqlite(**options):
+    database = {**settings.DATABASES["default"], "ENGINE": "django.db.backends.sqlite3",
+                "OPTIONS": options}
+    return override_settings(DATABASES={"default": database})
+
+
+@pytest.mark.parametrize("options", [{}, {"transaction_mode": "DEFERRED"},
+                                     {"init_command": "PRAGMA journal_mode=WAL;"}])
+def test_sqlite_without_immediate_transactions(options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Django warns that DATABASES is overridden
+        with sqlite(**options):
+            assert ours() == [(
+                "activity_queue.W003", WARNING,
+                "Database 'default' is SQLite without transaction_mode 'IMMEDIATE'; a request "
+                "that reads then writes while the worker writes can fail with "
+                "'database is locked'.",
+                "Add 'OPTIONS': {'transaction_mode': 'IMMEDIATE', 'init_command': "
+                "'PRAGMA journal_mode=WAL;'} to the database settings.",
+            )]
+
+
+@pytest.mark.parametrize("mode", ["IMMEDIATE", "immediate"])
+def test_sqlite_with_immediate_transactions(mode):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with sqlite(transaction_mode=mode):
+            assert ours() == []
+
+
+def test_manage_py_check_shows_the_sqlite_warning():
+    """Not only run_checks(): the command users run must show it, on every Django line."""
+    output = StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with sqlite():
+            call_command("check", stdout=output, stderr=output)
+    assert "activity_queue.W003" in output.getvalue()

@@ -1,0 +1,157 @@
+"""The per-host circuit breaker: pause a failing host, probe it once, close on success.
+
+Time is moved by editing ``Host.paused_until``, never by sleeping.
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from activity_queue import enqueue
+from activity_queue.models import Host, ScheduledActivity
+
+from .conftest import aq_settings
+from .receiver import Rule
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CIRCUIT = {"CIRCUIT_THRESHOLD": 3, "CIRCUIT_COOLDOWN": 10.0, "BACKOFF_FACTOR": 1.0,
+           "BACKOFF_MAX": 3600.0}
+
+
+def send(receiver, n: int, path: str = "/inbox/") -> None:
+    for i in range(n):
+        enqueue({"type": "Create", "object": f"https://here.example/notes/{i}"},
+                to=receiver.url(path))
+
+
+def make_due() -> None:
+    ScheduledActivity.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+
+
+def end_pause(host: str) -> None:
+    Host.objects.filter(host=host).update(paused_until=timezone.now() - timedelta(seconds=1))
+
+
+def attempts() -> list[int]:
+    return sorted(ScheduledActivity.objects.values_list("attempts", flat=True))
+
+
+def test_open_half_open_and_close(receiver, worker):
+    receiver.rules["/inbox/"] = Rule(status=503)
+    with aq_settings(**CIRCUIT):
+        w = worker()
+
+        # Closed: three consecutive failures open the circuit.
+        send(receiver, 3)
+        before = timezone.now()
+        report = w.run_once(timeout=20)
+        assert report.retried == 3
+        host = Host.objects.get()
+        assert host.host == receiver.base
+        assert (host.consecutive_failures, host.trips) == (3, 1)
+        assert host.last_error == "HTTP 503"
+        assert host.circuit == "open"
+        assert before + timedelta(seconds=10) <= host.paused_until
+        assert host.paused_until <= timezone.now() + timedelta(seconds=10)
+
+        # Open: nothing for the host is claimed, no attempt is burnt.
+        send(receiver, 2)
+        make_due()
+        report = w.run_once(timeout=20)
+        assert report.claimed == 0
+        assert receiver.calls["/inbox/"] == 3
+        assert attempts() == [0, 0, 1, 1, 1]
+
+        # Half-open: once the pause is over, a single probe goes out.
+        end_pause(receiver.base)
+        before = timezone.now()
+        report = w.run_once(timeout=20)
+        assert (report.claimed, report.retried) == (1, 1)
+        assert receiver.calls["/inbox/"] == 4
+        assert sum(attempts()) == 4
+        assert not ScheduledActivity.objects.filter(leased_by__gt="").exists()
+
+        # The probe failed: open again, for twice as long.
+        host = Host.objects.get()
+        assert (host.consecutive_failures, host.trips) == (4, 2)
+        assert before + timedelta(seconds=20) <= host.paused_until
+        assert host.paused_until <= timezone.now() + timedelta(seconds=20)
+        make_due()
+        assert w.run_once(timeout=20).claimed == 0
+
+        # A successful probe closes the circuit, then the backlog flows.
+        receiver.rules["/inbox/"] = Rule(status=202)
+        end_pause(receiver.base)
+        report = w.run_once(timeout=20)
+        assert (report.claimed, report.sent) == (1, 1)
+        assert not Host.objects.exists()
+        make_due()
+        report = w.run_once(timeout=20)
+        assert report.sent == 4
+        assert not ScheduledActivity.objects.exists()
+    assert receiver.calls["/inbox/"] == 9
+
+
+def test_a_fresh_worker_also_probes_once(receiver, worker):
+    receiver.rules["/inbox/"] = Rule(status=503)
+    send(receiver, 4)
+    Host.objects.create(host=receiver.base, consecutive_failures=3, trips=1,
+                        paused_until=timezone.now() - timedelta(seconds=1))
+    with aq_settings(**CIRCUIT):
+        report = worker().run_once(timeout=20)
+    # The probe allowance is applied in the claim itself: nothing is leased and handed back.
+    assert (report.claimed, report.released, report.retried) == (1, 0, 1)
+    assert receiver.calls["/inbox/"] == 1
+    assert attempts() == [0, 0, 0, 1]
+
+
+def test_pause_is_capped_by_backoff_max(receiver, worker):
+    receiver.rules["/inbox/"] = Rule(status=500)
+    send(receiver, 1)
+    Host.objects.create(host=receiver.base, consecutive_failures=30, trips=20,
+                        paused_until=timezone.now() - timedelta(seconds=1))
+    with aq_settings(**{**CIRCUIT, "BACKOFF_MAX": 600.0}):
+        before = timezone.now()
+        worker().run_once(timeout=20)
+    host = Host.objects.get()
+    assert host.trips == 21
+    assert before + timedelta(seconds=600) <= host.paused_until
+    assert host.paused_until <= timezone.now() + timedelta(seconds=600)
+
+
+def test_success_resets_the_count(receiver, worker):
+    receiver.rules["/inbox/"] = Rule(sequence=[503, 503, 202])
+    send(receiver, 1)
+    with aq_settings(**CIRCUIT):
+        w = worker()
+        w.run_once(timeout=20)
+        make_due()
+        w.run_once(timeout=20)
+        assert Host.objects.get().consecutive_failures == 2
+        make_due()
+        assert w.run_once(timeout=20).sent == 1
+    assert not Host.objects.exists()
+
+
+def test_refusals_are_not_the_hosts_fault(receiver, worker):
+    """404s are about one inbox, not the host's health: they never open the circuit."""
+    receiver.rules["/inbox/"] = Rule(status=404)
+    send(receiver, 5)
+    with aq_settings(**CIRCUIT):
+        assert worker().run_once(timeout=20).failed == 5
+    assert not Host.objects.exists()
+
+
+def test_other_hosts_keep_flowing(receiver, worker):
+    send(receiver, 2, path="/healthy/")
+    other = "http://127.0.0.1:9"
+    Host.objects.create(host=other, consecutive_failures=3, trips=1,
+                        paused_until=timezone.now() + timedelta(seconds=600))
+    enqueue({"type": "Create", "object": "https://here.example/notes/x"},
+            to=other + "/inbox/")
+    with aq_settings(**CIRCUIT):
+        report = worker().run_once(timeout=20)
+    assert (report.claimed, report.sent) == (2, 2)
+    assert ScheduledActivity.objects.get().host == other

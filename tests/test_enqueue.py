@@ -1,0 +1,148 @@
+"""enqueue(): the outbox write, in the caller's transaction."""
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from activity_queue import enqueue
+from activity_queue.backends import thread as thread_backend
+from activity_queue.exceptions import InvalidActivity
+from activity_queue.models import Activity, ScheduledActivity
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOTE = {"type": "Create", "object": {"@id": "https://here.example/notes/1", "@type": "Note"}}
+
+
+def _inserts(queries) -> list[str]:
+    return [q["sql"] for q in queries if "INSERT INTO" in q["sql"].upper()]
+
+
+def test_fan_out_is_one_insert():
+    inboxes = [f"https://remote{i}.example/inbox/" for i in range(50)]
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        rows = enqueue(NOTE, to=inboxes)
+    assert len(_inserts(queries)) == 1
+    assert len(rows) == 50
+    assert sorted(ScheduledActivity.objects.values_list("inbox", flat=True)) == sorted(inboxes)
+    assert ScheduledActivity.objects.filter(host="https://remote7.example").count() == 1
+
+
+def test_copies_share_one_stable_id():
+    rows = enqueue(NOTE, to=["https://a.example/inbox/", "https://b.example/inbox/"])
+    stored = list(ScheduledActivity.objects.all())
+    ids = {r.activity_id for r in stored} | {r.payload["id"] for r in stored}
+    assert len(ids) == 1
+    (activity_id,) = ids
+    assert activity_id.startswith("http://testserver/activities/")
+    assert {r.payload["id"] for r in rows} == ids
+    assert "id" not in NOTE, "the caller's dict is not modified"
+    assert stored[0].activity_type == "Create"
+    assert stored[0].object_id == "https://here.example/notes/1"
+
+
+def test_existing_id_is_kept():
+    enqueue({**NOTE, "id": "https://here.example/activities/42"}, to="https://a.example/inbox/")
+    row = ScheduledActivity.objects.get()
+    assert row.activity_id == row.payload["id"] == "https://here.example/activities/42"
+
+
+def test_inboxes_are_deduplicated():
+    rows = enqueue(NOTE, to=["https://a.example/inbox/", "https://b.example/inbox/",
+                             "https://a.example/inbox/"])
+    assert [r.inbox for r in rows] == ["https://a.example/inbox/", "https://b.example/inbox/"]
+    assert ScheduledActivity.objects.count() == 2
+
+
+def test_no_inbox_writes_nothing():
+    assert enqueue(NOTE, to=[]) == []
+    assert not ScheduledActivity.objects.exists()
+
+
+class Unserialisable:
+    pass
+
+
+@pytest.mark.parametrize(("activity", "to", "message"), [
+    (["Create"], "https://a.example/inbox/", "must be a dict"),
+    ({"object": "https://x.example/1"}, "https://a.example/inbox/", "needs a 'type'"),
+    ({"type": ""}, "https://a.example/inbox/", "needs a 'type'"),
+    ({"type": 3}, "https://a.example/inbox/", "needs a 'type'"),
+    ({"type": "Create", "object": Unserialisable()}, "https://a.example/inbox/",
+     "not JSON-serialisable"),
+    ({"type": "Create", "object": {"score": float("nan")}}, "https://a.example/inbox/",
+     "not JSON-serialisable"),
+    (NOTE, "ftp://a.example/inbox/", "must be http or https"),
+    (NOTE, "file:///etc/passwd", "must be http or https"),
+    (NOTE, "https:///inbox/", "has no host"),
+    (NOTE, "https://user:secret@a.example/inbox/", "must not carry credentials"),
+    (NOTE, "https://a.example:99999/inbox/", "not a valid URL"),
+    (NOTE, ["https://a.example/inbox/", 42], "non-empty URL string"),
+    (NOTE, ["https://a.example/inbox/", ""], "non-empty URL string"),
+    (NOTE, 42, "must be an inbox URL or an iterable"),
+    (NOTE, "https://a.example/" + "x" * 2000, "is longer than 2000 characters"),
+    (NOTE, "https://" + "a" * 250 + ".example/inbox/", "its host is longer than 255"),
+    (NOTE, [["https://a.example/inbox/"]], "must be an inbox URL or an iterable"),
+])
+def test_bad_input_is_refused_and_nothing_written(activity, to, message):
+    with pytest.raises(InvalidActivity, match=message):
+        enqueue(activity, to=to)
+    assert not ScheduledActivity.objects.exists()
+
+
+def test_bad_delay_is_refused():
+    with pytest.raises(InvalidActivity, match="delay"):
+        enqueue(NOTE, to="https://a.example/inbox/", delay=-1)
+    assert not ScheduledActivity.objects.exists()
+
+
+def test_delay_sets_the_due_time():
+    (row,) = enqueue(NOTE, to="https://a.example/inbox/", delay=60)
+    assert (row.next_attempt_at - row.created_at).total_seconds() == 60
+    assert not ScheduledActivity.objects.due().exists()
+
+
+def test_rolled_back_enqueue_is_never_sent(receiver, worker):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enqueue(NOTE, to=receiver.url("/inbox/"))
+        assert ScheduledActivity.objects.count() == 1
+        raise RuntimeError("the model change failed")
+    assert not ScheduledActivity.objects.exists()
+    report = worker().run_once(timeout=10)
+    assert report.claimed == 0
+    assert receiver.received == []
+    assert not Activity.objects.exists()
+
+
+@pytest.fixture
+def wakes(monkeypatch):
+    """Records each wake-up of the in-process backend (and still performs it)."""
+    calls = []
+    real = thread_backend.wake
+
+    def spy(using):
+        calls.append({"using": using, "in_transaction": connection.in_atomic_block,
+                      "rows": ScheduledActivity.objects.count()})
+        real(using)
+
+    monkeypatch.setattr(thread_backend, "wake", spy)
+    return calls
+
+
+def test_worker_is_woken_only_after_commit(wakes):
+    with transaction.atomic():
+        enqueue(NOTE, to=["https://a.example/inbox/", "https://b.example/inbox/"])
+        assert wakes == []
+    assert wakes == [{"using": "default", "in_transaction": False, "rows": 2}]
+
+
+def test_rollback_wakes_nobody(wakes):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enqueue(NOTE, to="https://a.example/inbox/")
+        raise RuntimeError("roll back")
+    assert wakes == []
+
+
+def test_enqueue_outside_a_transaction_wakes_at_once(wakes):
+    enqueue(NOTE, to="https://a.example/inbox/")
+    assert len(wakes) == 1
