@@ -43,24 +43,21 @@ def _has(request, action: str, model) -> bool:
     return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
 
 
-class TopValuesFilter(admin.SimpleListFilter):
-    """The most frequent values of a field, recent rows only on the log.
+class ValueFilter(admin.SimpleListFilter):
+    """Filter on one field's exact value, offering a short list of likely values.
 
-    A plain field filter would scan the whole table for its distinct values;
-    this one looks at a bounded window through an index and caps the list.
+    Django's plain field filter lists every distinct value, which scans the
+    whole table: fine for the queue, too slow for a log of millions of rows.
+    A value that is not offered still works from the URL (``?host=…``).
     """
 
     field = ""
-    window_field: str | None = None
-    window = timedelta(days=7)
-    limit = 30
+
+    def values(self, model_admin) -> list[str]:
+        raise NotImplementedError
 
     def lookups(self, request, model_admin):
-        rows = model_admin.model._default_manager.all()
-        if self.window_field:
-            rows = rows.filter(**{f"{self.window_field}__gte": timezone.now() - self.window})
-        values = [v for v, _ in rows.values_list(self.field).annotate(n=Count("id"))
-                  .order_by("-n", self.field)[:self.limit] if v]
+        values = [v for v in self.values(model_admin) if v]
         if self.value() and self.value() not in values:
             values.append(self.value())
         return [(v, v) for v in values]
@@ -69,23 +66,38 @@ class TopValuesFilter(admin.SimpleListFilter):
         return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
 
 
-class QueueHostFilter(TopValuesFilter):
-    title = parameter_name = "host"
-    field = "host"
+class QueueHostFilter(ValueFilter):
+    title = parameter_name = field = "host"
+
+    def values(self, model_admin):
+        return list(ScheduledActivity.objects.values_list("host", flat=True)
+                    .annotate(n=Count("id")).order_by("-n", "host")[:30])
 
 
-class QueueTypeFilter(TopValuesFilter):
+class QueueTypeFilter(ValueFilter):
     title = "type"
     parameter_name = field = "activity_type"
 
+    def values(self, model_admin):
+        return list(ScheduledActivity.objects.values_list("activity_type", flat=True)
+                    .annotate(n=Count("id")).order_by("-n", "activity_type")[:30])
+
 
 class LogHostFilter(QueueHostFilter):
-    title = "host (active in the last 7 days)"
-    window_field = "resolved_at"
+    title = "host (failing or paused)"
+
+    def values(self, model_admin):
+        failing = [h.host for h in health.failing_hosts(timezone.now() - timedelta(days=1), 30)]
+        paused = Host.objects.order_by("host").values_list("host", flat=True)[:30]
+        return list(dict.fromkeys([*failing, *paused]))
 
 
 class LogTypeFilter(QueueTypeFilter):
-    window_field = "resolved_at"
+    #: The types this app sends and DjangoLDP servers exchange; others work from the URL.
+    TYPES = ("Create", "Update", "Delete", "Add", "Remove")
+
+    def values(self, model_admin):
+        return list(self.TYPES)
 
 
 class StateFilter(admin.SimpleListFilter):

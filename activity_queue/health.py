@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count
-from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from .lifecycle import State
@@ -76,23 +75,20 @@ class HourBucket:
 def hourly_outcomes(hours: int = 24, now: datetime | None = None) -> list[HourBucket]:
     """Deliveries and final failures per UTC hour, oldest first, the current hour last.
 
-    One grouped query over the ``(status, resolved_at)`` index.
+    One COUNT per hour and outcome, each a range scan of the
+    ``(status, resolved_at)`` index that reads no table row. Grouping by a
+    truncated timestamp instead would call a function on every row of the
+    day (a Python one on SQLite): measured several times slower on a busy log.
     """
     now = now or timezone.now()
     current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    first = current - timedelta(hours=hours - 1)
-    counts: dict[tuple[datetime, str], int] = {}
-    rows = (Activity.objects.filter(status__in=[State.SENT, State.FAILED], resolved_at__gte=first,
-                                    resolved_at__lte=now)
-            .annotate(hour=TruncHour("resolved_at", tzinfo=UTC))
-            .values_list("hour", "status").annotate(n=Count("id")).order_by())
-    for hour, status, n in rows:
-        counts[(hour.astimezone(UTC), status)] = n
     buckets = []
     for i in range(hours):
-        start = first + timedelta(hours=i)
-        buckets.append(HourBucket(start, counts.get((start, State.SENT), 0),
-                                  counts.get((start, State.FAILED), 0)))
+        start = current - timedelta(hours=hours - 1 - i)
+        end = min(start + timedelta(hours=1), now + timedelta(microseconds=1))
+        window = Activity.objects.filter(resolved_at__gte=start, resolved_at__lt=end)
+        buckets.append(HourBucket(start, window.filter(status=State.SENT).count(),
+                                  window.filter(status=State.FAILED).count()))
     return buckets
 
 

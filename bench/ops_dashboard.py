@@ -60,30 +60,34 @@ def ensure_database() -> None:
 
 
 def fill(rows: int) -> None:
+    """One INSERT … SELECT over a generated series: the database makes the rows itself."""
     table = Activity._meta.db_table
-    now = datetime.now(UTC)
     span = 30 * 86400
-    sql = (f"INSERT INTO {table} (activity_id, activity_type, object_id, inbox, host, payload, "
-           "direction, status, status_code, error, response_excerpt, attempts, created_at, "
-           "resolved_at, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, 'out', %s, %s, %s, '', 1, "
-           "%s, %s, 3.0)")
-    batch = []
-    with connection.cursor() as cursor:
-        for i in range(rows):
-            host = f"https://h{i % 200}.example"
-            failed = i % 33 == 0
-            at = now - timedelta(seconds=span * i / rows)
-            batch.append((f"https://site.example/activities/{i}", "Update",
-                          f"https://site.example/o/{i}/", f"{host}/inbox/", host,
-                          '{"type": "Update"}', "failed" if failed else "sent",
-                          503 if failed else 202, "HTTP 503" if failed else "", at, at))
-            if len(batch) == 10_000:
-                cursor.executemany(sql, batch)
-                batch.clear()
-        if batch:
-            cursor.executemany(sql, batch)
+    columns = ("activity_id, activity_type, object_id, inbox, host, payload, direction, status, "
+               "status_code, error, response_excerpt, attempts, created_at, resolved_at, "
+               "duration_ms")
+    host = "'https://h' || (i % 200) || '.example'"
+    failed = "i % 33 = 0"
     if options.postgres:
-        with connection.cursor() as cursor:
+        at = f"now() - (i * {span}.0 / {rows}) * interval '1 second'"
+        source = f"generate_series(0, {rows - 1}) AS i"
+        prefix = ""
+    else:
+        at = f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || (i * {span}.0 / {rows}) || ' seconds')"
+        source = "seq"
+        prefix = f"WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq " \
+                 f"WHERE i < {rows - 1}) "
+    sql = (f"{prefix}INSERT INTO {table} ({columns}) SELECT "
+           f"'https://site.example/activities/' || i, 'Update', "
+           f"'https://site.example/o/' || i || '/', {host} || '/inbox/', {host}, "
+           f"'{{\"type\": \"Update\"}}', 'out', "
+           f"CASE WHEN {failed} THEN 'failed' ELSE 'sent' END, "
+           f"CASE WHEN {failed} THEN 503 ELSE 202 END, "
+           f"CASE WHEN {failed} THEN 'HTTP 503' ELSE '' END, '', 1, {at}, {at}, 3.0 "
+           f"FROM {source}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        if options.postgres:
             cursor.execute(f"VACUUM ANALYZE {table}")
 
 
