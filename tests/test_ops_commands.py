@@ -160,6 +160,8 @@ def test_status_reports_and_fails_on_lag():
     log_row(inbox="https://a.example/inbox/", ago=timedelta(minutes=5))
     log_row(inbox="https://a.example/inbox/", ago=timedelta(minutes=50))
     log_row(inbox="https://b.example/inbox/", ago=timedelta(hours=2))
+    log_row(status="dropped", ago=timedelta(minutes=20))
+    log_row(status="dropped", ago=timedelta(hours=2))
     with pytest.raises(CommandError) as caught:
         run("activity_status", "--json")
     assert caught.value.returncode == 1
@@ -171,11 +173,13 @@ def test_status_reports_and_fails_on_lag():
     assert {k: report["queue"][k] for k in ("depth", "due", "due_paused", "in_flight")} == {
         "depth": 2, "due": 1, "due_paused": 0, "in_flight": 1}
     assert 3590 < report["queue"]["oldest_pending_age_s"] < 3700
+    assert report["dropped"] == 1
     assert report["failures"]["hosts"] == [
         {"host": "https://a.example", "failures": 2, "circuit": "closed"}]
     out, _ = run("activity_status", "--max-lag", "1h", "--window", "3h")
-    assert "  https://a.example  2  circuit closed" in out
-    assert "  https://b.example  1  circuit closed" in out
+    assert "  https://a.example       2  circuit closed" in out
+    assert "  https://b.example       1  circuit closed" in out
+    assert "dropped         2 as redundant in the last 3h" in out
 
 
 def test_status_other_rules_and_paused_hosts():
@@ -186,7 +190,7 @@ def test_status_other_rules_and_paused_hosts():
     queued(next_attempt_at=now + timedelta(hours=1))
     out, _ = run("activity_status")  # the paused host's overdue row is not our lag
     assert "due now         1 (1 for paused hosts)" in out
-    assert "  https://down.example  open  (5 failures in a row)" in out
+    assert "  https://down.example  open       5 failures in a row" in out
     with pytest.raises(CommandError, match="circuit open for https://down.example"):
         run("activity_status", "--fail-on-open-circuit")
     with pytest.raises(CommandError, match=r"2 rows queued \(max 1\)"):

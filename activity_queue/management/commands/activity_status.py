@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from ... import health
+from ...lifecycle import State
 from ..options import parse_duration, positive_int
 
 
@@ -24,9 +25,16 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 class Command(BaseCommand):
-    help = ("Print queue depth, oldest pending, due now, in flight, recent failures per host "
-            "and circuit states; exit 1 when the queue is unhealthy.")
+    help = ("Print queue depth, oldest pending, due now, in flight, recent failures per host, "
+            "redundant drops and circuit states; exit 1 when the queue is unhealthy.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--json", action="store_true", dest="as_json",
@@ -45,7 +53,8 @@ class Command(BaseCommand):
                fail_on_open_circuit=False, window=3600.0, **options) -> None:
         now = timezone.now()
         stats = health.queue_stats(now)
-        failing = health.failing_hosts(now - timedelta(seconds=window), limit=20)
+        since = now - timedelta(seconds=window)
+        failing = health.failing_hosts(since, limit=20)
         troubled = health.troubled_hosts()
         problems = []
         if stats.lag > max_lag:
@@ -64,6 +73,7 @@ class Command(BaseCommand):
                 "in_flight": stats.in_flight, "oldest_pending": _iso(stats.oldest_pending),
                 "oldest_pending_age_s": stats.oldest_pending_age, "lag_s": stats.lag,
             },
+            "dropped": health.count_since(State.DROPPED, since),
             "failures": {"window_s": window, "hosts": [
                 {"host": f.host, "failures": f.failures, "circuit": f.circuit}
                 for f in failing]},
@@ -82,6 +92,7 @@ class Command(BaseCommand):
     @staticmethod
     def text(report, stats, failing, troubled) -> str:
         q = report["queue"]
+        window = _span(report["failures"]["window_s"])
         oldest = (f"{timesince(stats.oldest_pending, stats.now)} ago "
                   f"({q['oldest_pending']})" if stats.oldest_pending else "-")
         lines = [
@@ -91,12 +102,14 @@ class Command(BaseCommand):
             f"in flight       {q['in_flight']}",
             f"oldest pending  {oldest}",
             f"overdue by      {q['lag_s']:.0f}s",
-            f"failures per host, last {report['failures']['window_s']:.0f}s:",
+            f"dropped         {report['dropped']} as redundant in the last {window}",
+            f"final failures per host in the last {window}:",
         ]
-        lines += [f"  {f.host}  {f.failures}  circuit {f.circuit}" for f in failing] or [
-            "  none"]
+        width = max((len(h.host) for h in [*failing, *troubled]), default=0)
+        lines += [f"  {f.host:<{width}}  {f.failures:>6}  circuit {f.circuit}"
+                  for f in failing] or ["  none"]
         lines.append("circuits:")
-        lines += [f"  {h.host}  {h.circuit}  ({h.consecutive_failures} failures in a row)"
+        lines += [f"  {h.host:<{width}}  {h.circuit:<9}  {h.consecutive_failures} failures in a row"
                   for h in troubled] or ["  all closed"]
         lines.append("status          " + ("healthy" if report["healthy"] else
                                            "UNHEALTHY: " + "; ".join(report["problems"])))
