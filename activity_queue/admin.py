@@ -140,7 +140,7 @@ class RecordAdmin(admin.ModelAdmin):
     @admin.display(description="object")
     def object_short(self, obj):
         value = obj.object_id or obj.activity_id
-        return value if len(value) <= 60 else f"…{value[-59:]}"
+        return value if len(value) <= 45 else f"…{value[-44:]}"
 
     @admin.display(description="age", ordering="created_at")
     def age(self, obj):

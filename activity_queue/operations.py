@@ -196,7 +196,8 @@ def discard(ids: Iterable[int], *, by: str = "") -> DiscardResult:
         with transaction.atomic(using=using):
             ScheduledActivity.objects.filter(id__in=chunk).filter(_not_leased(now)).update(
                 leased_by=token, leased_until=now + timedelta(hours=1))
-            marked = list(ScheduledActivity.objects.filter(leased_by=token))
+            mine = ScheduledActivity.objects.filter(id__in=chunk, leased_by=token)
+            marked = list(mine)
             logged = Activity.objects.bulk_create([
                 Activity(
                     activity_id=row.activity_id, activity_type=row.activity_type,
@@ -209,7 +210,7 @@ def discard(ids: Iterable[int], *, by: str = "") -> DiscardResult:
                 )
                 for row in marked
             ])
-            ScheduledActivity.objects.filter(leased_by=token).delete()
+            mine.delete()
             if logged:
                 transaction.on_commit(
                     partial(signals.activity_discarded.send, sender=Activity,

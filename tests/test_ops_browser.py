@@ -29,7 +29,8 @@ GREEN, RED = (0x2E, 0x7D, 0x32), (0xC6, 0x28, 0x28)
 @contextmanager
 def chromium(profile: Path):
     """A fresh headless Chromium. Django's ORM refuses to run inside Playwright's event
-    loop, so the test prepares its data before and checks the database after."""
+    loop, so the test prepares its data before and checks the database after.
+    With AQ_SCREENSHOT_DIR set, the pages seen are also saved there for a person to look at."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}; install it with "
                     "'apt-get update && apt-get install -y chromium' (or set AQ_CHROMIUM).")
@@ -98,6 +99,13 @@ def requeue_and_screenshot(page, base: str, pk: int, shot: Path) -> None:
     message = page.locator("ul.messagelist li.success")
     message.wait_for()
     assert message.inner_text().strip() == "Re-queued 1 delivery."
+    if os.environ.get("AQ_SCREENSHOT_DIR"):
+        page.screenshot(path=str(Path(os.environ["AQ_SCREENSHOT_DIR"]) / "requeued.png"))
+        page.click(f'#result_list a[href*="/{pk}/change/"]')
+        page.wait_for_selector("fieldset")
+        page.screenshot(path=str(Path(os.environ["AQ_SCREENSHOT_DIR"]) / "detail.png"),
+                        full_page=True)
+        page.go_back()
 
     page.click("text=Dashboard")
     page.wait_for_selector(".aq-chart svg rect")
