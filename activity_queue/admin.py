@@ -1,36 +1,360 @@
-"""Admin registration. Delivery records are read-only; operators act through actions."""
+"""The admin: read-only delivery records, explicit actions, and a dashboard.
 
-from django.contrib import admin
+Nothing here edits a delivery by hand. Operators act through actions that
+call :mod:`activity_queue.operations` (the same code as the commands), each
+guarded by one of Django's own model permissions:
 
+- re-queue a failed delivery: ``add_scheduledactivity`` (it creates a queue row);
+- retry now: ``change_scheduledactivity``;
+- discard: ``delete_scheduledactivity``;
+- resume a paused host: ``change_host``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.timesince import timesince, timeuntil
+
+from . import chart, health, operations
+from .lifecycle import State
 from .models import Activity, Host, ScheduledActivity
 
+DELIVERY = ("delivery", "deliveries")
+PRE = '<pre style="white-space:pre-wrap;max-height:32em;overflow:auto;margin:0">{}</pre>'
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+
+def _plural(n: int, word: str, words: str = "") -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {words or word + 's'}"
+
+
+def _has(request, action: str, model) -> bool:
+    opts = model._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+
+
+class ValueFilter(admin.SimpleListFilter):
+    """Filter on one field's exact value, offering a short list of likely values.
+
+    Django's plain field filter lists every distinct value, which scans the
+    whole table: fine for the queue, too slow for a log of millions of rows.
+    A value that is not offered still works from the URL (``?host=…``).
+    """
+
+    field = ""
+
+    def values(self, model_admin) -> list[str]:
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        values = [v for v in self.values(model_admin) if v]
+        if self.value() and self.value() not in values:
+            values.append(self.value())
+        return [(v, v) for v in values]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
+
+
+class QueueHostFilter(ValueFilter):
+    title = parameter_name = field = "host"
+
+    def values(self, model_admin):
+        return list(ScheduledActivity.objects.values_list("host", flat=True)
+                    .annotate(n=Count("id")).order_by("-n", "host")[:30])
+
+
+class QueueTypeFilter(ValueFilter):
+    title = "type"
+    parameter_name = field = "activity_type"
+
+    def values(self, model_admin):
+        return list(ScheduledActivity.objects.values_list("activity_type", flat=True)
+                    .annotate(n=Count("id")).order_by("-n", "activity_type")[:30])
+
+
+class LogHostFilter(QueueHostFilter):
+    title = "host (failing or paused)"
+
+    def values(self, model_admin):
+        failing = [h.host for h in health.failing_hosts(timezone.now() - timedelta(days=1), 30)]
+        paused = Host.objects.order_by("host").values_list("host", flat=True)[:30]
+        return list(dict.fromkeys([*failing, *paused]))
+
+
+class LogTypeFilter(QueueTypeFilter):
+    #: The types this app sends and DjangoLDP servers exchange; others work from the URL.
+    TYPES = ("Create", "Update", "Delete", "Add", "Remove")
+
+    def values(self, model_admin):
+        return list(self.TYPES)
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("due", "due now"), ("waiting", "waiting (backoff)"),
+                ("leased", State.LEASED.label), ("retrying", "retried at least once")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        free = Q(leased_until__isnull=True) | Q(leased_until__lt=now)
+        match self.value():
+            case "due":
+                return queryset.due(now)
+            case "waiting":
+                return queryset.filter(free, next_attempt_at__gt=now)
+            case "leased":
+                return queryset.leased(now)
+            case "retrying":
+                return queryset.filter(attempts__gt=0)
+        return queryset
+
+
+class RecordAdmin(admin.ModelAdmin):
+    """Shared by both delivery records: read-only pages, pretty payload and errors."""
+
+    list_per_page = 50
+
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="object")
+    def object_short(self, obj):
+        value = obj.object_id or obj.activity_id
+        return value if len(value) <= 45 else f"…{value[-44:]}"
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj):
+        return timesince(obj.created_at)
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj):
+        return format_html(PRE, json.dumps(obj.payload, indent=2, ensure_ascii=False,
+                                           sort_keys=True))
+
+    @admin.display(description="other records of this activity")
+    def history(self, obj):
+        url = reverse("admin:activity_queue_activity_changelist",
+                      current_app=self.admin_site.name)
+        return format_html('<a href="{}?{}">search the log for this activity id</a>',
+                           url, urlencode({"q": obj.activity_id}))
+
 
 @admin.register(ScheduledActivity)
-class ScheduledActivityAdmin(ReadOnlyAdmin):
-    list_display = ("activity_type", "host", "object_id", "attempts", "next_attempt_at",
-                    "last_status", "leased_by")
-    list_filter = ("activity_type", "host")
+class ScheduledActivityAdmin(RecordAdmin):
+    list_display = ("activity_type", "host", "object_short", "state_label", "last_status",
+                    "attempts", "next_attempt", "age")
+    list_filter = (StateFilter, QueueTypeFilter, QueueHostFilter,
+                   ("created_at", admin.DateFieldListFilter))
     search_fields = ("activity_id", "inbox", "object_id")
-    date_hierarchy = "created_at"
+    ordering = ("next_attempt_at",)
+    actions = ("retry_now", "discard")
+    readonly_fields = ("activity_id", "activity_type", "object_id", "inbox", "host",
+                       "state_label", "circuit", "attempts", "created_at", "next_attempt_at",
+                       "last_status", "leased_by", "leased_until", "last_error_pre",
+                       "payload_pretty", "history")
+    fieldsets = (
+        (None, {"fields": ("activity_id", "activity_type", "object_id", "inbox", "host",
+                           "circuit", "history")}),
+        ("Progress", {"fields": ("state_label", "attempts", "created_at", "next_attempt_at",
+                                 "last_status", "leased_by", "leased_until")}),
+        ("Last error", {"fields": ("last_error_pre",)}),
+        ("Payload", {"fields": ("payload_pretty",)}),
+    )
+
+    @admin.display(description="state")
+    def state_label(self, obj):
+        return obj.state.label
+
+    @admin.display(description="next attempt", ordering="next_attempt_at")
+    def next_attempt(self, obj):
+        if obj.next_attempt_at <= timezone.now():
+            return "due now"
+        return f"in {timeuntil(obj.next_attempt_at)}"
+
+    @admin.display(description="host circuit")
+    def circuit(self, obj):
+        state = Host.objects.filter(host=obj.host).first()
+        return state.circuit if state else "closed"
+
+    @admin.display(description="last error")
+    def last_error_pre(self, obj):
+        return format_html(PRE, obj.last_error or "—")
+
+    def has_retry_now_permission(self, request):
+        return _has(request, "change", ScheduledActivity)
+
+    def has_discard_permission(self, request):
+        return _has(request, "delete", ScheduledActivity)
+
+    @admin.action(description="Retry selected deliveries now", permissions=["retry_now"])
+    def retry_now(self, request, queryset):
+        result = operations.retry_now(queryset.values_list("id", flat=True))
+        self.message_user(request, f"{_plural(result.scheduled, *DELIVERY)} due now; "
+                                   "the worker was woken.", messages.SUCCESS)
+        if result.skipped:
+            self.message_user(request, f"Skipped {result.skipped}: being delivered right now "
+                                       "or already gone from the queue.", messages.WARNING)
+        if result.paused_hosts:
+            self.message_user(request, "These hosts are paused (circuit open) and their rows "
+                                       f"wait until it closes: {', '.join(result.paused_hosts)}.",
+                              messages.WARNING)
+
+    @admin.action(description="Discard selected deliveries (logged as discarded)",
+                  permissions=["discard"])
+    def discard(self, request, queryset):
+        result = operations.discard(queryset.values_list("id", flat=True),
+                                    by=request.user.get_username())
+        self.message_user(request, f"Discarded {_plural(len(result.discarded), *DELIVERY)}; "
+                                   "each is in the log with status 'discarded'.",
+                          messages.SUCCESS)
+        if result.skipped:
+            self.message_user(request, f"Skipped {result.skipped}: being delivered right now "
+                                       "or already gone from the queue.", messages.WARNING)
 
 
 @admin.register(Activity)
-class ActivityAdmin(ReadOnlyAdmin):
-    list_display = ("activity_type", "direction", "status", "status_code", "host", "object_id",
-                    "attempts", "resolved_at")
-    list_filter = ("status", "direction", "activity_type", "host")
+class ActivityAdmin(RecordAdmin):
+    list_display = ("activity_type", "direction", "host", "object_short", "outcome",
+                    "attempts", "resolved_at", "age")
+    list_filter = ("status", "direction", LogTypeFilter, LogHostFilter,
+                   ("resolved_at", admin.DateFieldListFilter))
     search_fields = ("activity_id", "inbox", "object_id")
-    date_hierarchy = "resolved_at"
+    ordering = ("-resolved_at",)
+    show_full_result_count = False
+    actions = ("requeue",)
+    readonly_fields = ("activity_id", "activity_type", "direction", "object_id", "inbox",
+                       "host", "outcome", "attempts", "created_at", "resolved_at",
+                       "duration_ms", "error_pre", "excerpt_pre", "payload_pretty", "history")
+    fieldsets = (
+        (None, {"fields": ("activity_id", "activity_type", "direction", "object_id", "inbox",
+                           "host", "history")}),
+        ("Outcome", {"fields": ("outcome", "attempts", "created_at", "resolved_at",
+                                "duration_ms")}),
+        ("Last error", {"fields": ("error_pre",)}),
+        ("Response excerpt", {"fields": ("excerpt_pre",)}),
+        ("Payload", {"fields": ("payload_pretty",)}),
+    )
+
+    @admin.display(description="status", ordering="status")
+    def outcome(self, obj):
+        label = State(obj.status).label if obj.status in State.values else obj.status
+        return f"{label} ({obj.status_code})" if obj.status_code else label
+
+    @admin.display(description="error")
+    def error_pre(self, obj):
+        return format_html(PRE, obj.error or "—")
+
+    @admin.display(description="response excerpt")
+    def excerpt_pre(self, obj):
+        return format_html(PRE, obj.response_excerpt or "—")
+
+    def has_requeue_permission(self, request):
+        return _has(request, "add", ScheduledActivity)
+
+    @admin.action(description="Re-queue selected failed deliveries", permissions=["requeue"])
+    def requeue(self, request, queryset):
+        result = operations.requeue(queryset.values_list("pk", flat=True))
+        done = len(result.requeued)
+        self.message_user(request, f"Re-queued {_plural(done, *DELIVERY)}.",
+                          messages.SUCCESS if done else messages.WARNING)
+        reasons = [(result.pending, "already pending"),
+                   (result.superseded, "superseded by a later attempt"),
+                   (result.ineligible, "not a failed or discarded outbound delivery")]
+        details = ", ".join(f"{n} {why}" for n, why in reasons if n)
+        if details:
+            self.message_user(request, f"Skipped {result.skipped}: {details}.",
+                              messages.WARNING)
+
+    # -- dashboard --------------------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.dashboard_view)
+        return [path("dashboard/", view, name="activity_queue_dashboard"), *super().get_urls()]
+
+    def dashboard_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        now = timezone.now()
+        day_ago = now - timedelta(hours=24)
+        buckets = health.hourly_outcomes(24, now)
+        sent = sum(b.sent for b in buckets)
+        failed = sum(b.failed for b in buckets)
+        changelist = reverse("admin:activity_queue_activity_changelist",
+                             current_app=self.admin_site.name)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Activity queue dashboard",
+            "opts": self.model._meta,
+            "stats": health.queue_stats(now),
+            "buckets": buckets,
+            "chart": chart.outcomes_svg(buckets),
+            "sent_24h": sent,
+            "failed_24h": failed,
+            "success_rate": round(100 * sent / (sent + failed), 1) if sent + failed else None,
+            "failing_hosts": health.failing_hosts(day_ago),
+            "troubled_hosts": health.troubled_hosts(),
+            "dropped_24h": health.count_since(State.DROPPED, day_ago),
+            "discarded_24h": health.count_since(State.DISCARDED, day_ago),
+            "failed_url": f"{changelist}?status__exact={State.FAILED.value}",
+            "dropped_url": f"{changelist}?status__exact={State.DROPPED.value}",
+            "queue_url": reverse("admin:activity_queue_scheduledactivity_changelist",
+                                 current_app=self.admin_site.name),
+            "hosts_url": reverse("admin:activity_queue_host_changelist",
+                                 current_app=self.admin_site.name),
+        }
+        return TemplateResponse(request, "admin/activity_queue/dashboard.html", context)
 
 
 @admin.register(Host)
-class HostAdmin(ReadOnlyAdmin):
-    list_display = ("host", "circuit", "consecutive_failures", "paused_until", "updated_at")
+class HostAdmin(admin.ModelAdmin):
+    list_display = ("host", "circuit", "consecutive_failures", "trips", "paused_until",
+                    "last_error_short", "updated_at")
+    search_fields = ("host",)
+    ordering = ("host",)
+    actions = ("resume",)
+    readonly_fields = ("host", "circuit", "consecutive_failures", "trips", "paused_until",
+                       "last_error", "updated_at")
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj):
+        return obj.last_error[:80]
+
+    def has_resume_permission(self, request):
+        return _has(request, "change", Host)
+
+    @admin.action(description="Resume deliveries to selected hosts (close the circuit)",
+                  permissions=["resume"])
+    def resume(self, request, queryset):
+        resumed = operations.resume_hosts(queryset.values_list("host", flat=True))
+        self.message_user(request, f"Resumed {_plural(resumed, 'host')}; their queued "
+                                   "deliveries are claimable now.", messages.SUCCESS)

@@ -47,11 +47,16 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
     "SIGNATURE_MAX_AGE": ((int, float), 1, "a number of seconds >= 1"),
     "SIGNATURE_KEY_TTL": ((int, float), 0, "a number of seconds >= 0"),
+    "RETENTION_SENT_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
+    "RETENTION_FAILED_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
+    "RETENTION_RECEIVED_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
 }
 
 
 def _bad_value(key: str, value: Any) -> str | None:
     kinds, minimum, _ = RULES[key]
+    if value is None and isinstance(kinds, tuple) and type(None) in kinds:
+        return None
     if isinstance(value, bool) and kinds is not bool:
         return "has type bool"
     if not isinstance(value, kinds):

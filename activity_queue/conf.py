@@ -68,6 +68,11 @@ DEFAULTS: dict[str, Any] = {
     "SIGNATURE_MAX_AGE": 300.0,
     # Seconds a sender's fetched public key is kept in Django's cache.
     "SIGNATURE_KEY_TTL": 3600.0,
+    # Days ``activity_prune`` keeps log rows; None keeps them forever.
+    # SENT covers sent and dropped rows, FAILED covers failed and discarded ones.
+    "RETENTION_SENT_DAYS": 30,
+    "RETENTION_FAILED_DAYS": 90,
+    "RETENTION_RECEIVED_DAYS": 30,
 }
 
 
@@ -100,6 +105,9 @@ class Config:
     SIGNING_KEY_ID: str | None
     SIGNATURE_MAX_AGE: float
     SIGNATURE_KEY_TTL: float
+    RETENTION_SENT_DAYS: int | None
+    RETENTION_FAILED_DAYS: int | None
+    RETENTION_RECEIVED_DAYS: int | None
 
 
 def user_settings() -> dict[str, Any]:

@@ -1,7 +1,12 @@
 """Signals other apps can listen to. Each is sent after the outcome is committed.
 
-Receivers get ``outcome`` (an :class:`activity_queue.jobs.Outcome`); a drop sends
-``activity`` (the payload) and ``inbox`` and ``reason``.
+- ``activity_delivered`` and ``activity_failed`` (final failure): receivers get
+  ``outcome`` (an :class:`activity_queue.jobs.Outcome`).
+- ``activity_dropped`` (left the queue as redundant): ``activity`` (the payload),
+  ``inbox`` and ``reason``.
+- ``activity_discarded`` (an operator took scheduled rows out of the queue):
+  ``activities`` (the new ``Activity`` log rows, status ``discarded``) and ``by``
+  (who, as text). A discard is a decision, not redundancy, so it is not a drop.
 """
 
 from django.dispatch import Signal
@@ -9,3 +14,4 @@ from django.dispatch import Signal
 activity_delivered = Signal()
 activity_failed = Signal()
 activity_dropped = Signal()
+activity_discarded = Signal()

@@ -1,0 +1,116 @@
+"""``manage.py activity_status``: the queue's health, for people and for monitors.
+
+Exit status 0 when healthy, 1 when unhealthy, 2 for bad usage. Unhealthy means:
+the most overdue row that a worker could take now (not leased, its host's
+circuit not open) has waited longer than ``--max-lag`` past its due time (no
+worker is running, or they cannot keep up); or, when asked, the queue is deeper
+than ``--max-depth``, or a circuit is open (``--fail-on-open-circuit``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from django.utils.timesince import timesince
+
+from ... import health
+from ...lifecycle import State
+from ..options import parse_duration, positive_int
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+class Command(BaseCommand):
+    help = ("Print queue depth, oldest pending, due now, in flight, recent failures per host, "
+            "redundant drops and circuit states; exit 1 when the queue is unhealthy.")
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--json", action="store_true", dest="as_json",
+                            help="One JSON object on stdout.")
+        parser.add_argument("--max-lag", type=parse_duration, default=300.0,
+                            help="Unhealthy when a claimable row is overdue by more than this "
+                                 "(seconds or 30s/5m/1h; default 5m).")
+        parser.add_argument("--max-depth", type=positive_int, default=None,
+                            help="Also unhealthy when more rows than this are queued.")
+        parser.add_argument("--fail-on-open-circuit", action="store_true",
+                            help="Also unhealthy when any host's circuit is open.")
+        parser.add_argument("--window", type=parse_duration, default=3600.0,
+                            help="Failures per host are counted over this (default 1h).")
+
+    def handle(self, *args, as_json=False, max_lag=300.0, max_depth=None,
+               fail_on_open_circuit=False, window=3600.0, **options) -> None:
+        now = timezone.now()
+        stats = health.queue_stats(now)
+        since = now - timedelta(seconds=window)
+        failing = health.failing_hosts(since, limit=20)
+        troubled = health.troubled_hosts()
+        problems = []
+        if stats.lag > max_lag:
+            problems.append(f"a claimable row is {stats.lag:.0f}s overdue (max {max_lag:.0f}s)")
+        if max_depth is not None and stats.depth > max_depth:
+            problems.append(f"{stats.depth} rows queued (max {max_depth})")
+        open_circuits = [h.host for h in troubled if h.circuit == "open"]
+        if fail_on_open_circuit and open_circuits:
+            problems.append(f"circuit open for {', '.join(open_circuits)}")
+        report = {
+            "healthy": not problems,
+            "problems": problems,
+            "now": _iso(now),
+            "queue": {
+                "depth": stats.depth, "due": stats.due, "due_paused": stats.due_paused,
+                "in_flight": stats.in_flight, "oldest_pending": _iso(stats.oldest_pending),
+                "oldest_pending_age_s": stats.oldest_pending_age, "lag_s": stats.lag,
+            },
+            "dropped": health.count_since(State.DROPPED, since),
+            "failures": {"window_s": window, "hosts": [
+                {"host": f.host, "failures": f.failures, "circuit": f.circuit}
+                for f in failing]},
+            "circuits": [
+                {"host": h.host, "state": h.circuit, "paused_until": _iso(h.paused_until),
+                 "consecutive_failures": h.consecutive_failures, "last_error": h.last_error}
+                for h in troubled],
+        }
+        if as_json:
+            self.stdout.write(json.dumps(report, indent=2, sort_keys=True))
+        else:
+            self.stdout.write(self.text(report, stats, failing, troubled))
+        if problems:
+            raise CommandError("unhealthy: " + "; ".join(problems), returncode=1)
+
+    @staticmethod
+    def text(report, stats, failing, troubled) -> str:
+        q = report["queue"]
+        window = _span(report["failures"]["window_s"])
+        oldest = (f"{timesince(stats.oldest_pending, stats.now)} ago "
+                  f"({q['oldest_pending']})" if stats.oldest_pending else "-")
+        lines = [
+            f"queue depth     {q['depth']}",
+            f"due now         {q['due']}" + (f" ({q['due_paused']} for paused hosts)"
+                                             if q["due_paused"] else ""),
+            f"in flight       {q['in_flight']}",
+            f"oldest pending  {oldest}",
+            f"overdue by      {q['lag_s']:.0f}s",
+            f"dropped         {report['dropped']} as redundant in the last {window}",
+            f"final failures per host in the last {window}:",
+        ]
+        width = max((len(h.host) for h in [*failing, *troubled]), default=0)
+        lines += [f"  {f.host:<{width}}  {f.failures:>6}  circuit {f.circuit}"
+                  for f in failing] or ["  none"]
+        lines.append("circuits:")
+        lines += [f"  {h.host:<{width}}  {h.circuit:<9}  {h.consecutive_failures} failures in a row"
+                  for h in troubled] or ["  all closed"]
+        lines.append("status          " + ("healthy" if report["healthy"] else
+                                           "UNHEALTHY: " + "; ".join(report["problems"])))
+        return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""What an operator can do to deliveries: re-queue, retry now, discard, resume a host.
+
+The admin actions and the management commands both call these functions, so
+that a rule (never queue a duplicate, never touch a row in flight) holds
+whichever way an operator acts. Each function works in chunks, each chunk in
+its own short transaction, and reports what it did and what it skipped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+
+from django.db import router, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import backends, signals
+from .exceptions import InvalidActivity
+from .lifecycle import State
+from .models import Activity, Host, ScheduledActivity
+from .outbox import enqueue
+
+CHUNK = 500
+
+#: Log rows that may go back to the queue: final failures, and rows an operator discarded.
+REQUEUEABLE = frozenset({State.FAILED, State.DISCARDED})
+
+
+def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _alias() -> str:
+    return router.db_for_write(ScheduledActivity)
+
+
+def _not_leased(now) -> Q:
+    return Q(leased_until__isnull=True) | Q(leased_until__lt=now)
+
+
+@dataclass
+class RequeueResult:
+    """What :func:`requeue` did with each log row it was given."""
+
+    requeued: list[ScheduledActivity] = field(default_factory=list)
+    #: The same activity is already waiting for the same inbox.
+    pending: int = 0
+    #: A later log row exists for the same activity and inbox: that one is the current outcome.
+    superseded: int = 0
+    #: Not an outbound failure (sent, received, dropped…), or its stored payload is unusable.
+    ineligible: int = 0
+    #: Log rows found (ids that no longer exist count as ineligible).
+    seen: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.pending + self.superseded + self.ineligible
+
+    def add(self, other: RequeueResult) -> None:
+        self.requeued += other.requeued
+        self.pending += other.pending
+        self.superseded += other.superseded
+        self.ineligible += other.ineligible
+        self.seen += other.seen
+
+
+def requeue(ids: Iterable[int], *, dry_run: bool = False) -> RequeueResult:
+    """Schedule each failed (or discarded) delivery again, through :func:`enqueue`.
+
+    ``ids`` are primary keys of ``Activity`` log rows. Only the latest log row
+    of an (activity id, inbox) pair is re-queued, and only when nothing for
+    that pair is still pending, so running a replay twice or selecting a row
+    that was already re-queued never sends twice. With ``dry_run`` the same
+    decisions are made and nothing is written; ``requeued`` then holds unsaved
+    rows describing what would be queued.
+    """
+    result = RequeueResult()
+    ids = list(ids)
+    for chunk in _chunks(ids):
+        rows = list(Activity.objects.filter(pk__in=chunk).order_by("pk"))
+        with transaction.atomic(using=_alias()):
+            result.add(_requeue_chunk(rows, dry_run))
+    result.ineligible += len(ids) - result.seen
+    return result
+
+
+def _requeue_chunk(rows: Sequence[Activity], dry_run: bool) -> RequeueResult:
+    result = RequeueResult(seen=len(rows))
+    eligible = [r for r in rows if r.direction == Activity.Direction.OUTBOUND
+                and r.status in REQUEUEABLE and r.inbox and isinstance(r.payload, dict)]
+    result.ineligible = len(rows) - len(eligible)
+    ids = {r.activity_id for r in eligible}
+    pending = set(
+        ScheduledActivity.objects.filter(activity_id__in=ids).values_list("activity_id", "inbox")
+    )
+    latest: dict[tuple[str, str], tuple] = {}
+    for activity_id, inbox, resolved_at, pk in (
+        Activity.objects.outbound().filter(activity_id__in=ids)
+        .values_list("activity_id", "inbox", "resolved_at", "pk")
+    ):
+        key = (activity_id, inbox)
+        latest[key] = max(latest.get(key, (resolved_at, pk)), (resolved_at, pk))
+    for row in eligible:
+        key = (row.activity_id, row.inbox)
+        if key in pending:
+            result.pending += 1
+        elif latest.get(key, (None, row.pk))[1] != row.pk:
+            result.superseded += 1
+        else:
+            pending.add(key)
+            made = _enqueue_again(row, dry_run)
+            if made is None:
+                result.ineligible += 1
+            else:
+                result.requeued.append(made)
+    return result
+
+
+def _enqueue_again(row: Activity, dry_run: bool) -> ScheduledActivity | None:
+    payload = dict(row.payload)
+    if not payload.get("id") and row.activity_id:
+        payload["id"] = row.activity_id
+    if dry_run:
+        return ScheduledActivity(activity_id=row.activity_id, activity_type=row.activity_type,
+                                 object_id=row.object_id, inbox=row.inbox, host=row.host,
+                                 payload=payload)
+    try:
+        made = enqueue(payload, to=row.inbox, using=_alias())
+    except InvalidActivity:
+        return None
+    return made[0] if made else None
+
+
+@dataclass
+class RetryResult:
+    scheduled: int = 0
+    #: Leased by a worker (being delivered now) or already gone from the queue.
+    skipped: int = 0
+    #: Hosts of the selected rows whose circuit is open: those rows still wait for it.
+    paused_hosts: list[str] = field(default_factory=list)
+
+
+def retry_now(ids: Iterable[int]) -> RetryResult:
+    """Make the given scheduled rows due now and wake the worker.
+
+    Rows a worker holds are left alone (their delivery is under way), and the
+    attempt count is kept: a retry now is one more attempt, not a fresh start.
+    """
+    ids = list(ids)
+    now = timezone.now()
+    result = RetryResult()
+    using = _alias()
+    with transaction.atomic(using=using):
+        for chunk in _chunks(ids):
+            result.scheduled += (ScheduledActivity.objects.filter(id__in=chunk)
+                                 .filter(_not_leased(now)).update(next_attempt_at=now))
+        if result.scheduled:
+            transaction.on_commit(partial(backends.wake, using), using=using)
+    result.skipped = len(ids) - result.scheduled
+    hosts = set()
+    for chunk in _chunks(ids):
+        hosts |= set(ScheduledActivity.objects.filter(id__in=chunk).values_list("host", flat=True))
+    result.paused_hosts = sorted(
+        Host.objects.filter(host__in=hosts, paused_until__gt=now).values_list("host", flat=True)
+    )
+    return result
+
+
+@dataclass
+class DiscardResult:
+    discarded: list[Activity] = field(default_factory=list)
+    #: Leased by a worker (being delivered now) or already gone from the queue.
+    skipped: int = 0
+
+
+def discard(ids: Iterable[int], *, by: str = "") -> DiscardResult:
+    """Take scheduled rows out of the queue, leaving a ``discarded`` log row for each.
+
+    The rows are first marked with a lease of our own in a single UPDATE that
+    skips rows a worker holds; only marked rows are logged and deleted, in the
+    same transaction, so a worker can never deliver a row that is being
+    discarded. ``signals.activity_discarded`` is sent once the transaction commits.
+    """
+    ids = list(ids)
+    result = DiscardResult()
+    using = _alias()
+    who = by or "an operator"
+    for chunk in _chunks(ids):
+        now = timezone.now()
+        token = f"discard:{uuid.uuid4().hex}"
+        with transaction.atomic(using=using):
+            ScheduledActivity.objects.filter(id__in=chunk).filter(_not_leased(now)).update(
+                leased_by=token, leased_until=now + timedelta(hours=1))
+            mine = ScheduledActivity.objects.filter(id__in=chunk, leased_by=token)
+            marked = list(mine)
+            logged = Activity.objects.bulk_create([
+                Activity(
+                    activity_id=row.activity_id, activity_type=row.activity_type,
+                    object_id=row.object_id, inbox=row.inbox, host=row.host,
+                    payload=row.payload, direction=Activity.Direction.OUTBOUND,
+                    status=State.DISCARDED, status_code=row.last_status,
+                    error=f"discarded by {who}"
+                          + (f"; last error: {row.last_error}" if row.last_error else ""),
+                    attempts=row.attempts, created_at=row.created_at, resolved_at=now,
+                )
+                for row in marked
+            ])
+            mine.delete()
+            if logged:
+                transaction.on_commit(
+                    partial(signals.activity_discarded.send, sender=Activity,
+                            activities=logged, by=who),
+                    using=using,
+                )
+        result.discarded += logged
+    result.skipped = len(ids) - len(result.discarded)
+    return result
+
+
+def resume_hosts(hosts: Iterable[str]) -> int:
+    """Close the circuit of the given hosts now; their waiting rows become claimable.
+
+    A host's health row only exists while it is troubled (a success deletes
+    it), so closing the circuit is deleting the row.
+    """
+    using = _alias()
+    with transaction.atomic(using=using):
+        removed, _ = Host.objects.filter(host__in=list(hosts)).delete()
+        if removed:
+            transaction.on_commit(partial(backends.wake, using), using=using)
+    return removed

@@ -1,0 +1,64 @@
+"""How long log rows are kept, and pruning them in short transactions.
+
+Rows are deleted a batch of primary keys at a time, each batch in its own
+transaction, so pruning a large backlog never holds a long lock on the log
+table and the worker keeps writing while it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import router, transaction
+from django.utils import timezone
+
+from .conf import Config, get_config
+from .lifecycle import State
+from .models import Activity
+
+
+@dataclass(frozen=True)
+class Policy:
+    label: str
+    states: tuple[State, ...]
+    days: int | None
+
+    def cutoff(self, now: datetime) -> datetime | None:
+        return None if self.days is None else now - timedelta(days=self.days)
+
+
+def policies(config: Config | None = None) -> list[Policy]:
+    config = config or get_config()
+    return [
+        Policy("sent/dropped", (State.SENT, State.DROPPED), config.RETENTION_SENT_DAYS),
+        Policy("failed/discarded", (State.FAILED, State.DISCARDED),
+               config.RETENTION_FAILED_DAYS),
+        Policy("received", (State.RECEIVED,), config.RETENTION_RECEIVED_DAYS),
+    ]
+
+
+def expired(policy: Policy, now: datetime):
+    cutoff = policy.cutoff(now)
+    if cutoff is None:
+        return Activity.objects.none()
+    return Activity.objects.filter(status__in=policy.states, resolved_at__lt=cutoff)
+
+
+def prune(policy: Policy, *, now: datetime | None = None, batch_size: int = 1000,
+          on_batch: Callable[[int], None] | None = None) -> int:
+    """Delete the policy's expired rows, ``batch_size`` per transaction; return how many."""
+    now = now or timezone.now()
+    rows = expired(policy, now)
+    using = router.db_for_write(Activity)
+    deleted = 0
+    while True:
+        ids = list(rows.values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        with transaction.atomic(using=using):
+            count, _ = Activity.objects.filter(pk__in=ids).delete()
+        deleted += count
+        if on_batch:
+            on_batch(count)

@@ -1,0 +1,56 @@
+"""Builders for log and queue rows in the operations tests."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+from django.utils import timezone
+
+from activity_queue.addresses import origin
+from activity_queue.models import Activity, ScheduledActivity
+
+_serial = itertools.count(1)
+
+
+def _payload(activity_id: str, kind: str, object_id: str) -> dict:
+    return {"@context": "https://www.w3.org/ns/activitystreams", "id": activity_id,
+            "type": kind, "object": {"@id": object_id, "@type": "hd:circle"}}
+
+
+def log_row(*, save: bool = True, ago: timedelta = timedelta(minutes=30), **fields) -> Activity:
+    """A log row: by default an outbound final failure (HTTP 500) half an hour ago."""
+    n = next(_serial)
+    inbox = fields.pop("inbox", "https://remote.example/inbox/")
+    activity_id = fields.pop("activity_id", f"https://testserver/activities/{n}")
+    kind = fields.pop("activity_type", "Create")
+    object_id = fields.pop("object_id", f"https://testserver/circles/{n}/")
+    now = timezone.now()
+    values = {
+        "activity_id": activity_id, "activity_type": kind, "object_id": object_id,
+        "inbox": inbox, "host": origin(inbox),
+        "payload": _payload(activity_id, kind, object_id),
+        "direction": Activity.Direction.OUTBOUND, "status": "failed", "status_code": 500,
+        "error": "HTTP 500", "response_excerpt": "<h1>oops</h1>", "attempts": 3,
+        "created_at": now - ago - timedelta(minutes=5), "resolved_at": now - ago,
+    }
+    values.update(fields)
+    row = Activity(**values)
+    if save:
+        row.save()
+    return row
+
+
+def queued(**fields) -> ScheduledActivity:
+    """A scheduled row, due now unless told otherwise."""
+    n = next(_serial)
+    inbox = fields.pop("inbox", "https://remote.example/inbox/")
+    activity_id = fields.pop("activity_id", f"https://testserver/activities/q{n}")
+    kind = fields.pop("activity_type", "Update")
+    object_id = fields.pop("object_id", f"https://testserver/circles/q{n}/")
+    values = {
+        "activity_id": activity_id, "activity_type": kind, "object_id": object_id,
+        "inbox": inbox, "host": origin(inbox), "payload": _payload(activity_id, kind, object_id),
+    }
+    values.update(fields)
+    return ScheduledActivity.objects.create(**values)
