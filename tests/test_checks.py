@@ -110,6 +110,9 @@ BAD_VALUES = [
      "the URL of our public key, or None"),
     ("SIGNATURE_MAX_AGE", 0, "is too small", "a number of seconds >= 1"),
     ("SIGNATURE_KEY_TTL", -1, "is too small", "a number of seconds >= 0"),
+    ("RETENTION_SENT_DAYS", 0, "is too small", "a number of days >= 1, or None"),
+    ("RETENTION_FAILED_DAYS", "90", "has type str", "a number of days >= 1, or None"),
+    ("RETENTION_RECEIVED_DAYS", 2.5, "has type float", "a number of days >= 1, or None"),
 ]
 
 
