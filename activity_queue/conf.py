@@ -68,6 +68,17 @@ DEFAULTS: dict[str, Any] = {
     "SIGNATURE_MAX_AGE": 300.0,
     # Seconds a sender's fetched public key is kept in Django's cache.
     "SIGNATURE_KEY_TTL": 3600.0,
+    # Federation (docs/federation.md). Send backlinks from the model signals.
+    "BACKLINKS": True,
+    # The site's JSON-LD context, second entry of every backlink's @context.
+    "LD_CONTEXT": "https://cdn.startinblox.com/owl/context.jsonld",
+    # How long a discovered inbox is trusted, in seconds, and which cache keeps it.
+    "DISCOVERY_TTL": 24 * 3600.0,
+    "DISCOVERY_CACHE": "default",
+    # Bytes of a resource document read at most when looking for its inbox.
+    "DISCOVERY_MAX_BYTES": 1024 * 1024,
+    # Drop redundant activities when enqueuing and before sending (SPEC section 4).
+    "DROP_REDUNDANT": True,
 }
 
 
@@ -100,6 +111,12 @@ class Config:
     SIGNING_KEY_ID: str | None
     SIGNATURE_MAX_AGE: float
     SIGNATURE_KEY_TTL: float
+    BACKLINKS: bool
+    LD_CONTEXT: str
+    DISCOVERY_TTL: float
+    DISCOVERY_CACHE: str
+    DISCOVERY_MAX_BYTES: int
+    DROP_REDUNDANT: bool
 
 
 def user_settings() -> dict[str, Any]:

@@ -18,6 +18,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "rest_framework",
     "activity_queue",
+    "example_project.circles",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
