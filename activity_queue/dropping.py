@@ -1,5 +1,8 @@
 """The redundancy rules applied to the queue: when enqueuing, and after claiming.
 
+After claiming, it also keeps the activities about one object to one inbox
+in order (see :func:`on_claim`).
+
 One query per call looks up, for each (inbox, object) concerned, the queued
 rows and the last activity successfully delivered (an ``Activity`` row with
 status *sent*, so the rule survives restarts); :func:`redundancy.decide`
@@ -16,7 +19,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -40,6 +43,8 @@ NEW = "new"
 ROW_CAP = 200
 #: (inbox, object) pairs per lookup statement.
 PAIRS_PER_QUERY = 100
+#: Seconds a job waits before it is looked at again while an older one of its group is queued.
+ORDER_WAIT = 0.5
 
 Pair = tuple[str, str]
 
@@ -212,23 +217,30 @@ def on_enqueue(activity: dict[str, Any], object_id: str, inboxes: list[str], *, 
     return [i for i in inboxes if i not in not_queued]
 
 
-def on_claim(worker_id: str, jobs: list[Job], using: str) -> tuple[list[Job], int]:
-    """Drop claimed jobs (and queued rows) that the rules make redundant.
+def on_claim(worker_id: str, jobs: list[Job], using: str) -> tuple[list[Job], int, int]:
+    """Drop claimed jobs (and queued rows) that the rules make redundant, and hold back
+    jobs that an older activity about the same object to the same inbox must precede.
 
-    Returns the jobs still to deliver and how many activities were dropped.
+    Deliveries run concurrently, so two activities about one object could
+    arrive in either order (a Remove before its Add leaves the member in
+    place); a job therefore waits, unclaimed and without an attempt counted,
+    while an older one of its group is queued or in flight. Returns the jobs
+    still to deliver, how many activities were dropped and how many held back.
     """
-    if not jobs or not get_config().DROP_REDUNDANT:
-        return jobs, 0
+    if not jobs:
+        return jobs, 0, 0
     now = timezone.now()
     by_pair: dict[Pair, list[Job]] = defaultdict(list)
     for job in jobs:
         if job.object_id:
             by_pair[(job.inbox, job.object_id)].append(job)
     if not by_pair:
-        return jobs, 0
+        return jobs, 0, 0
+    filtering = get_config().DROP_REDUNDANT
     held = {job.id for job in jobs}
     pairs = list(by_pair)
     decisions: list[tuple[dict[Hashable, Drop], dict[Hashable, str]]] = []
+    later: list[tuple[int, int]] = []  # (job, the older row it waits for)
     for start in range(0, len(pairs), PAIRS_PER_QUERY):
         chunk = pairs[start:start + PAIRS_PER_QUERY]
         found = lookup(using, chunk, now, cap=ROW_CAP + 4 * len(chunk))
@@ -237,23 +249,44 @@ def on_claim(worker_id: str, jobs: list[Job], using: str) -> tuple[list[Job], in
         queued, delivered = found
         for pair in chunk:
             rows = queued.get(pair, [])
-            if len(rows) < 2 and pair not in delivered:
-                continue
-            entries = [Entry(q.id, q.type, fingerprint(q.payload), q.id,
-                             movable=not q.holder or (q.holder == worker_id and q.id in held))
-                       for q in rows]
-            drops = decide(entries, delivered.get(pair))
-            if drops:
-                decisions.append((drops, {q.id: q.type for q in rows}))
-    if not decisions:
-        return jobs, 0
+            drops: dict[Hashable, Drop] = {}
+            if filtering and (len(rows) > 1 or pair in delivered):
+                entries = [Entry(q.id, q.type, fingerprint(q.payload), q.id,
+                                 movable=not q.holder or (q.holder == worker_id
+                                                          and q.id in held))
+                           for q in rows]
+                drops = decide(entries, delivered.get(pair))
+                if drops:
+                    decisions.append((drops, {q.id: q.type for q in rows}))
+            survivors = [q.id for q in rows if q.id not in drops]
+            if survivors:
+                later += [(j.id, survivors[0]) for j in by_pair[pair]
+                          if j.id != survivors[0] and j.id not in drops]
     gone_ids: set[int] = set()
-    with transaction.atomic(using=using):
-        dropped: list[tuple[Activity, str, str]] = []
-        for drops, types in decisions:
-            for key, row in _remove(using, drops, types, worker_id, now).items():
-                gone_ids.add(key)
-                dropped.append((_log_row(row, drops[key].reason, now), row.inbox,
-                                drops[key].reason))
-        _record(using, dropped)
-    return [job for job in jobs if job.id not in gone_ids], len(gone_ids)
+    if decisions:
+        with transaction.atomic(using=using):
+            dropped: list[tuple[Activity, str, str]] = []
+            for drops, types in decisions:
+                for key, row in _remove(using, drops, types, worker_id, now).items():
+                    gone_ids.add(key)
+                    dropped.append((_log_row(row, drops[key].reason, now), row.inbox,
+                                    drops[key].reason))
+            _record(using, dropped)
+    waiting = {job for job, first in later if first not in gone_ids}
+    if waiting:
+        _hold_back(using, worker_id, waiting, now + timedelta(seconds=ORDER_WAIT))
+    keep = [job for job in jobs if job.id not in gone_ids and job.id not in waiting]
+    return keep, len(gone_ids), len(waiting)
+
+
+def _hold_back(using: str, worker_id: str, ids: set[int], until: datetime) -> None:
+    """Give jobs back, due again a little later, with no attempt counted."""
+    connection = connections[using]
+    table = ScheduledActivity._meta.db_table
+    ids_list = sorted(ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET leased_by = '', leased_until = NULL, next_attempt_at = %s "
+            f"WHERE leased_by = %s AND id IN ({', '.join(['%s'] * len(ids_list))})",
+            [connection.ops.adapt_datetimefield_value(until), worker_id, *ids_list],
+        )

@@ -210,8 +210,10 @@ class Worker:
                            exclude_hosts=full)
         if not jobs:
             return []
-        jobs, dropped = dropping.on_claim(self.id, jobs, router.db_for_write(ScheduledActivity))
+        jobs, dropped, waiting = dropping.on_claim(self.id, jobs,
+                                                   router.db_for_write(ScheduledActivity))
         report.dropped += dropped
+        report.released += waiting
         if not jobs:
             return []
         keep: list[Job] = []
