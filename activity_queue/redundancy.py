@@ -7,14 +7,15 @@ enqueuing and again just before sending.
 
 The rules, tried in this order on every (older, newer) pair of the group:
 
-=================  =============  =============  ===========================  ===========
-rule               older          newer          when                         drops
-=================  =============  =============  ===========================  ===========
-identical          any            same type      same payload                 the newer
-create-delete      Create         Delete         the inbox never heard of it  both
-superseded-update  Update         Update         always                       the older
-moot-by-delete     Create/Update  Delete         always                       the older
-=================  =============  =============  ===========================  ===========
+=================  =================  =============  ===========================  ==========
+rule               older              newer          when                         drops
+=================  =================  =============  ===========================  ==========
+identical          any                same type      same payload                 one copy
+create-delete      Create             Delete         the inbox never heard of it  both
+superseded-update  Update             Update         always                       the older
+moot-by-delete     Create/Update/     Delete         always                       the older
+                   Add/Remove
+=================  =================  =============  ===========================  ==========
 
 then, on what is left:
 
@@ -22,11 +23,16 @@ then, on what is left:
 already-delivered  one activity left, identical to the last delivered   it
 =================  ===================================================  ===========
 
-"Same payload" ignores the volatile ``id`` and ``published`` fields. An
-activity that is in flight (leased by another worker) is never dropped: a
-rule that would drop it does not apply (for ``identical``, the other copy
-is dropped instead). ``create-delete`` needs "nothing delivered yet" so
-that a server which already knows the object still hears of its deletion.
+"Same payload" ignores the volatile ``id`` and ``published`` fields. Of two
+identical copies the newer goes when nothing is queued between them, the
+older otherwise (so that the last word stays last). An activity that is in
+flight (leased by another worker) is never dropped: a rule that would drop
+it does not apply (for adjacent identical copies, the other one goes).
+
+``create-delete`` applies only when nothing about the object was ever
+delivered to that inbox and nothing is in flight there, so that a server
+which knows the object still hears of its deletion; a Delete it cancels
+still makes the activities queued between the two moot.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ class Rule:
     newer: frozenset[str] | None
     same_payload: bool
     never_delivered: bool
-    #: "newer", "older" or "both"
+    #: "newer", "older", "both", or "copy" (one of two identical copies, see _victims)
     drops: str
     reason: str
 
@@ -78,14 +84,15 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("identical", None, None, same_payload=True, never_delivered=False, drops="newer",
+    Rule("identical", None, None, same_payload=True, never_delivered=False, drops="copy",
          reason="an identical activity is already queued for this inbox"),
     Rule("create-delete", frozenset({"Create"}), frozenset({"Delete"}), same_payload=False,
          never_delivered=True, drops="both",
          reason="Create and Delete of the same object were both still pending"),
     Rule("superseded-update", frozenset({"Update"}), frozenset({"Update"}), same_payload=False,
          never_delivered=False, drops="older", reason="replaced by a newer Update"),
-    Rule("moot-by-delete", frozenset({"Create", "Update"}), frozenset({"Delete"}),
+    Rule("moot-by-delete", frozenset({"Create", "Update", "Add", "Remove"}),
+         frozenset({"Delete"}),
          same_payload=False, never_delivered=False, drops="older",
          reason="the object is deleted; a pending Delete follows"),
 )
@@ -102,21 +109,20 @@ ALREADY_DELIVERED = "already-delivered"
 ALREADY_DELIVERED_REASON = "identical to the last activity delivered to this inbox for this object"
 
 
-def _victims(rule: Rule, older: Entry, newer: Entry) -> list[Entry] | None:
-    """What ``rule`` drops from the pair, or None when that includes an in-flight entry."""
-    if rule.drops == "both":
-        chosen = [older, newer]
-    elif rule.drops == "older":
-        chosen = [older]
-    else:
-        chosen = [newer]
-    if all(e.movable for e in chosen):
+def _victims(rule: Rule, older: Entry, newer: Entry, adjacent: bool) -> list[Entry] | None:
+    """What ``rule`` drops from the pair, or None when that includes an in-flight entry.
+
+    Of two identical copies the later one is kept when something else is
+    queued between them (the order of arrival decides the final state: Add,
+    Remove, Add must end with the member in); adjacent copies are
+    interchangeable, and then the newer goes, which costs nothing at enqueue.
+    """
+    if rule.drops == "copy":
+        candidates = (newer, older) if adjacent else (older,)
+        chosen = next(([e] for e in candidates if e.movable), None)
         return chosen
-    if rule.same_payload:  # two identical copies: either one may go
-        other = older if chosen == [newer] else newer
-        if other.movable:
-            return [other]
-    return None
+    chosen = {"both": [older, newer], "older": [older], "newer": [newer]}[rule.drops]
+    return chosen if all(e.movable for e in chosen) else None
 
 
 def decide(entries: Iterable[Entry], delivered: str | None) -> dict[Hashable, Drop]:
@@ -129,15 +135,17 @@ def decide(entries: Iterable[Entry], delivered: str | None) -> dict[Hashable, Dr
     unknown = delivered is None and all(e.movable for e in group)
     dropped: dict[Hashable, Drop] = {}
     for i, older in enumerate(group):
-        for newer in group[i + 1:]:
+        for j in range(i + 1, len(group)):
+            newer = group[j]
             if older.key in dropped:
                 break
             if newer.key in dropped and dropped[newer.key].rule != "create-delete":
                 continue  # a Delete cancelled with its Create still makes the Updates between moot
+            adjacent = all(e.key in dropped for e in group[i + 1:j])
             for rule in RULES:
                 if not rule.matches(older, newer, unknown):
                     continue
-                victims = _victims(rule, older, newer)
+                victims = _victims(rule, older, newer, adjacent)
                 if victims is None or any(v.key in dropped for v in victims):
                     continue
                 for victim in victims:

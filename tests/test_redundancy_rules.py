@@ -47,6 +47,13 @@ CASES = [
      [entry(1, "Add"), entry(2, "Add", movable=False)], None, {1: "identical"}),
     ("identical, both in flight: nothing",
      [entry(1, "Add", movable=False), entry(2, "Add", movable=False)], None, {}),
+    ("identical copies with another between: the older goes (Add, Remove, Add ends in)",
+     [entry(1, "Add"), entry(2, "Remove"), entry(3, "Add")], None, {1: "identical"}),
+    ("identical, older in flight, another between: the one between is superseded",
+     [entry(1, "Update", movable=False), entry(2, "Update", "u2"), entry(3, "Update")], None,
+     {2: "superseded-update"}),
+    ("identical, older in flight, an Add between: nothing",
+     [entry(1, "Remove", movable=False), entry(2, "Add"), entry(3, "Remove")], None, {}),
     ("same type, other payload: not identical",
      [entry(1, "Add", "u1"), entry(2, "Add", "u2")], None, {}),
     ("newer Update replaces older Update",
@@ -77,6 +84,12 @@ CASES = [
      [entry(1, "Create"), entry(2, "Update", "u2")], None, {}),
     ("Add then Remove: not in the table",
      [entry(1, "Add"), entry(2, "Remove")], None, {}),
+    ("Delete makes older Add and Remove moot",
+     [entry(1, "Add"), entry(2, "Remove", "u2"), entry(3, "Delete")], fp("Create"),
+     {1: "moot-by-delete", 2: "moot-by-delete"}),
+    ("Create, Add, Delete, nothing delivered: all go",
+     [entry(1, "Create"), entry(2, "Add"), entry(3, "Delete")], None,
+     {1: "create-delete", 2: "moot-by-delete", 3: "create-delete"}),
     ("identical to the last delivered: not sent again",
      [entry(1, "Add")], fp("Add"), {1: "already-delivered"}),
     ("differs from the last delivered: sent",
@@ -122,17 +135,18 @@ def test_invariants(specs, last):
     # a Delete cancelled with its Create leaves nothing older about the object behind
     for e in deletes:
         if drops.get(e.key) and drops[e.key].rule == "create-delete":
-            assert all(o.key in drops for o in entries
-                       if o.order < e.order and o.type in ("Create", "Update"))
+            assert all(o.key in drops for o in entries if o.order < e.order and o.type != "Delete")
             assert all(o.movable for o in entries)
-    # the newest entry's state is never lost: if it goes, an identical one stays or was sent
+    # the last word stays last: what is sent ends in the newest entry's state
+    survivors = [e for e in entries if e.key not in drops]
     if entries and entries[-1].key in drops:
         newest = entries[-1]
         rule = drops[newest.key].rule
         if rule == "identical":
-            assert any(e.fingerprint == newest.fingerprint and e.key not in drops
-                       for e in entries[:-1])
+            assert survivors and survivors[-1].fingerprint == newest.fingerprint
         elif rule == "already-delivered":
-            assert newest.fingerprint == delivered
+            assert newest.fingerprint == delivered and not survivors
         else:
             assert rule == "create-delete"
+    elif entries:
+        assert survivors[-1] is entries[-1]
