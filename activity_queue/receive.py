@@ -57,7 +57,8 @@ def _urlid(value: Any, what: str) -> str:
     try:
         check_url(urlid)
     except UnsafeDestination:
-        raise InvalidActivity(f"{what}: {urlid!r} is not an absolute http(s) URL") from None
+        raise InvalidActivity(f"{what}: {urlid[:200]!r} is not an absolute http(s) URL "
+                              "without credentials") from None
     return urlid
 
 

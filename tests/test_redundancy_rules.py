@@ -142,11 +142,11 @@ def test_invariants(specs, last):
     if entries and entries[-1].key in drops:
         newest = entries[-1]
         rule = drops[newest.key].rule
-        if rule == "identical":
-            assert survivors and survivors[-1].fingerprint == newest.fingerprint
-        elif rule == "already-delivered":
-            assert newest.fingerprint == delivered and not survivors
-        else:
-            assert rule == "create-delete"
+        if rule == "create-delete":
+            assert not any(e.type != "Delete" for e in survivors if e.movable)
+        elif survivors:  # identical: the copy that stays is the last one sent
+            assert rule == "identical" and survivors[-1].fingerprint == newest.fingerprint
+        else:  # nothing is sent: the receiver already has that state
+            assert newest.fingerprint == delivered
     elif entries:
         assert survivors[-1] is entries[-1]
