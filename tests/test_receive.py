@@ -1,7 +1,8 @@
 """Applying inbound backlinks: remote records and their links, never a local object."""
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from activity_queue.exceptions import InvalidActivity
