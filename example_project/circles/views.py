@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from activity_queue.backlinks import AS_CONTEXT, resource_of
 from activity_queue.conf import get_config
 from activity_queue.linked import is_external
-from activity_queue.models import Activity, PendingDiscovery, ScheduledActivity
+from activity_queue.models import Activity, Host, PendingDiscovery, ScheduledActivity
 
 from .models import Circle, Member
 
@@ -126,6 +126,8 @@ def state(data: dict) -> dict:
                    "due_in": round((s.next_attempt_at - now).total_seconds(), 1)}
                   for s in ScheduledActivity.objects.order_by("pk")],
         "pending_discovery": PendingDiscovery.objects.count(),
+        "hosts": [{"host": h.host, "circuit": h.circuit, "failures": h.consecutive_failures}
+                  for h in Host.objects.all()],
         "log": [{"direction": a.direction, "status": a.status, "type": a.activity_type,
                  "object": a.object_id, "inbox": a.inbox, "code": a.status_code,
                  "attempts": a.attempts, "error": a.error,

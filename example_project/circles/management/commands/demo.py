@@ -182,7 +182,10 @@ class Command(BaseCommand):
             b.stop()
             retired.stop()
             if keep:
-                self.say(f"\nKept {directory} (databases a.sqlite3, b.sqlite3 and logs).")
+                self.say(f"\nKept {directory}: both databases and logs. To browse site A's log:\n"
+                         f"  export EXAMPLE_DB={directory / 'a.sqlite3'}\n"
+                         "  python manage.py createsuperuser && python manage.py runserver\n"
+                         "  then open http://127.0.0.1:8000/admin/activity_queue/activity/")
             else:
                 shutil.rmtree(directory, ignore_errors=True)
         self.say(f"\nDone in {time.monotonic() - started:.1f} s; nothing is left running.")
@@ -226,12 +229,18 @@ class Command(BaseCommand):
         popup = a.post("/demo/circles/", name="Pop-up", owner=bob)
         a.post(f"/demo/circles/{popup['pk']}/delete/")
         self.say("A: circle Pop-up is created for bob and deleted again (a Create and a Delete)")
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 3.5
         while time.monotonic() < deadline:
-            for row in a.state()["queue"]:
-                self.say(f"   A's queue: {row['type']:<6} to B, attempt {row['attempts']}, "
-                         f"next in {max(row['due_in'], 0):.1f} s — {row['error'][:60]}")
             time.sleep(1)
+            state = a.state()
+            for row in state["queue"]:
+                wait = row["due_in"] if row["due_in"] > 0 else 0.0
+                error = row["error"].split(" ssl:")[0] or "not tried yet"
+                self.say(f"   A's queue: {row['type']:<6} to B, {row['attempts']} failed "
+                         f"attempt(s), next in {wait:.1f} s ({error})")
+            for host in state["hosts"]:
+                self.say(f"   A's circuit breaker for {host['host']}: {host['circuit']} after "
+                         f"{host['failures']} consecutive failures")
 
         self.title("3. Site B comes back; A catches up")
         b.start()
@@ -255,6 +264,7 @@ class Command(BaseCommand):
                      f"(HTTP {e['code']}, not retried)")
 
         self.summary(a.state(), b.state())
+        self.say("\n(--keep keeps both databases, to look at the queue and the log in the admin)")
 
     def summary(self, a: dict, b: dict) -> None:
         self.title("Summary (from each site's Activity log)")
