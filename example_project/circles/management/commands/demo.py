@@ -26,8 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
+import example_project
+
+#: The repository root, where manage.py is.
+ROOT = Path(example_project.__file__).resolve().parent.parent
 
 #: Short delays so that retries, the circuit breaker and catch-up fit in seconds.
 DEMO_ENV = {
@@ -68,11 +72,11 @@ class Site:
                 "EXAMPLE_DB": str(self.directory / f"{self.name.lower()}.sqlite3")}
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args]
+        return [sys.executable, str(ROOT / "manage.py"), *args]
 
     def migrate(self) -> subprocess.Popen:
         return subprocess.Popen(self.command("migrate", "--noinput"), env=self.env(),
-                                cwd=settings.BASE_DIR, stdout=subprocess.PIPE,
+                                cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
 
     def start(self) -> None:
@@ -80,7 +84,7 @@ class Site:
             self.process = subprocess.Popen(
                 self.command("runserver", "--noreload", "--skip-checks",
                              f"127.0.0.1:{self.port}"),
-                env=self.env(), cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
