@@ -16,7 +16,7 @@ from django.db import IntegrityError, models, router, transaction
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 
 from . import backlinks, linked
-from .addresses import check_url
+from .addresses import check_url, origin
 from .exceptions import InvalidActivity, UnsafeDestination
 
 #: Create and Update carry the whole set of links; Add and Remove may carry part of it.
@@ -45,9 +45,40 @@ def apply_activity(activity: dict[str, Any]) -> None:
     spec = linked.spec_for_type(obj.get("@type") or obj.get("type"))
     if spec is None and activity["type"] != "Delete":
         return
+    _check_sender(activity, obj)
     using = router.db_for_write(spec.model if spec else models.Model)
     with transaction.atomic(using=using), backlinks.muted():
         handler(activity, obj, spec, using)
+
+
+def _sender_origin(activity: dict[str, Any]) -> str | None:
+    """The origin the activity says it comes from (its ``id`` or ``actor.id`` URL), if any."""
+    actor = activity.get("actor")
+    for value in (activity.get("id"), actor.get("id") if isinstance(actor, dict) else actor):
+        if isinstance(value, str) and "://" in value:
+            try:
+                return origin(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _check_sender(activity: dict[str, Any], obj: dict[str, Any]) -> None:
+    """An activity that names its sender may only speak of that sender's objects.
+
+    DjangoLDP servers name no sender (no ``id``, an actor without ``id``); an
+    activity that does, and whose signature the inbox tied to that origin,
+    cannot touch the records of a third server's objects.
+    """
+    sender = _sender_origin(activity)
+    urlid = obj.get("@id") or obj.get("id")
+    if sender and isinstance(urlid, str) and "://" in urlid:
+        try:
+            theirs = origin(urlid)
+        except ValueError:
+            return
+        if theirs != sender:
+            raise Refused(f"the object {urlid[:200]} is not on the sender's origin {sender}")
 
 
 def _urlid(value: Any, what: str) -> str:

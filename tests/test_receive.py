@@ -117,6 +117,20 @@ def test_applying_sends_no_backlinks(alice):
     assert not ScheduledActivity.objects.exists() and not PendingDiscovery.objects.exists()
 
 
+def test_an_activity_that_names_its_sender_speaks_only_of_its_objects(alice):
+    third = {"@type": "hd:circle", "@id": "https://c.example/circles/1/",
+             "owner": ref(alice.urlid)}
+    for claim in ({"id": f"{B}/activities/1"},
+                  {"actor": {"type": "Service", "name": "x", "id": f"{B}/actor"}}):
+        with pytest.raises(Refused, match="not on the sender's origin https://b.example"):
+            apply_activity({**activity("Create", third), **claim})
+    assert not Circle.objects.exists()
+    apply_activity({**activity("Create", remote_circle(owner=ref(alice.urlid))),
+                    "id": f"{B}/activities/2"})
+    apply_activity({**activity("Create", third), "id": "urn:uuid:1234"})  # names no origin
+    assert Circle.objects.count() == 2
+
+
 def test_unknown_types_are_left_alone():
     apply_activity(activity("Like", remote_circle()))
     apply_activity(activity("Create", {"@type": "schema:Thing", "@id": f"{B}/things/1/"}))
