@@ -4,17 +4,12 @@ import os
 import re
 import subprocess
 import sys
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-
-pytestmark = pytest.mark.skipif(find_spec("activity_queue.urls") is None,
-                                reason="needs the inbox (activity_queue.urls)")
-
 
 @pytest.mark.timeout(90)
 def test_demo_runs_and_leaves_nothing_running(tmp_path):

@@ -1,7 +1,6 @@
 """Two real sites over loopback: this test process (live_server, site A) and the example
 project in a subprocess (site B), each applying what the other sends."""
 
-from importlib.util import find_spec
 
 import pytest
 import requests
@@ -14,11 +13,7 @@ from example_project.circles.models import Circle, Member
 from .conftest import wait_until
 from .federation import drain
 
-pytestmark = [
-    pytest.mark.skipif(find_spec("activity_queue.urls") is None,
-                       reason="needs the inbox (activity_queue.urls)"),
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(scope="module")
