@@ -243,8 +243,8 @@ class Command(BaseCommand):
                 self.say(f"   A's queue: {row['type']:<6} to B, {row['attempts']} failed "
                          f"attempt(s), next in {wait:.1f} s ({error})")
             for host in state["hosts"]:
-                self.say(f"   A's circuit breaker for {host['host']}: {host['circuit']} after "
-                         f"{host['failures']} consecutive failures")
+                self.say(f"   A's circuit breaker for B: {host['failures']} consecutive "
+                         f"failures, circuit {host['circuit']}")
 
         self.title("3. Site B comes back; A catches up")
         b.start()
