@@ -52,9 +52,6 @@ class Receiver:
         #: GET path -> Rule (status and body), e.g. a resource document naming its inbox.
         self.documents: dict[str, Rule] = {}
         self.fetched: list[str] = []
-        #: GET path -> Rule (status and body), e.g. a resource document naming its inbox.
-        self.documents: dict[str, Rule] = {}
-        self.fetched: list[str] = []
         self.received: list[Received] = []
         self.calls: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -122,21 +119,6 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(rule.body)
 
-            def do_GET(self):  # noqa: N802
-                with receiver.cond:
-                    receiver.fetched.append(self.path)
-                    receiver.cond.notify_all()
-                rule = receiver.documents.get(self.path, Rule(status=404))
-                if rule.delay:
-                    time.sleep(rule.delay)
-                self.send_response(rule.status)
-                for key, value in rule.headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Type", "application/ld+json")
-                self.send_header("Content-Length", str(len(rule.body)))
-                self.end_headers()
-                self.wfile.write(rule.body)
-
             def log_message(self, *args):
                 pass
 
@@ -149,13 +131,6 @@ class Receiver:
 
     def url(self, path: str) -> str:
         return self.base + path
-
-    def document(self, path: str, body: dict | None = None, status: int = 200,
-                 **kwargs) -> str:
-        """Serve ``body`` as JSON-LD at ``path`` (GET); returns its URL."""
-        payload = json.dumps(body).encode() if body is not None else b""
-        self.documents[path] = Rule(status=status, body=payload, **kwargs)
-        return self.url(path)
 
     def document(self, path: str, body: dict | None = None, status: int = 200,
                  **kwargs) -> str:
