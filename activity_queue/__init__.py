@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .models import ScheduledActivity
 
-__all__ = ["enqueue"]
+__all__ = ["enqueue", "federate"]
 
 
 def enqueue(activity: dict[str, Any], to: str | Iterable[str],
@@ -17,3 +17,10 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str],
     from .outbox import enqueue as _enqueue
 
     return _enqueue(activity, to, **options)
+
+
+def federate(model: Any, *, rdf_type: str, links: Iterable[str] | None = None) -> Any:
+    """See :func:`activity_queue.linked.federate`: make ``model`` send backlinks."""
+    from .linked import federate as _federate
+
+    return _federate(model, rdf_type=rdf_type, links=links)

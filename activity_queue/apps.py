@@ -11,7 +11,7 @@ class ActivityQueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import backlinks, checks  # noqa: F401  (register the handlers and checks)
         from .backends import thread
         from .conf import get_config
 

@@ -50,6 +50,12 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "RETENTION_SENT_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
     "RETENTION_FAILED_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
     "RETENTION_RECEIVED_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
+    "BACKLINKS": (bool, None, "True or False"),
+    "LD_CONTEXT": (str, None, "a URL string"),
+    "DISCOVERY_TTL": ((int, float), 0, "a number of seconds >= 0"),
+    "DISCOVERY_CACHE": (str, None, "the alias of a configured cache"),
+    "DISCOVERY_MAX_BYTES": (int, 1, "an integer >= 1"),
+    "DROP_REDUNDANT": (bool, None, "True or False"),
 }
 
 
@@ -67,6 +73,8 @@ def _bad_value(key: str, value: Any) -> str | None:
         return "is too small"
     if key == "BACKEND" and value not in BACKENDS:
         return "is not a known backend"
+    if key == "DISCOVERY_CACHE" and value not in settings.CACHES:
+        return "is not in CACHES"
     return None
 
 
@@ -123,7 +131,18 @@ def _is_http_url(url: Any) -> bool:
 
 def _check_site_url() -> list:
     site = getattr(settings, "SITE_URL", None)
-    if site is None or _is_http_url(site):
+    if site is None:
+        from .linked import registered
+
+        if registered():
+            return [Warning(
+                "Linked-data models are registered but SITE_URL is not set: local objects "
+                "get no absolute urlid, so remote servers cannot link back to them.",
+                hint="Set SITE_URL to this site's origin, e.g. 'https://example.org'.",
+                id="activity_queue.W004",
+            )]
+        return []
+    if _is_http_url(site):
         return []
     return [Error(
         f"SITE_URL = {site!r} is not an absolute http(s) URL.",

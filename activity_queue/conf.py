@@ -73,6 +73,17 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_SENT_DAYS": 30,
     "RETENTION_FAILED_DAYS": 90,
     "RETENTION_RECEIVED_DAYS": 30,
+    # Federation (docs/federation.md). Send backlinks from the model signals.
+    "BACKLINKS": True,
+    # The site's JSON-LD context, second entry of every backlink's @context.
+    "LD_CONTEXT": "https://cdn.startinblox.com/owl/context.jsonld",
+    # How long a discovered inbox is trusted, in seconds, and which cache keeps it.
+    "DISCOVERY_TTL": 24 * 3600.0,
+    "DISCOVERY_CACHE": "default",
+    # Bytes of a resource document read at most when looking for its inbox.
+    "DISCOVERY_MAX_BYTES": 1024 * 1024,
+    # Drop redundant activities when enqueuing and before sending (SPEC section 4).
+    "DROP_REDUNDANT": True,
 }
 
 
@@ -108,6 +119,12 @@ class Config:
     RETENTION_SENT_DAYS: int | None
     RETENTION_FAILED_DAYS: int | None
     RETENTION_RECEIVED_DAYS: int | None
+    BACKLINKS: bool
+    LD_CONTEXT: str
+    DISCOVERY_TTL: float
+    DISCOVERY_CACHE: str
+    DISCOVERY_MAX_BYTES: int
+    DROP_REDUNDANT: bool
 
 
 def user_settings() -> dict[str, Any]:

@@ -148,3 +148,55 @@ class Host(models.Model):
         if self.paused_until and self.paused_until > timezone.now():
             return "open"
         return "half-open" if self.trips else "closed"
+
+
+class Follower(models.Model):
+    """A remote inbox that was told about one of our objects.
+
+    Written when a backlink to that inbox is enqueued, so that later
+    ``Update`` and ``Delete`` activities about the object reach exactly the
+    servers that know it; removed when the object is deleted.
+    """
+
+    object_id = models.CharField(max_length=2000, help_text="urlid of the local object")
+    inbox = models.CharField(max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["object_id", "inbox"], name="aq_follower_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.inbox} follows {self.object_id}"
+
+
+class PendingDiscovery(models.Model):
+    """A backlink whose target inbox is not known yet.
+
+    Written in the caller's transaction instead of a ``ScheduledActivity``
+    when the remote resource's inbox is not cached; the worker fetches the
+    resource document, then turns the row into a scheduled delivery. Failed
+    fetches are retried with the delivery backoff, up to ``MAX_ATTEMPTS``.
+    """
+
+    resource = models.CharField(max_length=2000, help_text="urlid of the remote resource")
+    activity_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=2000, blank=True)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    claimed_by = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        verbose_name = "pending inbox discovery"
+        verbose_name_plural = "pending inbox discoveries"
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="aq_discovery_due"),
+            models.Index(fields=["object_id"], name="aq_discovery_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.activity_type} {self.object_id} → inbox of {self.resource}"

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import router, transaction
 from django.utils import timezone
 
-from . import backends, store
+from . import backends, dropping, store
 from .addresses import check_url, origin
 from .exceptions import InvalidActivity, UnsafeDestination
 from .listen import notify
@@ -72,6 +72,8 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     that transaction rolls back, nothing is sent; once it commits, the worker
     is woken. An ``id`` is added when the activity has none, so that every
     copy carries the same stable id and receivers can drop duplicates.
+    Redundant copies (see :mod:`activity_queue.redundancy`) are dropped and
+    logged instead of queued, so the result may be shorter than ``to``.
     """
     if not isinstance(activity, dict):
         raise InvalidActivity(f"an activity must be a dict, not {type(activity).__name__}")
@@ -93,15 +95,19 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
         raise InvalidActivity(f"activity is not JSON-serialisable: {exc}") from None
     now = timezone.now()
     due = now + timedelta(seconds=delay) if delay else now
+    object_id = object_id_of(activity)[:2000]
+    using = using or router.db_for_write(ScheduledActivity)
+    inboxes = dropping.on_enqueue(activity, object_id, inboxes, using=using, now=now)
+    if not inboxes:
+        return []
     common = {
         "activity_id": activity["id"][:500],
         "activity_type": kind,
-        "object_id": object_id_of(activity)[:2000],
+        "object_id": object_id,
         "payload": activity,
         "created_at": now,
         "next_attempt_at": due,
     }
-    using = using or router.db_for_write(ScheduledActivity)
     rows = store.insert(using, common, payload, [(inbox, origin(inbox)) for inbox in inboxes])
     notify(using)
     transaction.on_commit(partial(backends.wake, using), using=using)

@@ -21,7 +21,7 @@ from datetime import timedelta
 from django.db import close_old_connections, connections, router
 from django.utils import timezone
 
-from . import signals, signatures, store
+from . import dispatch, dropping, signals, signatures, store
 from .conf import Config, get_config
 from .delivery import Signer, Transport
 from .jobs import Job, Outcome, Verdict
@@ -44,10 +44,11 @@ class Report:
     failed: int = 0
     deferred: int = 0
     released: int = 0
+    dropped: int = 0
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def add(self, other: Report) -> None:
-        for name in ("claimed", "sent", "retried", "failed", "deferred", "released"):
+        for name in ("claimed", "sent", "retried", "failed", "deferred", "released", "dropped"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -97,6 +98,7 @@ class Worker:
         """
         self._ensure_transport()
         report = Report()
+        dispatch.resolve_due()
         jobs = self._claim(self.max_held, report)
         self.transport.submit(jobs)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -158,6 +160,7 @@ class Worker:
                 self._unresolved = outcomes
                 raise
         self._renew_leases()
+        dispatch.poll()
         room = self.max_held - len(self._held)
         jobs: list[Job] = []
         if room >= min(self.config.BATCH_SIZE, self.max_held // 2) or not self._held:
@@ -205,6 +208,12 @@ class Worker:
         room.update((h, 1) for h in self._tripped if h not in full)
         jobs = store.claim(self.id, limit, cfg.LEASE, per_host=cap, room=room,
                            exclude_hosts=full)
+        if not jobs:
+            return []
+        jobs, dropped, waiting = dropping.on_claim(self.id, jobs,
+                                                   router.db_for_write(ScheduledActivity))
+        report.dropped += dropped
+        report.released += waiting
         if not jobs:
             return []
         keep: list[Job] = []

@@ -18,6 +18,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "activity_queue",
+    "example_project.circles",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -52,10 +53,14 @@ ACTIVITY_QUEUE = {
     # The demonstration delivers between sites on 127.0.0.1.
     "ALLOW_PRIVATE_ADDRESSES": True,
     "BACKOFF_FACTOR": float(os.environ.get("AQ_BACKOFF", "30")),
+    "BACKOFF_MAX": float(os.environ.get("AQ_BACKOFF_MAX", str(6 * 3600))),
+    "CIRCUIT_COOLDOWN": float(os.environ.get("AQ_CIRCUIT_COOLDOWN", "60")),
     "MAX_ATTEMPTS": int(os.environ.get("AQ_MAX_ATTEMPTS", "12")),
     "TIMEOUT": float(os.environ.get("AQ_TIMEOUT", "10")),
     "POLL_INTERVAL": 0.2,
 }
+# The JSON API that `manage.py demo` drives (create circles, link members, read state).
+EXAMPLE_DEMO_API = os.environ.get("EXAMPLE_DEMO_API") == "1"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

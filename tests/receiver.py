@@ -49,6 +49,9 @@ class _Server(ThreadingHTTPServer):
 class Receiver:
     def __init__(self, host: str = "127.0.0.1", events: list | None = None) -> None:
         self.rules: dict[str, Rule] = {}
+        #: GET path -> Rule (status and body), e.g. a resource document naming its inbox.
+        self.documents: dict[str, Rule] = {}
+        self.fetched: list[str] = []
         self.received: list[Received] = []
         self.calls: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -97,7 +100,24 @@ class Receiver:
                     receiver.events.append(("response", receiver.base + path))
                     receiver.cond.notify_all()
 
-            do_GET = do_PUT = do_POST  # a redirect that changes the method shows up
+            do_PUT = do_POST
+
+            def do_GET(self):  # noqa: N802
+                rule = receiver.documents.get(self.path)
+                if rule is None:  # a redirect that changes the method shows up as a request
+                    return self.do_POST()
+                with receiver.cond:
+                    receiver.fetched.append(self.path)
+                    receiver.cond.notify_all()
+                if rule.delay:
+                    time.sleep(rule.delay)
+                self.send_response(rule.status)
+                for key, value in rule.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "application/ld+json")
+                self.send_header("Content-Length", str(len(rule.body)))
+                self.end_headers()
+                self.wfile.write(rule.body)
 
             def log_message(self, *args):
                 pass
@@ -111,6 +131,13 @@ class Receiver:
 
     def url(self, path: str) -> str:
         return self.base + path
+
+    def document(self, path: str, body: dict | None = None, status: int = 200,
+                 **kwargs) -> str:
+        """Serve ``body`` as JSON-LD at ``path`` (GET); returns its URL."""
+        payload = json.dumps(body).encode() if body is not None else b""
+        self.documents[path] = Rule(status=status, body=payload, **kwargs)
+        return self.url(path)
 
     def start(self) -> Receiver:
         self.thread.start()

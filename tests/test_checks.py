@@ -113,6 +113,14 @@ BAD_VALUES = [
     ("RETENTION_SENT_DAYS", 0, "is too small", "a number of days >= 1, or None"),
     ("RETENTION_FAILED_DAYS", "90", "has type str", "a number of days >= 1, or None"),
     ("RETENTION_RECEIVED_DAYS", 2.5, "has type float", "a number of days >= 1, or None"),
+    ("BACKLINKS", "yes", "has type str", "True or False"),
+    ("LD_CONTEXT", None, "has type NoneType", "a URL string"),
+    ("DISCOVERY_TTL", -1, "is too small", "a number of seconds >= 0"),
+    ("DISCOVERY_TTL", float("nan"), "is not a finite number", "a number of seconds >= 0"),
+    ("DISCOVERY_CACHE", "nowhere", "is not in CACHES", "the alias of a configured cache"),
+    ("DISCOVERY_CACHE", 1, "has type int", "the alias of a configured cache"),
+    ("DISCOVERY_MAX_BYTES", 0, "is too small", "an integer >= 1"),
+    ("DROP_REDUNDANT", 0, "has type int", "True or False"),
 ]
 
 

@@ -3,6 +3,7 @@
 Time is moved by editing ``Host.paused_until``, never by sleeping.
 """
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -20,9 +21,12 @@ CIRCUIT = {"CIRCUIT_THRESHOLD": 3, "CIRCUIT_COOLDOWN": 10.0, "BACKOFF_FACTOR": 1
            "BACKOFF_MAX": 3600.0}
 
 
+_notes = itertools.count()
+
+
 def send(receiver, n: int, path: str = "/inbox/") -> None:
-    for i in range(n):
-        enqueue({"type": "Create", "object": f"https://here.example/notes/{i}"},
+    for _ in range(n):  # a new object each time, or a repeat would be dropped as redundant
+        enqueue({"type": "Create", "object": f"https://here.example/notes/{next(_notes)}"},
                 to=receiver.url(path))
 
 

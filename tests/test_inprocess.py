@@ -1,5 +1,6 @@
 """The in-process worker thread (backends.thread), its autostart rules, and a real runserver."""
 
+import itertools
 import threading
 import urllib.error
 import urllib.request
@@ -39,10 +40,14 @@ def worker_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "activity-queue-worker"]
 
 
+_notes = itertools.count()
+
+
 def send(receiver, n: int = 1, path: str = "/inbox/") -> list[str]:
-    with transaction.atomic():
-        rows = [enqueue({"type": "Create", "object": f"https://origin.example/notes/{i}"},
-                        to=receiver.url(path))[0] for i in range(n)]
+    with transaction.atomic():  # a new object each time, or the second would be redundant
+        rows = [enqueue({"type": "Create",
+                         "object": f"https://origin.example/notes/{next(_notes)}"},
+                        to=receiver.url(path))[0] for _ in range(n)]
     return [row.activity_id for row in rows]
 
 

@@ -20,8 +20,9 @@ def enqueue_many(n: int, inbox: str, *, delay: float = 0, tag: str = "a") -> lis
     ids = [f"https://origin.example/activities/{tag}-{delay}-{i}" for i in range(n)]
     with transaction.atomic():
         for i, activity_id in enumerate(ids):
-            enqueue({"id": activity_id, "type": "Create",
-                     "object": f"https://origin.example/notes/{i}"}, to=inbox, delay=delay)
+            enqueue({"id": activity_id, "type": "Create",  # distinct objects: not redundant
+                     "object": f"https://origin.example/notes/{tag}-{delay}-{i}"},
+                    to=inbox, delay=delay)
     return ids
 
 

@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("activity_queue.urls")),
+    path("", include("example_project.circles.urls")),
 ]

@@ -1,0 +1,292 @@
+"""The redundancy rules applied to the queue: when enqueuing, and after claiming.
+
+After claiming, it also keeps the activities about one object to one inbox
+in order (see :func:`on_claim`).
+
+One query per call looks up, for each (inbox, object) concerned, the queued
+rows and the last activity successfully delivered (an ``Activity`` row with
+status *sent*, so the rule survives restarts); :func:`redundancy.decide`
+judges; dropped activities become ``Activity`` rows with status *dropped*
+(and the reason in ``error``), and ``signals.activity_dropped`` is sent once
+the transaction commits. Rows another worker holds in flight are never
+touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import signals
+from .addresses import origin
+from .conf import get_config
+from .jobs import Job
+from .lifecycle import State
+from .models import Activity, ScheduledActivity
+from .redundancy import Drop, Entry, decide, fingerprint
+
+logger = logging.getLogger(__name__)
+
+#: Key of the activity being enqueued, among the rows of its group.
+NEW = "new"
+#: Queued rows looked at, at most, per lookup; beyond that the filter stays out of the way.
+ROW_CAP = 200
+#: (inbox, object) pairs per lookup statement.
+PAIRS_PER_QUERY = 100
+#: Seconds a job waits before it is looked at again while an older one of its group is queued.
+ORDER_WAIT = 0.5
+
+Pair = tuple[str, str]
+
+
+@dataclass(slots=True)
+class Queued:
+    id: int
+    type: str
+    payload: dict[str, Any]
+    #: The worker holding it in flight, or "" when nobody does.
+    holder: str
+
+
+def _payload(value: Any) -> dict[str, Any]:
+    if isinstance(value, str | bytes):
+        value = json.loads(value)
+    return value if isinstance(value, dict) else {}
+
+
+def lookup(using: str, pairs: Sequence[Pair], now: datetime, cap: int = ROW_CAP
+           ) -> tuple[dict[Pair, list[Queued]], dict[Pair, str]] | None:
+    """Queued rows and the fingerprint of the last delivered activity, per pair.
+
+    One statement; None when more than ``cap`` rows are queued for these pairs.
+    """
+    connection = connections[using]
+    pg = connection.vendor == "postgresql"
+    sched = ScheduledActivity._meta.db_table
+    log = Activity._meta.db_table
+    payload = "payload::text" if pg else "payload"
+    objects = sorted({o for _, o in pairs})
+    inboxes = sorted({i for i, _ in pairs})
+    last = ("(SELECT b.id FROM {log} b WHERE b.inbox = %s AND b.object_id = %s "
+            "AND b.direction = %s AND b.status = %s ORDER BY b.id DESC LIMIT 1)")
+    sql = f"""
+        SELECT * FROM (
+            SELECT 0 AS kind, s.id, s.inbox, s.object_id, s.activity_type, s.{payload} AS body,
+                   CASE WHEN s.leased_until IS NULL OR s.leased_until < %s
+                        THEN '' ELSE s.leased_by END AS holder
+            FROM {sched} s
+            WHERE s.object_id IN ({", ".join(["%s"] * len(objects))})
+              AND s.inbox IN ({", ".join(["%s"] * len(inboxes))})
+            ORDER BY s.id LIMIT %s
+        ) p
+        UNION ALL
+        SELECT 1, a.id, a.inbox, a.object_id, a.activity_type, a.{payload}, ''
+        FROM {log} a WHERE a.id IN ({", ".join([last.format(log=log)] * len(pairs))})
+    """
+    params: list[Any] = [connection.ops.adapt_datetimefield_value(now), *objects, *inboxes,
+                         cap + 1]
+    for inbox, object_id in pairs:
+        params += [inbox, object_id, Activity.Direction.OUTBOUND.value, State.SENT.value]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    wanted = set(pairs)
+    queued: dict[Pair, list[Queued]] = defaultdict(list)
+    delivered: dict[Pair, str] = {}
+    count = 0
+    for kind, row_id, inbox, object_id, kind_name, body, holder in rows:
+        pair = (inbox, object_id)
+        if kind == 1:
+            delivered[pair] = fingerprint(_payload(body))
+            continue
+        count += 1
+        if pair in wanted:
+            queued[pair].append(Queued(row_id, kind_name, _payload(body), holder or ""))
+    if count > cap:
+        return None
+    return queued, delivered
+
+
+def _movable(worker_id: str | None, now: datetime) -> Q:
+    free = Q(leased_until__isnull=True) | Q(leased_until__lt=now)
+    return free | Q(leased_by=worker_id) if worker_id else free
+
+
+def _delete(using: str, ids: Iterable[int], worker_id: str | None, now: datetime
+            ) -> list[ScheduledActivity]:
+    """Remove these rows unless someone else holds them; return those removed."""
+    ids = list(ids)
+    if not ids:
+        return []
+    rows = list(ScheduledActivity.objects.using(using).select_for_update(skip_locked=True)
+                .filter(pk__in=ids).filter(_movable(worker_id, now)))
+    if rows:
+        ScheduledActivity.objects.using(using).filter(pk__in=[r.pk for r in rows]).delete()
+    return rows
+
+
+def _remove(using: str, drops: dict[Hashable, Drop], types: dict[Hashable, str],
+            worker_id: str | None, now: datetime) -> dict[Hashable, ScheduledActivity | None]:
+    """Delete the dropped rows; a Delete dropped with its Create goes only if the Create did.
+
+    Returns what was really dropped (``NEW`` maps to None).
+    """
+    def deferred(key: Hashable) -> bool:
+        return drops[key].rule == "create-delete" and types[key] == "Delete"
+
+    gone: dict[Hashable, ScheduledActivity | None] = {}
+    for phase in (False, True):
+        keys = [k for k in drops if deferred(k) is phase
+                and (not phase or drops[k].partner in gone)]
+        if NEW in keys:
+            gone[NEW] = None
+        gone.update((r.pk, r) for r in _delete(using, [k for k in keys if k != NEW],
+                                                worker_id, now))
+    return gone
+
+
+def _record(using: str, dropped: list[tuple[Activity, str, str]]) -> None:
+    if not dropped:
+        return
+    Activity.objects.using(using).bulk_create([a for a, _, _ in dropped])
+    for activity, inbox, reason in dropped:
+        transaction.on_commit(partial(signals.activity_dropped.send, sender=Activity,
+                                      activity=activity.payload, inbox=inbox, reason=reason),
+                              using=using)
+
+
+def _log_row(row: ScheduledActivity, reason: str, now: datetime) -> Activity:
+    return Activity(activity_id=row.activity_id, activity_type=row.activity_type,
+                    object_id=row.object_id, inbox=row.inbox, host=row.host,
+                    payload=row.payload, direction=Activity.Direction.OUTBOUND,
+                    status=State.DROPPED, error=reason, attempts=row.attempts,
+                    created_at=row.created_at, resolved_at=now)
+
+
+def on_enqueue(activity: dict[str, Any], object_id: str, inboxes: list[str], *, using: str,
+               now: datetime) -> list[str]:
+    """The inboxes ``activity`` should still be queued for; the redundant rest is dropped."""
+    if not object_id or not inboxes or not get_config().DROP_REDUNDANT:
+        return inboxes
+    pairs = [(inbox, object_id) for inbox in inboxes]
+    found = lookup(using, pairs, now)
+    if found is None:
+        return inboxes
+    queued, delivered = found
+    if not queued and not delivered:
+        return inboxes
+    mine = fingerprint(activity)
+    kind = activity["type"]
+    judged: list[tuple[str, dict[Hashable, Drop], dict[Hashable, str]]] = []
+    for pair in pairs:
+        rows = queued.get(pair, [])
+        entries = [Entry(q.id, q.type, fingerprint(q.payload), q.id, movable=not q.holder)
+                   for q in rows]
+        entries.append(Entry(NEW, kind, mine, (rows[-1].id + 1) if rows else 0))
+        drops = decide(entries, delivered.get(pair))
+        if drops:
+            judged.append((pair[0], drops, {**{q.id: q.type for q in rows}, NEW: kind}))
+    if not judged:
+        return inboxes
+    not_queued: set[str] = set()
+    with transaction.atomic(using=using):
+        dropped: list[tuple[Activity, str, str]] = []
+        for inbox, drops, types in judged:
+            for key, row in _remove(using, drops, types, None, now).items():
+                reason = drops[key].reason
+                if row is not None:
+                    dropped.append((_log_row(row, reason, now), row.inbox, reason))
+                    continue
+                not_queued.add(inbox)
+                dropped.append((Activity(
+                    activity_id=activity["id"][:500], activity_type=kind, object_id=object_id,
+                    inbox=inbox, host=origin(inbox), payload=activity,
+                    direction=Activity.Direction.OUTBOUND, status=State.DROPPED, error=reason,
+                    created_at=now, resolved_at=now), inbox, reason))
+        _record(using, dropped)
+    return [i for i in inboxes if i not in not_queued]
+
+
+def on_claim(worker_id: str, jobs: list[Job], using: str) -> tuple[list[Job], int, int]:
+    """Drop claimed jobs (and queued rows) that the rules make redundant, and hold back
+    jobs that an older activity about the same object to the same inbox must precede.
+
+    Deliveries run concurrently, so two activities about one object could
+    arrive in either order (a Remove before its Add leaves the member in
+    place); a job therefore waits, unclaimed and without an attempt counted,
+    while an older one of its group is queued or in flight. Returns the jobs
+    still to deliver, how many activities were dropped and how many held back.
+    """
+    if not jobs:
+        return jobs, 0, 0
+    now = timezone.now()
+    by_pair: dict[Pair, list[Job]] = defaultdict(list)
+    for job in jobs:
+        if job.object_id:
+            by_pair[(job.inbox, job.object_id)].append(job)
+    if not by_pair:
+        return jobs, 0, 0
+    filtering = get_config().DROP_REDUNDANT
+    held = {job.id for job in jobs}
+    pairs = list(by_pair)
+    decisions: list[tuple[dict[Hashable, Drop], dict[Hashable, str]]] = []
+    later: list[tuple[int, int]] = []  # (job, the older row it waits for)
+    for start in range(0, len(pairs), PAIRS_PER_QUERY):
+        chunk = pairs[start:start + PAIRS_PER_QUERY]
+        found = lookup(using, chunk, now, cap=ROW_CAP + 4 * len(chunk))
+        if found is None:
+            continue
+        queued, delivered = found
+        for pair in chunk:
+            rows = queued.get(pair, [])
+            drops: dict[Hashable, Drop] = {}
+            if filtering and (len(rows) > 1 or pair in delivered):
+                entries = [Entry(q.id, q.type, fingerprint(q.payload), q.id,
+                                 movable=not q.holder or (q.holder == worker_id
+                                                          and q.id in held))
+                           for q in rows]
+                drops = decide(entries, delivered.get(pair))
+                if drops:
+                    decisions.append((drops, {q.id: q.type for q in rows}))
+            survivors = [q.id for q in rows if q.id not in drops]
+            if survivors:
+                later += [(j.id, survivors[0]) for j in by_pair[pair]
+                          if j.id != survivors[0] and j.id not in drops]
+    gone_ids: set[int] = set()
+    if decisions:
+        with transaction.atomic(using=using):
+            dropped: list[tuple[Activity, str, str]] = []
+            for drops, types in decisions:
+                for key, row in _remove(using, drops, types, worker_id, now).items():
+                    gone_ids.add(key)
+                    dropped.append((_log_row(row, drops[key].reason, now), row.inbox,
+                                    drops[key].reason))
+            _record(using, dropped)
+    waiting = {job for job, first in later if first not in gone_ids}
+    if waiting:
+        _hold_back(using, worker_id, waiting, now + timedelta(seconds=ORDER_WAIT))
+    keep = [job for job in jobs if job.id not in gone_ids and job.id not in waiting]
+    return keep, len(gone_ids), len(waiting)
+
+
+def _hold_back(using: str, worker_id: str, ids: set[int], until: datetime) -> None:
+    """Give jobs back, due again a little later, with no attempt counted."""
+    connection = connections[using]
+    table = ScheduledActivity._meta.db_table
+    ids_list = sorted(ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET leased_by = '', leased_until = NULL, next_attempt_at = %s "
+            f"WHERE leased_by = %s AND id IN ({', '.join(['%s'] * len(ids_list))})",
+            [connection.ops.adapt_datetimefield_value(until), worker_id, *ids_list],
+        )
