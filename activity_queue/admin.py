@@ -123,10 +123,8 @@ class StateFilter(admin.SimpleListFilter):
         return queryset
 
 
-class RecordAdmin(admin.ModelAdmin):
-    """Shared by both delivery records: read-only pages, pretty payload and errors."""
-
-    list_per_page = 50
+class NoHandEditsMixin:
+    """Records are written by the queue alone; operators act through the actions."""
 
     def has_add_permission(self, request):
         return False
@@ -136,6 +134,13 @@ class RecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class RecordAdmin(NoHandEditsMixin, admin.ModelAdmin):
+    """Shared by both delivery records: read-only pages, pretty payload and errors."""
+
+    list_per_page = 50
+
 
     @admin.display(description="object")
     def object_short(self, obj):
@@ -326,7 +331,7 @@ class ActivityAdmin(RecordAdmin):
 
 
 @admin.register(Host)
-class HostAdmin(admin.ModelAdmin):
+class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
     list_display = ("host", "circuit", "consecutive_failures", "trips", "paused_until",
                     "last_error_short", "updated_at")
     search_fields = ("host",)
@@ -335,15 +340,6 @@ class HostAdmin(admin.ModelAdmin):
     readonly_fields = ("host", "circuit", "consecutive_failures", "trips", "paused_until",
                        "last_error", "updated_at")
     fields = readonly_fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="last error")
     def last_error_short(self, obj):
