@@ -236,7 +236,8 @@ class BlackHole:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.ident is not None:
+            self._thread.join(5)
         for s in self._held + self._listeners:
             s.close()
         self._selector.close()

@@ -141,6 +141,9 @@ def markdown(results: dict) -> str:
             lambda d: _n(d["memory"]["per_second"]))
     lines += ["", "CPU per delivery counts the worker process only (with SQLite, the database "
               "engine runs inside it; PostgreSQL's server processes are not counted)."]
+    if p.get("repeat", 1) > 1:
+        lines.append(f"Rates are the best of {p['repeat']} runs (ceilings, throughput, "
+                     "black-hole); every run's rate is in the JSON file.")
     if results["errors"]:
         lines += ["", "### Errors", ""] + [f"- {e.splitlines()[0]}" for e in results["errors"]]
     return "\n".join(lines) + "\n"
