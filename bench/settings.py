@@ -25,6 +25,8 @@ if os.environ.get("AQ_BENCH_DB", "sqlite") == "postgres":
             "PASSWORD": os.environ.get("AQ_BENCH_PG_PASSWORD", ""),
             "HOST": os.environ.get("AQ_BENCH_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("AQ_BENCH_PG_PORT", "5432"),
+            # Django's default (0) closes the connection whenever the worker goes idle.
+            "CONN_MAX_AGE": float(os.environ.get("AQ_BENCH_CONN_MAX_AGE", "0")),
         }
     }
 else:

@@ -171,13 +171,20 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
     server0 = server_cpu()
     cpu0, t0 = time.process_time(), time.perf_counter()
     thread.start()
-    finished = done.wait(timeout_s)
+    # The worker closes its connection when idle (CONN_MAX_AGE), so the backends serving it
+    # are sampled every half second: a backend that exits keeps its last reading.
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while not (finished := done.wait(min(0.5, max(0.0, deadline - time.monotonic())))):
+        seen.update(server_cpu())
+        if time.monotonic() >= deadline:
+            break
     seconds = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     receiver = sum(cpu_seconds(p) for p in receiver_pids) - receiver0
     threads = {name: cpu for name, cpu in thread_cpu().items() if name != "MainThread"}
-    server1 = server_cpu()
-    server = sum(cpu - server0.get(pid, 0.0) for pid, cpu in server1.items())
+    seen.update(server_cpu())
+    server = sum(cpu - server0.get(pid, 0.0) for pid, cpu in seen.items())
     worker.stop()
     thread.join(60)
     store.resolve = resolve
