@@ -11,7 +11,7 @@ import time
 
 from activity_queue import store
 
-TIMED = ("claim", "resolve", "renew", "release", "half_open_hosts")
+TIMED = ("claim", "resolve", "renew", "release", "tripped_hosts")
 
 
 def _rows(name: str, args: tuple, result) -> int:
@@ -26,8 +26,10 @@ def _rows(name: str, args: tuple, result) -> int:
 
 def install() -> dict[str, dict[str, float]]:
     """Wrap the store functions the worker calls; returns the live statistics."""
-    stats = {name: {"calls": 0, "rows": 0, "wall_s": 0.0, "cpu_s": 0.0} for name in TIMED}
-    for name in TIMED:
+    present = [name for name in TIMED if hasattr(store, name)]
+    stats = {name: {"calls": 0, "empty": 0, "rows": 0, "wall_s": 0.0, "cpu_s": 0.0}
+             for name in present}
+    for name in present:
         original = getattr(store, name)
 
         @functools.wraps(original)
@@ -36,7 +38,9 @@ def install() -> dict[str, dict[str, float]]:
             result = _original(*args, **kwargs)
             entry = stats[_name]
             entry["calls"] += 1
-            entry["rows"] += _rows(_name, args, result)
+            rows = _rows(_name, args, result)
+            entry["rows"] += rows
+            entry["empty"] += not rows
             entry["wall_s"] += time.perf_counter() - t0
             entry["cpu_s"] += time.thread_time() - c0
             return result

@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 from bench.receivers import Nginx, ensure_nginx, free_ports  # noqa: E402
 
 WORKER, HTTP = "bench-worker", "activity-queue-http"
-STORE_CALLS = ("claim", "resolve", "release", "renew", "half_open_hosts")
+STORE_CALLS = ("claim", "resolve", "release", "renew", "tripped_hosts")
 DRIVER_LEAVES = ("sqlite3/base.py", "django/db/utils.py", "psycopg/", "_commit (",
                  "BaseDatabaseWrapper.commit")
 
