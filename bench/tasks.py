@@ -206,8 +206,6 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
 def throughput(task: dict) -> dict:
     """Persisted deliveries per second through our worker, from a backlog of ``n`` rows."""
     reset()
-    if task.get("switch_interval"):
-        sys.setswitchinterval(task["switch_interval"])
     n = task["n"]
     black_holes = task.get("black_holes") or []
     healthy = fill(n, task["inboxes"], black_holes)
