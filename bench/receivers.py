@@ -14,6 +14,7 @@ import selectors
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -167,7 +168,7 @@ class FallbackReceiver:
 
     def start(self) -> FallbackReceiver:
         self.proc = subprocess.Popen(
-            [os.sys.executable, "-m", "bench.latency_receiver", "--fast",
+            [sys.executable, "-m", "bench.latency_receiver", "--fast",
              *map(str, self.ports)],
             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
         )

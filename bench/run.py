@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-n", type=int, help="backlog of the memory run "
                    "(default 100000; quick 0 = skipped)")
     p.add_argument("--ceiling-n", type=int, help="aiohttp POSTs (default 40000; quick 8000); "
-                   "the requests loop does a quarter")
+                   "the requests loop an eighth")
     p.add_argument("--skip", default="", help="comma-separated: ceilings,throughput,"
                    "black-hole,enqueue,latency,memory")
     p.add_argument("--repeat", type=int, help="runs of each rate measurement, the best kept "
@@ -193,7 +193,7 @@ class Bench:
                                "inflight": 64, "receiver_pids": pids}), args.repeat)
         self.results["ceilings"]["requests"] = self.attempt("requests loop", lambda: child(
             "bench.ceilings", {"client": "requests", "urls": self.inboxes,
-                               "n": max(1000, args.ceiling_n // 4), "receiver_pids": pids}),
+                               "n": max(1000, args.ceiling_n // 8), "receiver_pids": pids}),
             args.repeat)
 
     def database(self, db: str) -> None:
