@@ -84,7 +84,13 @@ class Worker:
 
     @property
     def host_backlog(self) -> int:
-        return 4 * self.config.PER_HOST
+        """Rows held for one host at most: its PER_HOST in flight and a line behind them.
+
+        At least a quarter of a batch, so that a claim is worth its scan: with
+        4 * PER_HOST (32) a backlog on few hosts was claimed some 16 rows at a
+        time, and claiming took over half the worker's CPU (bench/profile.py).
+        """
+        return max(4 * self.config.PER_HOST, self.config.BATCH_SIZE // 4)
 
     # -- public entry points -------------------------------------------------
 

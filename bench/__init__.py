@@ -1,0 +1,1 @@
+"""The reproducible benchmark of SPEC §8: ``python bench/run.py --help``."""

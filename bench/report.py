@@ -1,0 +1,159 @@
+"""Ratios, the Markdown table, and the files in ``bench/results/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+DB_LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+TARGETS = {"vs_aiohttp": 0.5, "black_hole_vs_healthy": 0.9, "enqueue_p50_us": 500.0}
+
+
+def _get(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def add_ratios(results: dict) -> None:
+    aio = _get(results, "ceilings", "aiohttp", "per_second")
+    req = _get(results, "ceilings", "requests", "per_second")
+    for db in results["databases"].values():
+        ours = _get(db, "throughput", "per_second")
+        holed = _get(db, "black_hole", "per_second")
+        p50 = _get(db, "enqueue", "atomic_block_us", "p50")
+        ratios = db["ratios"] = {
+            "vs_aiohttp": ours / aio if ours and aio else None,
+            "vs_requests": ours / req if ours and req else None,
+            "black_hole_vs_healthy": holed / ours if ours and holed else None,
+            "memory_run_vs_aiohttp": (_get(db, "memory", "per_second") / aio
+                                      if aio and _get(db, "memory", "per_second") else None),
+        }
+        db["targets"] = {
+            "vs_aiohttp >= 0.5": _meets(ratios["vs_aiohttp"], TARGETS["vs_aiohttp"]),
+            "black_hole_vs_healthy >= 0.9": _meets(ratios["black_hole_vs_healthy"],
+                                                   TARGETS["black_hole_vs_healthy"]),
+            "enqueue p50 < 500 us": (None if p50 is None
+                                     else p50 < TARGETS["enqueue_p50_us"]),
+        }
+
+
+def _meets(value: float | None, target: float) -> bool | None:
+    return None if value is None else value >= target
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f} %"
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _pair(stats: dict | None, digits: int = 0) -> str:
+    if not stats:
+        return "–"
+    return f"{_n(stats['p50'], digits)} / {_n(stats['p99'], digits)}"
+
+
+def _mark(ok: bool | None) -> str:
+    return {True: " ✓", False: " ✗", None: ""}[ok]
+
+
+def markdown(results: dict) -> str:
+    p = results["params"]
+    m = results["machine"]
+    rcv = results.get("receiver", {})
+    lines = [
+        f"## activity_queue benchmark, {results['started_at']}"
+        f"{' (--quick)' if results['quick'] else ''}, commit {results['commit']}",
+        "",
+        f"{m['cpus']} CPUs, Python {m['python']}; load average before "
+        f"{m['loadavg_before'][0]:.2f}, after {m['loadavg_after'][0]:.2f} "
+        "(other work on the machine makes every figure indicative). "
+        f"Receiver: {rcv.get('kind', '?')} {rcv.get('version', '')} on "
+        f"{rcv.get('ports', '?')} loopback ports; activities of {p['payload_bytes']} bytes.",
+        "",
+        "### Ceilings: raw clients, no queue, no database",
+        "",
+        "| client | POSTs/s | CPU ms per POST | receiver CPU |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (("aiohttp", "aiohttp, 64 in flight, one ClientSession"),
+                       ("requests", "requests.Session, one thread")):
+        c = results["ceilings"].get(key)
+        if c:
+            lines.append(f"| {label} | {_n(c['per_second'])} | {_n(c['cpu_ms_per_post'], 3)} "
+                         f"| {_pct(c['receiver_cpu_share'])} |")
+    dbs = list(results["databases"])
+    head = " | ".join(DB_LABELS.get(d, d) for d in dbs)
+    lines += ["", "### activity_queue (persisted, retries and all)", "",
+              f"| measurement | {head} |", "|---|" + "---:|" * len(dbs)]
+
+    def row(label: str, fn) -> None:
+        cells = []
+        for d in dbs:
+            try:
+                cells.append(fn(results["databases"][d]))
+            except (KeyError, TypeError):
+                cells.append("–")
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+
+    row(f"deliveries/s, backlog of {p['n']:,} rows over {p['hosts']} hosts",
+        lambda d: _n(d["throughput"]["per_second"]))
+    row("× aiohttp ceiling (target ≥ 0.5)",
+        lambda d: _ratio(d["ratios"]["vs_aiohttp"]) + _mark(d["targets"]["vs_aiohttp >= 0.5"]))
+    row("× requests loop", lambda d: _ratio(d["ratios"]["vs_requests"]))
+    row("CPU ms per delivery (worker process, all threads)",
+        lambda d: _n(d["throughput"]["cpu_ms_per_delivery"], 3))
+    row("receiver (nginx) CPU during the run", lambda d: _pct(d["throughput"]
+                                                                ["receiver_cpu_share"]))
+    row(f"healthy deliveries/s, 10 % of rows to {p['black_hole_hosts']} black-holed hosts "
+        f"(TIMEOUT {p['black_hole_timeout']:g} s)",
+        lambda d: _n(d["black_hole"]["per_second"]))
+    row("× all-healthy run (target ≥ 0.9)",
+        lambda d: _ratio(d["ratios"]["black_hole_vs_healthy"])
+        + _mark(d["targets"]["black_hole_vs_healthy >= 0.9"]))
+    row(f"enqueue() inside atomic, p50 / p99 µs ({p['enqueue_calls']:,} calls)",
+        lambda d: _pair(d["enqueue"]["enqueue_us"]))
+    row("whole `with atomic(): enqueue()` incl. commit, p50 / p99 µs (target p50 < 500)",
+        lambda d: _pair(d["enqueue"]["atomic_block_us"])
+        + _mark(d["targets"]["enqueue p50 < 500 us"]))
+    row(f"commit → arrival at receiver, p50 / p99 ms ({p['latency_count']:,} at "
+        f"{p['latency_rate']:g}/s)", lambda d: _pair(d["latency"]["commit_to_arrival_ms"], 1))
+    row("commit → logged as sent, p50 / p99 ms",
+        lambda d: _pair(d["latency"]["commit_to_logged_ms"], 1))
+    if p["memory_n"]:
+        row(f"peak RSS of a worker process draining {p['memory_n']:,} rows (MB)",
+            lambda d: _n(d["memory"]["maxrss_kb"] / 1024, 1))
+        row("RSS of that process before the worker started (MB)",
+            lambda d: _n(d["memory"]["rss_before_kb"] / 1024, 1))
+        row(f"deliveries/s draining {p['memory_n']:,} rows",
+            lambda d: _n(d["memory"]["per_second"]))
+    lines += ["", "CPU per delivery counts the worker process only (with SQLite, the database "
+              "engine runs inside it; PostgreSQL's server processes are not counted)."]
+    if p.get("repeat", 1) > 1:
+        lines.append(f"Rates are the best of {p['repeat']} runs (ceilings, throughput, "
+                     "black-hole); every run's rate is in the JSON file.")
+    if results["errors"]:
+        lines += ["", "### Errors", ""] + [f"- {e.splitlines()[0]}" for e in results["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict, text: str, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = results["started_at"].replace(":", "").replace("-", "").replace("+0000", "")
+    stem = f"{stamp}{'-quick' if results['quick'] else ''}"
+    paths = [out / f"{stem}.json", out / f"{stem}.md"]
+    paths[0].write_text(json.dumps(results, indent=2) + "\n")
+    paths[1].write_text(text)
+    return paths

@@ -1,0 +1,52 @@
+"""Django settings of the benchmark: one database, chosen by the orchestrator.
+
+``AQ_BENCH_DB=sqlite`` (a file database with WAL and IMMEDIATE transactions,
+as in example_project) or ``postgres`` (``AQ_BENCH_PG_NAME``, default
+``bench_aq``, on the local server). DEBUG stays off: with it on, Django keeps
+every query in memory and the memory figure would measure that.
+"""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_KEY = "bench-only"
+DEBUG = False
+USE_TZ = True
+SITE_URL = "http://bench.example"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "activity_queue"]
+
+if os.environ.get("AQ_BENCH_DB", "sqlite") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("AQ_BENCH_PG_NAME", "bench_aq"),
+            "USER": os.environ.get("AQ_BENCH_PG_USER", "postgres"),
+            "PASSWORD": os.environ.get("AQ_BENCH_PG_PASSWORD", ""),
+            "HOST": os.environ.get("AQ_BENCH_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("AQ_BENCH_PG_PORT", "5432"),
+            # Django's default (0) closes the connection whenever the worker goes idle.
+            "CONN_MAX_AGE": float(os.environ.get("AQ_BENCH_CONN_MAX_AGE", "0")),
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("AQ_BENCH_SQLITE", str(ROOT / "var" / "bench.sqlite3")),
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20,
+                        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+        }
+    }
+
+ACTIVITY_QUEUE = {
+    # The receivers are on 127.0.0.1; the worker is started by the benchmark itself.
+    "ALLOW_PRIVATE_ADDRESSES": True,
+    "AUTOSTART": False,
+}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"activity_queue": {"handlers": ["console"], "level": "ERROR"}},
+}

@@ -1,0 +1,344 @@
+"""What runs inside a benchmark child process, with Django set up on one database.
+
+``python -m bench.tasks '<json task>'`` runs one measurement and prints one
+JSON object. One process per measurement keeps CPU time and peak memory
+(``ru_maxrss``) per measurement, and lets SQLite and PostgreSQL runs use
+different settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from activity_queue import enqueue, signals, store  # noqa: E402
+from activity_queue.addresses import origin  # noqa: E402
+from activity_queue.conf import get_config  # noqa: E402
+from activity_queue.jobs import Outcome, Verdict  # noqa: E402
+from activity_queue.models import Activity, Host, ScheduledActivity  # noqa: E402
+from activity_queue.worker import Worker  # noqa: E402
+
+from .payload import activity  # noqa: E402
+from .receivers import cpu_seconds  # noqa: E402
+
+FILL_BATCH = 2000
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": ordered[-1],
+            "mean": sum(ordered) / len(ordered), "count": len(ordered)}
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[thread.name] = out.get(thread.name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def server_cpu() -> dict[int, float]:
+    """CPU seconds of the PostgreSQL backends serving this benchmark's database."""
+    if connection.vendor != "postgresql":
+        return {}
+    marker = f" {connection.settings_dict['NAME']} ".encode()
+    out: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ") + b" ":
+                out[int(entry.name)] = cpu_seconds(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
+def reset() -> None:
+    """An empty, migrated queue, log and host table."""
+    call_command("migrate", verbosity=0, interactive=False)
+    tables = [m._meta.db_table for m in (ScheduledActivity, Activity, Host)]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+        else:
+            for table in tables:
+                cursor.execute(f"DELETE FROM {table}")
+
+
+def analyze() -> None:
+    """Fresh planner statistics, as autovacuum would have on a site that runs."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def fill(n: int, inboxes: list[str], black_holes: list[str] = (), every: int = 10,
+         run: str = "r") -> int:
+    """A backlog of ``n`` due rows (not timed); every ``every``-th to a black hole if any.
+
+    Returns how many rows go to healthy inboxes.
+    """
+    now = timezone.now()
+    rows: list[ScheduledActivity] = []
+    healthy = 0
+    for i in range(n):
+        if black_holes and i % every == 0:
+            inbox = black_holes[(i // every) % len(black_holes)]
+        else:
+            inbox = inboxes[i % len(inboxes)]
+            healthy += 1
+        body = activity(i, run)
+        rows.append(ScheduledActivity(
+            activity_id=body["id"], activity_type=body["type"], object_id=body["object"]["@id"],
+            inbox=inbox, host=origin(inbox), payload=body, created_at=now, next_attempt_at=now,
+        ))
+        if len(rows) >= FILL_BATCH:
+            with transaction.atomic():
+                ScheduledActivity.objects.bulk_create(rows)
+            rows = []
+    if rows:
+        with transaction.atomic():
+            ScheduledActivity.objects.bulk_create(rows)
+    analyze()
+    return healthy
+
+
+def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
+          counts: Callable[[Outcome], bool] | None = None, **config) -> dict:
+    """Time ``Worker.run_forever`` in a thread until ``expected`` counted rows were delivered.
+
+    Rows are counted when ``store.resolve`` returns them as written: its
+    transaction has committed (the ``Activity`` row is in, the scheduled row
+    gone), so the clock stops when the last counted row is persisted as sent.
+    Counting there, not in an ``activity_delivered`` receiver, keeps a signal
+    receiver (which a site does not need) out of the cost per delivery.
+    """
+    done = threading.Event()
+    tally = {"sent": 0, "counted": 0, "failed": 0}
+    resolve = store.resolve
+
+    def counting_resolve(*args, **kwargs):
+        written, opened = resolve(*args, **kwargs)
+        for o in written:
+            if o.verdict is Verdict.SENT:
+                tally["sent"] += 1
+                if counts is None or counts(o):
+                    tally["counted"] += 1
+            elif o.verdict is Verdict.FAILED:
+                tally["failed"] += 1
+        if tally["counted"] >= expected:
+            done.set()
+        return written, opened
+
+    store.resolve = counting_resolve
+    worker = Worker(name=f"bench-{os.getpid()}", config=replace(get_config(), **config))
+    thread = threading.Thread(target=worker.run_forever, name="bench-worker")
+    receiver0 = sum(cpu_seconds(p) for p in receiver_pids)
+    server0 = server_cpu()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    thread.start()
+    # The worker closes its connection when idle (CONN_MAX_AGE), so the backends serving it
+    # are sampled every half second: a backend that exits keeps its last reading.
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while not (finished := done.wait(min(0.5, max(0.0, deadline - time.monotonic())))):
+        seen.update(server_cpu())
+        if time.monotonic() >= deadline:
+            break
+    seconds = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    receiver = sum(cpu_seconds(p) for p in receiver_pids) - receiver0
+    threads = {name: cpu for name, cpu in thread_cpu().items() if name != "MainThread"}
+    seen.update(server_cpu())
+    server = sum(cpu - server0.get(pid, 0.0) for pid, cpu in seen.items())
+    worker.stop()
+    thread.join(60)
+    store.resolve = resolve
+    counted = tally["counted"]
+    return {
+        "complete": finished, "delivered": counted, "seconds": seconds,
+        "per_second": counted / seconds, "cpu_ms_per_delivery": cpu * 1000 / max(1, counted),
+        "cpu_share": cpu / seconds, "failed": tally["failed"],
+        "receiver_cpu_share": receiver / seconds if receiver_pids else None,
+        "db_server_cpu_ms_per_delivery": (server * 1000 / max(1, counted)
+                                          if connection.vendor == "postgresql" else None),
+        "thread_cpu_ms_per_delivery": {name: cpu * 1000 / max(1, counted)
+                                       for name, cpu in threads.items()},
+        "config": {k: getattr(worker.config, k)
+                   for k in ("WORKERS", "PER_HOST", "BATCH_SIZE", "TIMEOUT")},
+    }
+
+
+def throughput(task: dict) -> dict:
+    """Persisted deliveries per second through our worker, from a backlog of ``n`` rows."""
+    reset()
+    n = task["n"]
+    black_holes = task.get("black_holes") or []
+    healthy = fill(n, task["inboxes"], black_holes)
+    healthy_hosts = {origin(u) for u in task["inboxes"]}
+    config = {"TIMEOUT": task["timeout"]} if task.get("timeout") else {}
+    config.update(task.get("config", {}))
+    if task.get("instrument"):
+        from .instrument import install
+
+        store_stats = install()
+    result = drain(healthy, receiver_pids=task["receiver_pids"],
+                   timeout_s=max(120.0, n / 100),
+                   counts=(lambda o: o.job.host in healthy_hosts) if black_holes else None,
+                   **config)
+    result.update(
+        n=n, healthy_rows=healthy, black_hole_rows=n - healthy, hosts=len(healthy_hosts),
+        left_in_queue=ScheduledActivity.objects.count(),
+        logged_sent=Activity.objects.filter(status="sent").count(),
+        paused_hosts=Host.objects.filter(paused_until__gt=timezone.now()).count(),
+    )
+    if task.get("instrument"):
+        result["store"] = store_stats
+    if not black_holes and (result["left_in_queue"] or result["logged_sent"] != n):
+        result["error"] = (f"{result['left_in_queue']} rows left, "
+                           f"{result['logged_sent']} of {n} logged as sent")
+    return result
+
+
+def fill_only(task: dict) -> dict:
+    reset()
+    t0 = time.perf_counter()
+    fill(task["n"], task["inboxes"])
+    return {"n": task["n"], "seconds": time.perf_counter() - t0}
+
+
+def memory(task: dict) -> dict:
+    """Peak RSS of a fresh worker process draining a large backlog (filled by ``fill_only``)."""
+    n = ScheduledActivity.objects.count()
+    before = rss_kb()
+    result = drain(n, receiver_pids=task["receiver_pids"], timeout_s=max(300.0, n / 100))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.update(n=n, rss_before_kb=before, maxrss_kb=usage.ru_maxrss,
+                  left_in_queue=ScheduledActivity.objects.count())
+    return result
+
+
+def enqueue_cost(task: dict) -> dict:
+    """Request-path cost: ``with transaction.atomic(): enqueue(activity, to=inbox)``."""
+    reset()
+    inbox = task["inboxes"][0]
+    for i in range(200):
+        with transaction.atomic():
+            enqueue(activity(i, "warm"), to=inbox)
+    calls, blocks = [], []
+    for i in range(task["m"]):
+        body = activity(i, "enq")
+        t0 = time.perf_counter_ns()
+        with transaction.atomic():
+            t1 = time.perf_counter_ns()
+            enqueue(body, to=inbox)
+            t2 = time.perf_counter_ns()
+        t3 = time.perf_counter_ns()
+        calls.append((t2 - t1) / 1000)
+        blocks.append((t3 - t0) / 1000)
+    return {"m": task["m"], "enqueue_us": percentiles(calls),
+            "atomic_block_us": percentiles(blocks)}
+
+
+def latency(task: dict) -> dict:
+    """Commit → arrival at the receiver, and commit → ``Activity`` written as sent.
+
+    The in-process worker (the default backend) is woken by the commit; the
+    activities are enqueued one per transaction at a steady ``rate``.
+    """
+    import requests
+
+    from activity_queue.backends import thread as backend
+
+    reset()
+    inbox, k, rate = task["inbox"], task["k"], task["rate"]
+    resolved: dict[str, float] = {}
+
+    def delivered(sender, outcome: Outcome, **kwargs) -> None:
+        resolved[outcome.job.activity_id] = time.perf_counter()
+
+    signals.activity_delivered.connect(delivered, weak=False, dispatch_uid="bench-latency")
+    backend.start(name=f"bench-latency-{os.getpid()}")
+    committed: dict[str, tuple[float, float]] = {}
+
+    def send(i: int, run: str) -> None:
+        body = activity(i, run)
+        with transaction.atomic():
+            enqueue(body, to=inbox)
+        committed[body["id"]] = (time.time(), time.perf_counter())
+
+    for i in range(20):
+        send(i, "warm")
+        time.sleep(0.01)
+    next_at = time.perf_counter() + 0.2
+    for i in range(k):
+        pause = next_at - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        send(i, "lat")
+        next_at += 1 / rate
+    deadline = time.monotonic() + 60
+    while len(resolved) < k + 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    backend.stop()
+    signals.activity_delivered.disconnect(dispatch_uid="bench-latency")
+    arrivals = dict(map(tuple, requests.get(task["records_url"], timeout=10).json()))
+    measured = [i for i in committed if "/lat/" in i]
+    to_arrival = [(arrivals[i] - committed[i][0]) * 1000 for i in measured if i in arrivals]
+    to_resolved = [(resolved[i] - committed[i][1]) * 1000 for i in measured if i in resolved]
+    return {"k": k, "rate": rate, "arrived": len(to_arrival), "resolved": len(to_resolved),
+            "commit_to_arrival_ms": percentiles(to_arrival) if to_arrival else None,
+            "commit_to_logged_ms": percentiles(to_resolved) if to_resolved else None}
+
+
+def versions() -> dict:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SHOW server_version")
+        else:
+            cursor.execute("SELECT sqlite_version()")
+        return {"database": f"{connection.vendor} {cursor.fetchone()[0]}",
+                "django": django.get_version()}
+
+
+TASKS = {"throughput": throughput, "fill": fill_only, "memory": memory,
+         "enqueue": enqueue_cost, "latency": latency, "versions": lambda task: versions()}
+
+
+if __name__ == "__main__":
+    task = json.loads(sys.argv[1])
+    print(json.dumps(TASKS[task["task"]](task)))
