@@ -1,7 +1,7 @@
 """Cross-process wake-ups on PostgreSQL: ``NOTIFY`` at enqueue, ``LISTEN`` in the worker.
 
 A dedicated worker in another process cannot see the in-process event that
-``transaction.on_commit`` sets, so on PostgreSQL the enqueue also sends a
+``transaction.on_commit`` sets, so on PostgreSQL the enqueue's INSERT also sends a
 notification, which the server delivers only if the transaction commits.
 On SQLite a dedicated worker polls every ``POLL_INTERVAL`` seconds.
 """
@@ -13,17 +13,11 @@ import threading
 
 from django.db import connections
 
+from .store import NOTIFY_CHANNEL
+
 logger = logging.getLogger(__name__)
 
-CHANNEL = "activity_queue"
-
-
-def notify(using: str) -> None:
-    """Queue a notification in the current transaction (delivered on commit)."""
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
+CHANNEL = NOTIFY_CHANNEL
 
 
 class Listener:

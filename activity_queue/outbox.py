@@ -16,7 +16,6 @@ from django.utils import timezone
 from . import backends, dropping, store
 from .addresses import check_url, origin
 from .exceptions import InvalidActivity, UnsafeDestination
-from .listen import notify
 from .models import ScheduledActivity
 
 MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
@@ -109,6 +108,5 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
         "next_attempt_at": due,
     }
     rows = store.insert(using, common, payload, [(inbox, origin(inbox)) for inbox in inboxes])
-    notify(using)
     transaction.on_commit(partial(backends.wake, using), using=using)
     return rows

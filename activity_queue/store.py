@@ -20,6 +20,7 @@ from .jobs import Job, Outcome, Verdict
 from .models import Activity, Host, ScheduledActivity
 
 CHUNK = 900
+NOTIFY_CHANNEL = "activity_queue"
 
 
 def _alias() -> str:
@@ -116,9 +117,7 @@ def insert(using: str, common: dict[str, Any], payload: str,
         for chunk in _chunks(list(destinations), CHUNK // 2):
             values, params = _values(connection, [list(d) for d in chunk],
                                      ["varchar(2000)", "varchar(255)"])
-            cursor.execute(
-                f"""
-                WITH v(inbox, host) AS ({values})
+            insert_sql = f"""
                 INSERT INTO {table} (activity_id, activity_type, object_id, payload,
                                      created_at, next_attempt_at, inbox, host, attempts,
                                      last_error, leased_by)
@@ -126,10 +125,21 @@ def insert(using: str, common: dict[str, Any], payload: str,
                        v.inbox, v.host, 0, '', ''
                 FROM v
                 RETURNING id, inbox
-                """,
-                [*params, common["activity_id"], common["activity_type"],
-                 common["object_id"], payload, created, due],
-            )
+            """
+            row_params = [common["activity_id"], common["activity_type"],
+                          common["object_id"], payload, created, due]
+            if pg:
+                # The wake-up for LISTENing workers rides on the same round trip;
+                # PostgreSQL delivers it only if the transaction commits.
+                cursor.execute(
+                    f"WITH v(inbox, host) AS ({values}), ins AS ({insert_sql}) "
+                    "SELECT ins.id, ins.inbox FROM ins "
+                    "LEFT JOIN (SELECT pg_notify(%s, '')) n ON true",
+                    [*params, *row_params, NOTIFY_CHANNEL],
+                )
+            else:
+                cursor.execute(f"WITH v(inbox, host) AS ({values}) {insert_sql}",
+                               [*params, *row_params])
             ids.update((inbox, pk) for pk, inbox in cursor.fetchall())
     rows = []
     for inbox, host in destinations:
