@@ -42,6 +42,11 @@ def classify(thread: str, frames: list[str]) -> str | None:
     text = ";".join(frames)
     leaf = frames[-1] if frames else ""
     if thread == WORKER:
+        if "on_claim (activity_queue/dropping.py" in text:
+            part = "database call" if any(s in leaf for s in DRIVER_LEAVES) else "Python"
+            return f"worker: dropping.on_claim, redundancy and order ({part})"
+        if "poll (activity_queue/dispatch.py" in text:
+            return "worker: dispatch.poll (inbox discovery)"
         for call in STORE_CALLS:
             if f";{call} (activity_queue/store.py" in f";{text}":
                 part = "database call" if any(s in leaf for s in DRIVER_LEAVES) else "Python"
