@@ -1,6 +1,7 @@
 """The inbox over HTTP: Django's test client for the tables, a live server for real sockets."""
 
 import asyncio
+import gzip
 import io
 import json
 import socket
@@ -101,6 +102,24 @@ def test_refusals(client, applied, body, content_type, status, detail):
 def test_accepted_content_types(client, applied, content_type):
     response = post(client, with_id(), content_type)
     assert response.status_code == 201 and response.json() == {}
+    assert len(applied) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("refused", "accepted"), [
+    ("gzip", "identity"), ("deflate", "Identity"), ("br", ""), ("identity, gzip", "identity"),
+    ("GZIP", "identity"),
+])
+def test_encoded_bodies_are_refused(client, applied, refused, accepted):
+    """The body is never decoded: a compressed activity is refused, not parsed as noise."""
+    body = gzip.compress(json.dumps(with_id()).encode())
+    response = post(client, body, HTTP_CONTENT_ENCODING=refused)
+    assert response.status_code == 415, response.content
+    assert response.json() == {"detail": f"unsupported Content-Encoding {refused!r}; "
+                                         "send the body unencoded (identity)"}
+    assert not applied and Activity.objects.count() == 0
+    # The refusal left nothing behind: the same activity, unencoded, is new.
+    assert post(client, with_id(), HTTP_CONTENT_ENCODING=accepted).status_code == 201
     assert len(applied) == 1
 
 
