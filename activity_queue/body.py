@@ -45,7 +45,10 @@ def check_identity_encoding(request: HttpRequest) -> None:
 
 
 def read_body(request: HttpRequest, limit: int) -> bytes:
-    """The body, at most ``limit`` bytes (413 beyond, 400 if unreadable); read once, then kept."""
+    """The body, at most ``limit`` bytes (413 beyond, 400 if unreadable or cut short).
+
+    Read once, then kept.
+    """
     cached = getattr(request, _CACHED, None)
     if cached is not None:
         return cached
@@ -64,6 +67,10 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
         data = _read_capped(stream, limit)
     if len(data) > limit:
         raise too_large(limit)
+    if declared and len(data) < int(declared):
+        # A client that went away mid-body: what arrived may still parse, but is not all.
+        raise ParseError(f"the request body is shorter than its Content-Length "
+                         f"({len(data)} of {declared} bytes)")
     setattr(request, _CACHED, data)
     return data
 

@@ -359,6 +359,27 @@ def test_live_server_refuses_a_large_declared_body_early(live_server, settings):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_live_server_refuses_a_body_shorter_than_declared(live_server, applied):
+    """A complete, valid activity, but the client promised more and hung up: 400, nothing kept."""
+    body = json.dumps(with_id()).encode()
+    host, port = live_server.url.split("://")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /inbox/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                     % (len(body) + 100, body))
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert json.loads(payload) == {"detail": "the request body is shorter than its "
+                                             f"Content-Length ({len(body)} of "
+                                             f"{len(body) + 100} bytes)"}
+    assert not applied and Activity.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_receipts_of_one_activity_take_turns(live_server, monkeypatch):
     """The second copy waits for the first one's transaction, then sees it: one row, one apply.
 
