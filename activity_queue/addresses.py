@@ -42,6 +42,21 @@ def check_url(url: str) -> None:
         raise UnsafeDestination(f"inbox {url!r} has port 0")
 
 
+def check_inbox(url: str) -> None:
+    """:func:`check_url`, and what an inbox we store, sign and compare must not carry.
+
+    A fragment is never sent, so ``…/inbox#a`` and ``…/inbox`` would be two
+    queue rows for one inbox; control characters are dropped or refused by
+    URL parsers and HTTP clients in ways that differ from what was stored.
+    """
+    if isinstance(url, str) and any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise UnsafeDestination(f"inbox {url[:100]!r} contains control characters")
+    check_url(url)
+    if "#" in url:
+        raise UnsafeDestination(f"inbox {url[:100]!r} has a fragment ('#…'); an inbox URL "
+                                "has none")
+
+
 def forbidden_address(address: str) -> str | None:
     """Why an IP address is off limits for outbound deliveries, or None when it is public.
 
