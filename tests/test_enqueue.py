@@ -135,6 +135,30 @@ def test_nesting_up_to_the_limit_is_accepted():
         enqueue(nested(101), to="https://a.example/inbox/")
 
 
+def test_internationalised_hosts_are_one_host_in_punycode():
+    rows = enqueue(NOTE, to=["https://bücher.example/inbox", "https://xn--bcher-kva.example/b",
+                             "https://BÜCHER.example:443/c", "https://XN--BCHER-KVA.example/d",
+                             "https://bücher.example:8443/e"])
+    assert [r.host for r in rows] == ["https://xn--bcher-kva.example"] * 4 + [
+        "https://xn--bcher-kva.example:8443"]
+    assert sorted(ScheduledActivity.objects.values_list("host", flat=True)) == \
+        sorted(r.host for r in rows)
+    assert rows[0].inbox == "https://bücher.example/inbox", "the inbox URL is kept as given"
+
+
+@pytest.mark.parametrize(("inbox", "message"), [
+    ("https://xn--zz.example/inbox", "'xn--zz.example' is not a valid internationalised host"),
+    ("https://a\u200db.example/inbox", "is not a valid internationalised host name"),
+    ("https://bücher.xn--zz/inbox", "is not a valid internationalised host name"),
+    ("https://-bücher.example/inbox", "is not a valid internationalised host name"),
+])
+def test_invalid_internationalised_hosts_are_refused(inbox, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        enqueue(NOTE, to=["https://a.example/inbox/", inbox])
+    assert isinstance(raised.value, InvalidActivity)
+    assert not ScheduledActivity.objects.exists()
+
+
 def test_bad_delay_is_refused():
     with pytest.raises(InvalidActivity, match="delay"):
         enqueue(NOTE, to="https://a.example/inbox/", delay=-1)
