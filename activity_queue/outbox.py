@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -50,6 +50,9 @@ def _inboxes(to: str | Iterable[str]) -> list[str]:
     elif isinstance(to, BINARY):
         raise WrongType(f"'to' must be an inbox URL string or an iterable of them, not "
                         f"{type(to).__name__}; decode it first")
+    elif isinstance(to, Mapping):
+        raise WrongType(f"'to' must be an inbox URL string or an iterable of them, not a "
+                        f"{type(to).__name__}: its keys would be taken for inboxes")
     try:
         inboxes = list(dict.fromkeys(to))
     except TypeError:

@@ -1,9 +1,12 @@
 """enqueue(): the outbox write, in the caller's transaction."""
 
+from types import MappingProxyType
+
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+import activity_queue
 from activity_queue import enqueue
 from activity_queue.backends import thread as thread_backend
 from activity_queue.exceptions import InvalidActivity
@@ -125,6 +128,18 @@ def test_malformed_inboxes_ids_and_nesting_are_refused(error, activity, to, mess
     with pytest.raises(error, match=message) as raised:
         enqueue(activity, to=to)
     assert isinstance(raised.value, InvalidActivity)
+    assert not ScheduledActivity.objects.exists()
+
+
+@pytest.mark.parametrize("to", [
+    {"https://a.example/inbox/": "Alice"},
+    {},
+    MappingProxyType({"https://a.example/inbox/": 1}),
+])
+def test_a_mapping_is_not_a_list_of_inboxes(to):
+    """A dict iterates over its keys; taking those for inboxes would hide a caller's mistake."""
+    with pytest.raises(TypeError, match=r"not a (dict|mappingproxy): its keys would be taken"):
+        activity_queue.enqueue(NOTE, to=to)
     assert not ScheduledActivity.objects.exists()
 
 
