@@ -5,16 +5,45 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+import idna
+
 from .exceptions import UnsafeDestination
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def ascii_host(host: str) -> str:
+    """``host`` lower-cased, an internationalised name as punycode (IDNA 2008, UTS #46).
+
+    ``bücher.example`` and ``xn--bcher-kva.example`` are one host for the
+    per-host limits and the circuit breaker, and it is the form the HTTP
+    client connects to. Plain ASCII names are only lower-cased, so names that
+    IDNA would refuse but DNS allows (``my_host``) keep working. ValueError
+    for an invalid internationalised name.
+    """
+    lowered = host.lower()
+    if lowered.isascii() and not any(label.startswith("xn--") for label in lowered.split(".")):
+        return lowered
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"{host!r} is not a valid internationalised host name: {exc}") from None
+
+
 def origin(url: str) -> str:
-    """``scheme://host[:port]``, lower-cased, default port omitted: the unit of per-host limits."""
+    """``scheme://host[:port]``, lower-cased, default port omitted: the unit of per-host limits.
+
+    Internationalised hosts are in punycode; an invalid one, which
+    :func:`check_inbox` refuses, is only lower-cased, so that reading the
+    origin of a received URL never fails on it.
+    """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
+    host = parts.hostname or ""
+    try:
+        host = ascii_host(host)
+    except ValueError:
+        host = host.lower()
     if ":" in host:
         host = f"[{host}]"
     port = parts.port
@@ -40,6 +69,26 @@ def check_url(url: str) -> None:
         raise UnsafeDestination(f"inbox {url!r} must not carry credentials")
     if port == 0:
         raise UnsafeDestination(f"inbox {url!r} has port 0")
+
+
+def check_inbox(url: str) -> None:
+    """:func:`check_url`, and what an inbox we store, sign and compare must not carry,
+    nor an invalid internationalised host name, which no HTTP client can connect to.
+
+    A fragment is never sent, so ``…/inbox#a`` and ``…/inbox`` would be two
+    queue rows for one inbox; control characters are dropped or refused by
+    URL parsers and HTTP clients in ways that differ from what was stored.
+    """
+    if isinstance(url, str) and any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise UnsafeDestination(f"inbox {url[:100]!r} contains control characters")
+    check_url(url)
+    if "#" in url:
+        raise UnsafeDestination(f"inbox {url[:100]!r} has a fragment ('#…'); an inbox URL "
+                                "has none")
+    try:
+        ascii_host(urlsplit(url).hostname or "")
+    except ValueError as exc:
+        raise UnsafeDestination(f"inbox {url[:100]!r}: {exc}") from None
 
 
 def forbidden_address(address: str) -> str | None:

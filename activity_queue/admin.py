@@ -8,6 +8,9 @@ guarded by one of Django's own model permissions:
 - retry now: ``change_scheduledactivity``;
 - discard: ``delete_scheduledactivity``;
 - resume a paused host: ``change_host``.
+
+Followers and pending inbox discoveries are shown read-only, with no actions:
+the backlink machinery keeps them in step with the local objects.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from django.utils.http import urlencode
 from django.utils.timesince import timesince, timeuntil
 
 from . import chart, health, operations
+from .addresses import origin
 from .lifecycle import State
-from .models import Activity, Host, ScheduledActivity
+from .models import Activity, Follower, Host, PendingDiscovery, ScheduledActivity
 
 DELIVERY = ("delivery", "deliveries")
 PRE = '<pre style="white-space:pre-wrap;max-height:32em;overflow:auto;margin:0">{}</pre>'
@@ -136,7 +140,26 @@ class NoHandEditsMixin:
         return False
 
 
-class RecordAdmin(NoHandEditsMixin, admin.ModelAdmin):
+class Displays:
+    """Columns and detail fields shared by the pages of rows with a payload."""
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj):
+        return format_html(PRE, json.dumps(obj.payload, indent=2, ensure_ascii=False,
+                                           sort_keys=True))
+
+    @admin.display(description="next attempt", ordering="next_attempt_at")
+    def next_attempt(self, obj):
+        if obj.next_attempt_at <= timezone.now():
+            return "due now"
+        return f"in {timeuntil(obj.next_attempt_at)}"
+
+    @admin.display(description="last error")
+    def last_error_pre(self, obj):
+        return format_html(PRE, obj.last_error or "—")
+
+
+class RecordAdmin(NoHandEditsMixin, Displays, admin.ModelAdmin):
     """Shared by both delivery records: read-only pages, pretty payload and errors."""
 
     list_per_page = 50
@@ -150,11 +173,6 @@ class RecordAdmin(NoHandEditsMixin, admin.ModelAdmin):
     @admin.display(description="age", ordering="created_at")
     def age(self, obj):
         return timesince(obj.created_at)
-
-    @admin.display(description="payload")
-    def payload_pretty(self, obj):
-        return format_html(PRE, json.dumps(obj.payload, indent=2, ensure_ascii=False,
-                                           sort_keys=True))
 
     @admin.display(description="other records of this activity")
     def history(self, obj):
@@ -190,20 +208,10 @@ class ScheduledActivityAdmin(RecordAdmin):
     def state_label(self, obj):
         return obj.state.label
 
-    @admin.display(description="next attempt", ordering="next_attempt_at")
-    def next_attempt(self, obj):
-        if obj.next_attempt_at <= timezone.now():
-            return "due now"
-        return f"in {timeuntil(obj.next_attempt_at)}"
-
     @admin.display(description="host circuit")
     def circuit(self, obj):
         state = Host.objects.filter(host=obj.host).first()
         return state.circuit if state else "closed"
-
-    @admin.display(description="last error")
-    def last_error_pre(self, obj):
-        return format_html(PRE, obj.last_error or "—")
 
     def has_retry_now_permission(self, request):
         return _has(request, "change", ScheduledActivity)
@@ -354,3 +362,78 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
         resumed = operations.resume_hosts(queryset.values_list("host", flat=True))
         self.message_user(request, f"Resumed {_plural(resumed, 'host')}; their queued "
                                    "deliveries are claimable now.", messages.SUCCESS)
+
+
+def _short(value: str, size: int = 60) -> str:
+    return value if len(value) <= size else f"…{value[-(size - 1):]}"
+
+
+@admin.register(Follower)
+class FollowerAdmin(NoHandEditsMixin, admin.ModelAdmin):
+    """Who was told about which local object: the audience of its Updates and Deletes."""
+
+    list_display = ("object_short", "inbox_host", "inbox", "created_at")
+    list_filter = (("created_at", admin.DateFieldListFilter),)
+    search_fields = ("object_id", "inbox")
+    ordering = ("-created_at", "-id")
+    list_per_page = 50
+    readonly_fields = ("object_id", "inbox", "inbox_host", "created_at")
+    fields = readonly_fields
+
+    @admin.display(description="object", ordering="object_id")
+    def object_short(self, obj):
+        return _short(obj.object_id)
+
+    @admin.display(description="host")
+    def inbox_host(self, obj):
+        return origin(obj.inbox)
+
+
+class DiscoveryStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("due", "due now"), ("waiting", "waiting (backoff)"),
+                ("claimed", "being fetched"), ("retrying", "failed at least once")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        match self.value():
+            case "due":
+                return queryset.filter(claimed_by="", next_attempt_at__lte=now)
+            case "waiting":
+                return queryset.filter(claimed_by="", next_attempt_at__gt=now)
+            case "claimed":
+                return queryset.exclude(claimed_by="")
+            case "retrying":
+                return queryset.filter(attempts__gt=0)
+        return queryset
+
+
+@admin.register(PendingDiscovery)
+class PendingDiscoveryAdmin(NoHandEditsMixin, Displays, admin.ModelAdmin):
+    """Backlinks waiting for their target's inbox to be found."""
+
+    list_display = ("activity_type", "resource_short", "object_short", "attempts",
+                    "next_attempt", "last_error_short", "created_at")
+    list_filter = (DiscoveryStateFilter, "activity_type",
+                   ("created_at", admin.DateFieldListFilter))
+    search_fields = ("resource", "object_id")
+    ordering = ("next_attempt_at", "id")
+    list_per_page = 50
+    readonly_fields = ("resource", "activity_type", "object_id", "attempts", "created_at",
+                       "next_attempt_at", "claimed_by", "last_error_pre", "payload_pretty")
+    fields = readonly_fields
+
+    @admin.display(description="resource", ordering="resource")
+    def resource_short(self, obj):
+        return _short(obj.resource)
+
+    @admin.display(description="object", ordering="object_id")
+    def object_short(self, obj):
+        return _short(obj.object_id) if obj.object_id else "—"
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj):
+        return obj.last_error[:80] or "—"

@@ -13,7 +13,7 @@ import re
 
 from django.http import HttpRequest
 from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import APIException, ParseError, UnsupportedMediaType
 
 _DIGITS = re.compile(r"[0-9]+")
 _CACHED = "_activity_queue_body"
@@ -30,8 +30,25 @@ def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body is larger than {limit} bytes")
 
 
+def check_identity_encoding(request: HttpRequest) -> None:
+    """Refuse (415) a body sent with a ``Content-Encoding`` other than identity.
+
+    The body is never decoded here, so a gzip body would reach the JSON
+    parser as noise, and decompressing would undo the size cap.
+    """
+    value = request.META.get("HTTP_CONTENT_ENCODING", "")
+    codings = {c.strip().lower() for c in value.split(",")} - {"", "identity"}
+    if codings:
+        raise UnsupportedMediaType(value, detail=(
+            f"unsupported Content-Encoding {value[:100]!r}; send the body unencoded "
+            "(identity)"))
+
+
 def read_body(request: HttpRequest, limit: int) -> bytes:
-    """The body, at most ``limit`` bytes (413 beyond, 400 if unreadable); read once, then kept."""
+    """The body, at most ``limit`` bytes (413 beyond, 400 if unreadable or cut short).
+
+    Read once, then kept.
+    """
     cached = getattr(request, _CACHED, None)
     if cached is not None:
         return cached
@@ -50,6 +67,10 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
         data = _read_capped(stream, limit)
     if len(data) > limit:
         raise too_large(limit)
+    if declared and len(data) < int(declared):
+        # A client that went away mid-body: what arrived may still parse, but is not all.
+        raise ParseError(f"the request body is shorter than its Content-Length "
+                         f"({len(data)} of {declared} bytes)")
     setattr(request, _CACHED, data)
     return data
 

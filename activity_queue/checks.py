@@ -36,7 +36,7 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "BATCH_SIZE": (int, 1, "an integer >= 1"),
     "POLL_INTERVAL": ((int, float), 0.001, "a number of seconds > 0"),
     "BACKEND": (str, None, f"one of {', '.join(sorted(BACKENDS))}"),
-    "USER_AGENT": (str, None, "a string"),
+    "USER_AGENT": (str, None, "a string without control characters (CR, LF, NUL…)"),
     "INBOX_MAX_BYTES": (int, 1, "a number of bytes >= 1"),
     "INBOX_AUTHENTICATION": ((list, tuple), None, "a list of dotted paths of DRF "
                              "authentication classes"),
@@ -75,6 +75,8 @@ def _bad_value(key: str, value: Any) -> str | None:
         return "is not a known backend"
     if key == "DISCOVERY_CACHE" and value not in settings.CACHES:
         return "is not in CACHES"
+    if key == "USER_AGENT" and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "contains control characters"  # a header that cannot be sent, or splits
     return None
 
 

@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 ACCEPT = "application/activity+json, application/ld+json, */*"
 MAX_REDIRECTS = 3
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
+REDIRECTS = frozenset({301, 302, 307, 308})
+#: A 303 answers a POST with "look over there" (a GET): the inbox took nothing.
+SEE_OTHER = "303 See Other: the inbox did not accept the POST, not following"
 
 #: ``signer(method, url, headers, body) -> headers``: adds e.g. an HTTP Signature.
 Signer = Callable[[str, str, dict[str, str], bytes], dict[str, str]]
@@ -114,6 +116,25 @@ def check_literal_address(url: str, allow_private: bool) -> None:
             f"{host} is {article(kind)} {kind} address; "
             "set ACTIVITY_QUEUE['ALLOW_PRIVATE_ADDRESSES'] to deliver there"
         )
+
+
+def redirect_target(url: str, location: str | None) -> str:
+    """The absolute URL a redirect points to; ValueError when it points nowhere usable.
+
+    Retrying cannot mend a server's broken ``Location``, so the caller makes
+    this a final failure rather than leaving it to surface as a network error.
+    """
+    if not location:
+        raise ValueError("without a Location header")
+    if any(ord(c) < 33 or ord(c) == 127 for c in location):
+        raise ValueError(f"to an invalid Location {location[:200]!r}: "
+                         "whitespace or control characters")
+    try:
+        target = urljoin(url, location)
+        _ = urlsplit(target).port  # raises on a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"to an invalid Location {location[:200]!r}: {exc}") from None
+    return target
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -308,6 +329,8 @@ class Transport:
         except TimeoutError:
             outcome = Outcome(job, Verdict.RETRY, error=f"timeout after {self.config.TIMEOUT}s",
                               host_fault=True)
+        except ValueError as exc:  # a URL or header no retry can mend
+            outcome = Outcome(job, Verdict.FAILED, error=f"refused: {exc}")
         except http11.ProtocolError as exc:
             outcome = Outcome(job, Verdict.RETRY, error=f"bad response: {exc}", host_fault=True)
         except OSError as exc:
@@ -332,9 +355,14 @@ class Transport:
                 head = header_lines({"User-Agent": cfg.USER_AGENT, "Accept": ACCEPT, **signed})
             resp = await self._client.post(url, head, job.body, host=host)
             status = resp.status
-            location = resp.headers.get("location")
-            if status in REDIRECTS and location:
-                target = urljoin(url, location)
+            if status == 303:
+                return Outcome(job, Verdict.FAILED, status_code=status, error=SEE_OTHER)
+            if status in REDIRECTS:
+                try:
+                    target = redirect_target(url, resp.headers.get("location"))
+                except ValueError as exc:
+                    return Outcome(job, Verdict.FAILED, status_code=status,
+                                   error=f"HTTP {status} redirect {exc}")
                 if origin(target) != origin(url):
                     logger.info("activity_queue: %s redirects to %s", url, target)
                 url = target

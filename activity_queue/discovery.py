@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from django.core.cache import caches
 
-from .addresses import check_url, forbidden_address, origin
+from .addresses import check_inbox, check_url, forbidden_address, origin
 from .conf import Config, get_config
 from .delivery import check_literal_address
 from .exceptions import ActivityQueueError, UnsafeDestination
@@ -65,7 +65,7 @@ def inbox_from_document(document: Any, base: str) -> str | None:
         if isinstance(value, str) and value:
             url = urljoin(base, value)
             try:
-                check_url(url)
+                check_inbox(url)  # what enqueue() would refuse is no inbox
             except UnsafeDestination:
                 continue
             return url

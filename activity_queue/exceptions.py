@@ -10,6 +10,11 @@ class InvalidActivity(ActivityQueueError, ValueError):
     or received at the inbox (malformed, or refused by ``receive.apply_activity``)."""
 
 
+class WrongType(InvalidActivity, TypeError):
+    """A value given to ``enqueue`` is of the wrong kind (bytes for a URL, a number for an
+    ``id``…): a ``TypeError`` as Python would raise, and still an ``InvalidActivity``."""
+
+
 class UnsafeDestination(ActivityQueueError):
     """The inbox URL is not http(s), or resolves to an address the settings forbid."""
 

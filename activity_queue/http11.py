@@ -23,6 +23,8 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
+from .addresses import ascii_host
+
 #: Response head (status line and headers) larger than this is refused.
 MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -77,11 +79,9 @@ def target(url: str) -> Target:
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise ValueError(f"not an http(s) URL: {url!r}")
-    host = parts.hostname or ""
+    host = ascii_host(parts.hostname or "")
     if not host:
         raise ValueError(f"no host in {url!r}")
-    if not host.isascii():
-        host = host.encode("idna").decode("ascii")
     port = parts.port or DEFAULT_PORTS[scheme]
     path = parts.path or "/"
     if parts.query:

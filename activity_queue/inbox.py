@@ -1,6 +1,6 @@
 """The inbox: a DRF view that takes activities from other servers.
 
-In order: the content type (415), the body size (413), authentication and
+In order: the content encoding and type (415), the body size (413), authentication and
 permissions (401), the activity's shape (400, see :mod:`.validation`), then
 idempotency: an activity seen before answers 200 and is not applied again.
 A new one is logged as an inbound ``Activity`` and handed to
@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 from . import receive, validation
 from .addresses import origin
 from .authentication import HasValidSignature, HTTPSignatureAuthentication, VerifiedSignature
-from .body import read_body
+from .body import check_identity_encoding, read_body
 from .conf import get_config
 from .exceptions import InvalidActivity
 from .lifecycle import State
@@ -102,8 +102,9 @@ class InboxView(APIView):
     # -- the request -----------------------------------------------------------------
 
     def initial(self, request, *args, **kwargs) -> None:
-        """Content type and size come before authentication, which needs the body."""
+        """Content type, encoding and size come before authentication, which needs the body."""
         if request.method == "POST":
+            check_identity_encoding(request._request)
             self.parser = self._select_parser(request)
             read_body(request._request, get_config().INBOX_MAX_BYTES)
         super().initial(request, *args, **kwargs)

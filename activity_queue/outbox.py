@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -14,13 +14,17 @@ from django.db import router, transaction
 from django.utils import timezone
 
 from . import backends, dropping, store
-from .addresses import check_url, origin
-from .exceptions import InvalidActivity, UnsafeDestination
+from .addresses import check_inbox, origin
+from .exceptions import InvalidActivity, UnsafeDestination, WrongType
 from .models import ScheduledActivity
 
 MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
 MAX_INBOX_LENGTH = ScheduledActivity._meta.get_field("inbox").max_length
 MAX_HOST_LENGTH = ScheduledActivity._meta.get_field("host").max_length
+#: Objects and arrays nested deeper than this are refused: no activity needs it, and
+#: ``json.dumps`` would hit the recursion limit (a RecursionError) somewhere past 900.
+MAX_DEPTH = 100
+BINARY = (bytes, bytearray, memoryview)
 
 
 def new_activity_id() -> str:
@@ -43,17 +47,27 @@ def object_id_of(activity: dict[str, Any]) -> str:
 def _inboxes(to: str | Iterable[str]) -> list[str]:
     if isinstance(to, str):
         to = [to]
+    elif isinstance(to, BINARY):
+        raise WrongType(f"'to' must be an inbox URL string or an iterable of them, not "
+                        f"{type(to).__name__}; decode it first")
+    elif isinstance(to, Mapping):
+        raise WrongType(f"'to' must be an inbox URL string or an iterable of them, not a "
+                        f"{type(to).__name__}: its keys would be taken for inboxes")
     try:
         inboxes = list(dict.fromkeys(to))
     except TypeError:
-        raise InvalidActivity(
+        raise WrongType(
             f"'to' must be an inbox URL or an iterable of them, not {to!r}"
         ) from None
     for inbox in inboxes:
-        if isinstance(inbox, str) and len(inbox) > MAX_INBOX_LENGTH:
+        if not isinstance(inbox, str):
+            hint = "; decode it first" if isinstance(inbox, BINARY) else ""
+            raise WrongType(f"an inbox must be a URL string, not {type(inbox).__name__} "
+                            f"({inbox!r:.80}){hint}")
+        if len(inbox) > MAX_INBOX_LENGTH:
             raise InvalidActivity(f"inbox URL is longer than {MAX_INBOX_LENGTH} characters")
         try:
-            check_url(inbox)
+            check_inbox(inbox)
         except UnsafeDestination as exc:
             raise InvalidActivity(str(exc)) from None
         # Caught here, not by the database: PostgreSQL would abort the caller's transaction.
@@ -61,6 +75,19 @@ def _inboxes(to: str | Iterable[str]) -> list[str]:
             raise InvalidActivity(f"inbox {inbox[:60]!r}…: its host is longer than "
                                   f"{MAX_HOST_LENGTH} characters")
     return inboxes
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether objects/arrays nest more than ``limit`` levels, without recursing (cycles too)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if level > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return False
 
 
 def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float = 0,
@@ -75,7 +102,7 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     logged instead of queued, so the result may be shorter than ``to``.
     """
     if not isinstance(activity, dict):
-        raise InvalidActivity(f"an activity must be a dict, not {type(activity).__name__}")
+        raise WrongType(f"an activity must be a dict, not {type(activity).__name__}")
     kind = activity.get("type")
     if not isinstance(kind, str) or not kind:
         raise InvalidActivity("an activity needs a 'type' string (Create, Update, Delete…)")
@@ -83,10 +110,15 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
         raise InvalidActivity(f"activity type {kind[:40]!r}… is longer than {MAX_TYPE_LENGTH}")
     if not isinstance(delay, int | float) or delay < 0:
         raise InvalidActivity(f"delay must be a number of seconds >= 0, not {delay!r}")
+    if "id" in activity and not isinstance(activity["id"], str):
+        raise WrongType(f"an activity's 'id' must be a string, not "
+                        f"{type(activity['id']).__name__}; leave it out to have one made")
     inboxes = _inboxes(to)
     if not inboxes:
         return []
-    if not isinstance(activity.get("id"), str) or not activity.get("id"):
+    if _too_deep(activity, MAX_DEPTH):
+        raise InvalidActivity(f"activity is nested more than {MAX_DEPTH} levels deep")
+    if not activity.get("id"):
         activity = {**activity, "id": new_activity_id()}
     try:
         payload = json.dumps(activity, allow_nan=False)

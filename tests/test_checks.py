@@ -66,6 +66,8 @@ def test_unknown_keys_are_warned_about_and_ignored():
         assert get_config().WORKERS == 4
 
 
+UA = "a string without control characters (CR, LF, NUL…)"
+
 BAD_VALUES = [
     ("AUTOSTART", "yes", "has type str", "True or False"),
     ("AUTOSTART", 1, "has type int", "True or False"),
@@ -97,7 +99,13 @@ BAD_VALUES = [
     ("POLL_INTERVAL", 0, "is too small", "a number of seconds > 0"),
     ("BACKEND", "redis", "is not a known backend", "one of thread"),
     ("BACKEND", 3, "has type int", "one of thread"),
-    ("USER_AGENT", b"bot", "has type bytes", "a string"),
+    ("USER_AGENT", b"bot", "has type bytes", UA),
+    ("USER_AGENT", "bot\r\nX-Injected: 1", "contains control characters", UA),
+    ("USER_AGENT", "bot\n", "contains control characters", UA),
+    ("USER_AGENT", "bot\x00", "contains control characters", UA),
+    ("USER_AGENT", "bot\tnot/1.0", "contains control characters", UA),
+    ("USER_AGENT", "bot\x1b[31m", "contains control characters", UA),
+    ("USER_AGENT", "bot\x7f", "contains control characters", UA),
     ("INBOX_MAX_BYTES", 0, "is too small", "a number of bytes >= 1"),
     ("INBOX_AUTHENTICATION", "a.B", "has type str",
      "a list of dotted paths of DRF authentication classes"),

@@ -159,3 +159,16 @@ def test_other_hosts_keep_flowing(receiver, worker):
         report = worker().run_once(timeout=20)
     assert (report.claimed, report.sent) == (2, 2)
     assert ScheduledActivity.objects.get().host == other
+
+
+def test_an_internationalised_host_has_one_circuit(worker):
+    """The circuit opened under the punycode name also holds the Unicode spelling back."""
+    Host.objects.create(host="https://xn--bcher-kva.example", consecutive_failures=3, trips=1,
+                        paused_until=timezone.now() + timedelta(seconds=600))
+    enqueue({"type": "Create", "object": "https://here.example/notes/idn"},
+            to=["https://bücher.example/inbox", "https://BÜCHER.example/other"])
+    with aq_settings(**CIRCUIT):
+        report = worker().run_once(timeout=20)
+    assert report.claimed == 0
+    assert attempts() == [0, 0]
+    assert Host.objects.count() == 1

@@ -218,6 +218,44 @@ def test_redirect_loop_is_a_final_failure(receiver, worker):
     assert receiver.calls["/loop/"] == 4
 
 
+@pytest.mark.parametrize(("status", "headers", "error"), [
+    (301, {}, "HTTP 301 redirect without a Location header"),
+    (307, {}, "HTTP 307 redirect without a Location header"),
+    (302, {"Location": "http://[::1/inbox"},
+     "HTTP 302 redirect to an invalid Location 'http://[::1/inbox': Invalid IPv6 URL"),
+    (308, {"Location": "http://127.0.0.1:99999/inbox"},
+     "HTTP 308 redirect to an invalid Location 'http://127.0.0.1:99999/inbox': "
+     "Port out of range 0-65535"),
+    (307, {"Location": "/new inbox/"},
+     "HTTP 307 redirect to an invalid Location '/new inbox/': "
+     "whitespace or control characters"),
+])
+def test_redirect_without_a_usable_location_is_a_final_failure(receiver, worker, status,
+                                                                headers, error):
+    receiver.rules["/inbox/"] = Rule(status=status, headers=headers)
+    enqueue(NOTE, to=receiver.url("/inbox/"))
+    report, _, _ = step(worker)
+    assert (report.failed, report.retried) == (1, 0)
+    assert not ScheduledActivity.objects.exists()
+    log = Activity.objects.get()
+    assert (log.status, log.status_code, log.attempts) == ("failed", status, 1)
+    assert log.error == error
+    assert [r.path for r in receiver.received] == ["/inbox/"]
+
+
+def test_see_other_is_not_followed(receiver, worker):
+    """A 303 after a POST means "GET that instead": the inbox did not take the activity."""
+    receiver.rules["/inbox/"] = Rule(status=303, headers={"Location": "/elsewhere/"})
+    enqueue(NOTE, to=receiver.url("/inbox/"))
+    report, _, _ = step(worker)
+    assert (report.failed, report.retried, report.sent) == (1, 0, 0)
+    assert not ScheduledActivity.objects.exists()
+    log = Activity.objects.get()
+    assert (log.status, log.status_code) == ("failed", 303)
+    assert log.error == "303 See Other: the inbox did not accept the POST, not following"
+    assert [r.path for r in receiver.received] == ["/inbox/"]
+
+
 def test_redirect_to_another_scheme_is_refused(receiver, worker):
     receiver.rules["/inbox/"] = Rule(status=307, headers={"Location": "ftp://127.0.0.1/inbox"})
     enqueue(NOTE, to=receiver.url("/inbox/"))

@@ -34,6 +34,8 @@ DOCUMENTS = [
     ("inbox wins over ldp:inbox", {"ldp:inbox": "https://b.example/l/", "inbox":
                                    "https://b.example/i/"}, "https://b.example/i/"),
     ("not http(s)", {"inbox": "ftp://b.example/inbox/"}, None),
+    ("a fragment, which enqueue() refuses", {"inbox": "https://b.example/inbox/#main"}, None),
+    ("a NUL, which enqueue() refuses", {"inbox": "https://b.example/in\x00box/"}, None),
     ("empty", {"inbox": ""}, None),
     ("none", {"@id": "https://b.example/users/7/"}, None),
     ("not an object", ["https://b.example/inbox/"], None),

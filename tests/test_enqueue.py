@@ -1,9 +1,12 @@
 """enqueue(): the outbox write, in the caller's transaction."""
 
+from types import MappingProxyType
+
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+import activity_queue
 from activity_queue import enqueue
 from activity_queue.backends import thread as thread_backend
 from activity_queue.exceptions import InvalidActivity
@@ -77,7 +80,7 @@ class Unserialisable:
     (NOTE, "https:///inbox/", "has no host"),
     (NOTE, "https://user:secret@a.example/inbox/", "must not carry credentials"),
     (NOTE, "https://a.example:99999/inbox/", "not a valid URL"),
-    (NOTE, ["https://a.example/inbox/", 42], "non-empty URL string"),
+    (NOTE, ["https://a.example/inbox/", 42], r"must be a URL string, not int \(42\)"),
     (NOTE, ["https://a.example/inbox/", ""], "non-empty URL string"),
     (NOTE, 42, "must be an inbox URL or an iterable"),
     (NOTE, "https://a.example/" + "x" * 2000, "is longer than 2000 characters"),
@@ -85,8 +88,89 @@ class Unserialisable:
     (NOTE, [["https://a.example/inbox/"]], "must be an inbox URL or an iterable"),
 ])
 def test_bad_input_is_refused_and_nothing_written(activity, to, message):
+    """Every refusal is an InvalidActivity, so a ValueError (WrongType is a TypeError too)."""
     with pytest.raises(InvalidActivity, match=message):
         enqueue(activity, to=to)
+    assert not ScheduledActivity.objects.exists()
+
+
+def nested(levels: int) -> dict:
+    """An activity whose containers (the activity itself included) nest ``levels`` deep."""
+    value = "https://here.example/notes/1"
+    for _ in range(levels - 1):
+        value = [value]
+    return {"type": "Create", "object": value}
+
+
+@pytest.mark.parametrize(("error", "activity", "to", "message"), [
+    (TypeError, NOTE, b"https://a.example/inbox/", "not bytes; decode it first"),
+    (TypeError, NOTE, bytearray(b"https://a.example/inbox/"), "not bytearray; decode it first"),
+    (TypeError, NOTE, [b"https://a.example/inbox/"],
+     r"an inbox must be a URL string, not bytes \(b'https://a.example/inbox/'\); decode it"),
+    (TypeError, NOTE, ["https://a.example/inbox/", None], "must be a URL string, not NoneType"),
+    (ValueError, NOTE, "https://a.example/inbox/#main", "has a fragment"),
+    (ValueError, NOTE, "https://a.example/inbox/#", "has a fragment"),
+    (ValueError, NOTE, "https://a.example/in\nbox/", "contains control characters"),
+    (ValueError, NOTE, "https://a.example/inbox/\r\nX: 1", "contains control characters"),
+    (ValueError, NOTE, "https://a.example/in\x00box/", "contains control characters"),
+    (ValueError, NOTE, "https://a.example/in\tbox/", "contains control characters"),
+    (ValueError, NOTE, "https://a.example/inbox/\x7f", "contains control characters"),
+    (ValueError, NOTE, "\x00https://a.example/inbox/", "contains control characters"),
+    (TypeError, {**NOTE, "id": 42}, "https://a.example/inbox/",
+     "'id' must be a string, not int; leave it out"),
+    (TypeError, {**NOTE, "id": None}, "https://a.example/inbox/", "not NoneType"),
+    (TypeError, {**NOTE, "id": {"@id": "https://here.example/a/1"}},
+     "https://a.example/inbox/", "'id' must be a string, not dict"),
+    (ValueError, nested(101), "https://a.example/inbox/", "nested more than 100 levels deep"),
+    (ValueError, nested(5000), "https://a.example/inbox/", "nested more than 100 levels deep"),
+])
+def test_malformed_inboxes_ids_and_nesting_are_refused(error, activity, to, message):
+    with pytest.raises(error, match=message) as raised:
+        enqueue(activity, to=to)
+    assert isinstance(raised.value, InvalidActivity)
+    assert not ScheduledActivity.objects.exists()
+
+
+@pytest.mark.parametrize("to", [
+    {"https://a.example/inbox/": "Alice"},
+    {},
+    MappingProxyType({"https://a.example/inbox/": 1}),
+])
+def test_a_mapping_is_not_a_list_of_inboxes(to):
+    """A dict iterates over its keys; taking those for inboxes would hide a caller's mistake."""
+    with pytest.raises(TypeError, match=r"not a (dict|mappingproxy): its keys would be taken"):
+        activity_queue.enqueue(NOTE, to=to)
+    assert not ScheduledActivity.objects.exists()
+
+
+def test_nesting_up_to_the_limit_is_accepted():
+    (row,) = enqueue(nested(100), to="https://a.example/inbox/")
+    assert ScheduledActivity.objects.get().payload == row.payload
+    with pytest.raises(InvalidActivity):
+        enqueue(nested(101), to="https://a.example/inbox/")
+
+
+def test_internationalised_hosts_are_one_host_in_punycode():
+    rows = enqueue(NOTE, to=["https://bücher.example/inbox", "https://xn--bcher-kva.example/b",
+                             "https://BÜCHER.example:443/c", "https://XN--BCHER-KVA.example/d",
+                             "https://bücher.example:8443/e"])
+    assert [r.host for r in rows] == ["https://xn--bcher-kva.example"] * 4 + [
+        "https://xn--bcher-kva.example:8443"]
+    assert sorted(ScheduledActivity.objects.values_list("host", flat=True)) == \
+        sorted(r.host for r in rows)
+    assert rows[0].inbox == "https://bücher.example/inbox", "the inbox URL is kept as given"
+
+
+@pytest.mark.parametrize(("inbox", "message"), [
+    ("https://xn--zz.example/inbox", "'xn--zz.example' is not a valid internationalised host"),
+    ("https://a\u200db.example/inbox", "is not a valid internationalised host name"),
+    ("https://bücher.xn--zz/inbox", "is not a valid internationalised host name"),
+    ("https://-bücher.example/inbox", "is not a valid internationalised host name"),
+])
+def test_invalid_internationalised_hosts_are_refused(inbox, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        enqueue(NOTE, to=["https://a.example/inbox/", inbox])
+    assert isinstance(raised.value, InvalidActivity)
     assert not ScheduledActivity.objects.exists()
 
 

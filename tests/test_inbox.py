@@ -1,6 +1,7 @@
 """The inbox over HTTP: Django's test client for the tables, a live server for real sockets."""
 
 import asyncio
+import gzip
 import io
 import json
 import socket
@@ -101,6 +102,24 @@ def test_refusals(client, applied, body, content_type, status, detail):
 def test_accepted_content_types(client, applied, content_type):
     response = post(client, with_id(), content_type)
     assert response.status_code == 201 and response.json() == {}
+    assert len(applied) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("refused", "accepted"), [
+    ("gzip", "identity"), ("deflate", "Identity"), ("br", ""), ("identity, gzip", "identity"),
+    ("GZIP", "identity"),
+])
+def test_encoded_bodies_are_refused(client, applied, refused, accepted):
+    """The body is never decoded: a compressed activity is refused, not parsed as noise."""
+    body = gzip.compress(json.dumps(with_id()).encode())
+    response = post(client, body, HTTP_CONTENT_ENCODING=refused)
+    assert response.status_code == 415, response.content
+    assert response.json() == {"detail": f"unsupported Content-Encoding {refused!r}; "
+                                         "send the body unencoded (identity)"}
+    assert not applied and Activity.objects.count() == 0
+    # The refusal left nothing behind: the same activity, unencoded, is new.
+    assert post(client, with_id(), HTTP_CONTENT_ENCODING=accepted).status_code == 201
     assert len(applied) == 1
 
 
@@ -337,6 +356,27 @@ def test_live_server_refuses_a_large_declared_body_early(live_server, settings):
         while b"\r\n\r\n" not in answer:  # the answer comes before the body is sent
             answer += sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 413")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_live_server_refuses_a_body_shorter_than_declared(live_server, applied):
+    """A complete, valid activity, but the client promised more and hung up: 400, nothing kept."""
+    body = json.dumps(with_id()).encode()
+    host, port = live_server.url.split("://")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /inbox/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                     % (len(body) + 100, body))
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert json.loads(payload) == {"detail": "the request body is shorter than its "
+                                             f"Content-Length ({len(body)} of "
+                                             f"{len(body) + 100} bytes)"}
+    assert not applied and Activity.objects.count() == 0
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,10 +2,10 @@ from datetime import UTC, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.utils import timezone
 
-from activity_queue.models import Activity, Host, ScheduledActivity
+from activity_queue.models import Activity, Follower, Host, PendingDiscovery, ScheduledActivity
 
 from .opsdata import log_row, queued
 
@@ -15,6 +15,9 @@ LOG = reverse("admin:activity_queue_activity_changelist")
 QUEUE = reverse("admin:activity_queue_scheduledactivity_changelist")
 HOSTS = reverse("admin:activity_queue_host_changelist")
 DASHBOARD = reverse("admin:activity_queue_dashboard")
+# Lazy, so that a missing registration fails these tests alone, not the whole module.
+FOLLOWERS = reverse_lazy("admin:activity_queue_follower_changelist")
+DISCOVERIES = reverse_lazy("admin:activity_queue_pendingdiscovery_changelist")
 
 
 @pytest.fixture
@@ -234,3 +237,81 @@ def test_dashboard_numbers(operator):
     hour = (now - three_hours).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     assert f"{timezone.localtime(hour):%Y-%m-%d %H:00}: 2 delivered, 3 failed" in page
     assert sum(b.sent for b in ctx["buckets"]) == 7
+
+
+def assert_read_only(client, model: str, row, field: str, value) -> None:
+    """The detail page shows the row with no save button; add, edit and delete are refused."""
+    url = reverse(f"admin:activity_queue_{model}_change", args=[row.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert client.post(url, {field: "edited"}).status_code == 403
+    assert client.get(reverse(f"admin:activity_queue_{model}_add")).status_code == 403
+    assert client.post(reverse(f"admin:activity_queue_{model}_add"),
+                       {field: "new"}).status_code == 403
+    assert client.post(reverse(f"admin:activity_queue_{model}_delete", args=[row.pk]),
+                       {"post": "yes"}).status_code == 403
+    row.refresh_from_db()
+    assert getattr(row, field) == value
+    assert type(row).objects.count() >= 1
+
+
+def test_followers_are_listed_searchable_and_read_only(admin_client):
+    alice = Follower.objects.create(object_id="https://here.example/circles/1/",
+                                    inbox="https://b.example/inbox/")
+    Follower.objects.create(object_id="https://here.example/circles/2/",
+                            inbox="https://C.example:8443/inbox/")
+    response = admin_client.get(FOLLOWERS)
+    assert response.status_code == 200
+    page = response.content.decode()
+    for text in ("https://here.example/circles/1/", "https://b.example/inbox/",
+                 "https://c.example:8443", "2 followers"):
+        assert text in page
+    found = admin_client.get(FOLLOWERS, {"q": "circles/1/"}).context["cl"].result_list
+    assert list(found) == [alice]
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = admin_client.get(FOLLOWERS, {"created_at__gte": str(midnight)})
+    assert today.context["cl"].result_count == 2
+    assert_read_only(admin_client, "follower", alice, "inbox", "https://b.example/inbox/")
+    assert Follower.objects.count() == 2
+
+
+def test_pending_discoveries_are_listed_filtered_and_read_only(admin_client):
+    now = timezone.now()
+    payload = {"type": "Add", "object": {"@id": "https://here.example/circles/1/"}}
+    due = PendingDiscovery.objects.create(
+        resource="https://b.example/users/7/", activity_type="Add", payload=payload,
+        object_id="https://here.example/circles/1/")
+    waiting = PendingDiscovery.objects.create(
+        resource="https://c.example/users/8/", activity_type="Remove", payload=payload,
+        attempts=2, next_attempt_at=now + timedelta(hours=1),
+        last_error="inbox discovery: HTTP 503 fetching the document")
+    claimed = PendingDiscovery.objects.create(
+        resource="https://d.example/users/9/", activity_type="Add", payload=payload,
+        claimed_by="worker-1")
+    response = admin_client.get(DISCOVERIES)
+    assert response.status_code == 200
+    page = response.content.decode()
+    for text in ("https://b.example/users/7/", "due now", "in 59\xa0minutes",
+                 "inbox discovery: HTTP 503", "3 pending inbox discoveries"):
+        assert text in page, text
+    cases = {"due": [due], "waiting": [waiting], "claimed": [claimed], "retrying": [waiting]}
+    for state, rows in cases.items():
+        listed = admin_client.get(DISCOVERIES, {"state": state}).context["cl"].result_list
+        assert list(listed) == rows, state
+    by_type = admin_client.get(DISCOVERIES, {"activity_type__exact": "Remove"})
+    assert list(by_type.context["cl"].result_list) == [waiting]
+    found = admin_client.get(DISCOVERIES, {"q": "d.example"}).context["cl"].result_list
+    assert list(found) == [claimed]
+    detail = admin_client.get(reverse("admin:activity_queue_pendingdiscovery_change",
+                                      args=[waiting.pk])).content.decode()
+    assert "HTTP 503 fetching the document" in detail
+    assert "  &quot;type&quot;: &quot;Add&quot;" in detail  # indented JSON
+    assert_read_only(admin_client, "pendingdiscovery", waiting, "resource",
+                     "https://c.example/users/8/")
+    assert PendingDiscovery.objects.count() == 3
+
+
+def test_followers_and_discoveries_are_in_the_app_index(admin_client):
+    page = admin_client.get(reverse("admin:app_list", args=["activity_queue"])).content.decode()
+    assert str(FOLLOWERS) in page and str(DISCOVERIES) in page

@@ -89,6 +89,23 @@ def test_burst_drains_due_rows_then_exits(receiver, spawn):
     assert not ScheduledActivity.objects.exclude(leased_by="").exists()
 
 
+def test_burst_counts_what_it_dropped_as_redundant(receiver, spawn, settings):
+    """Rows queued past the filter (another way in, or a race) are dropped after claiming."""
+    inbox = receiver.url("/inbox/")
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "DROP_REDUNDANT": False}
+    for n in range(3):  # three Updates of one object: only the newest is worth sending
+        enqueue({"type": "Update", "object": {"@id": "https://origin.example/notes/1",
+                                              "name": f"v{n}"}}, to=inbox)
+    enqueue_many(2, inbox)
+    proc = spawn("activity_worker", "--burst")  # DROP_REDUNDANT is on there, the default
+    assert proc.wait(30) == 0, proc.stderr()
+    summary = proc.stdout().strip().splitlines()[-1]
+    assert summary == ("activity_worker --burst: 3 sent, 0 to retry, 0 failed, 0 deferred, "
+                       "2 dropped as redundant, in 2 round(s).")
+    assert Activity.objects.filter(status="dropped").count() == 2
+    assert [b["object"].get("name") for b in receiver.bodies() if b["type"] == "Update"] == ["v2"]
+
+
 def test_burst_with_nothing_due_exits_at_once(spawn):
     proc = spawn("activity_worker", "--burst")
     assert proc.wait(30) == 0, proc.stderr()

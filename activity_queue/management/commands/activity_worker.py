@@ -55,5 +55,6 @@ class Command(BaseCommand):
             worker._shutdown()
         self.stdout.write(
             f"activity_worker --burst: {total.sent} sent, {total.retried} to retry, "
-            f"{total.failed} failed, {total.deferred} deferred, in {rounds} round(s)."
+            f"{total.failed} failed, {total.deferred} deferred, "
+            f"{total.dropped} dropped as redundant, in {rounds} round(s)."
         )
