@@ -42,7 +42,7 @@ def _placeholders(n: int) -> str:
 
 def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = None,
           room: dict[str, int] | None = None, exclude_hosts: Iterable[str] = (),
-          now: datetime | None = None) -> list[Job]:
+          exclude_ids: Iterable[int] = (), now: datetime | None = None) -> list[Job]:
     """Lease up to ``limit`` due rows, oldest due first, at most ``per_host`` for one host.
 
     ``room`` lowers that cap for hosts the caller already holds rows of (a
@@ -61,6 +61,10 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     hosts_table = Host._meta.db_table
     exclude = sorted(set(exclude_hosts))
     host_filter = f"AND host NOT IN ({_placeholders(len(exclude))})" if exclude else ""
+    skip_ids = sorted(exclude_ids)
+    if skip_ids:
+        host_filter += (" AND NOT (id = ANY(%s))" if pg
+                        else f" AND id NOT IN ({_placeholders(len(skip_ids))})")
     rooms, room_params = _values(connection, [["", 0], *([h, n] for h, n in (room or {}).items())],
                                  ["varchar(255)", "integer"])
     collate = ' COLLATE "C"' if pg else ""
@@ -93,7 +97,8 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     stamp = _dt(connection, now)
     window = min(max(4 * limit, per_host), 20 * limit, 10_000)
     params = [*room_params, worker_id, _dt(connection, now + timedelta(seconds=lease)),
-              per_host, stamp, stamp, stamp, *exclude, window, limit]
+              per_host, stamp, stamp, stamp, *exclude,
+              *([skip_ids] if pg and skip_ids else skip_ids), window, limit]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

@@ -1,7 +1,9 @@
 """The worker: claims due rows, hands them to the transport, writes the outcomes.
 
-Only this thread touches the database (so SQLite sees one writer from us),
-in batches; the transport's event loop only touches the network. The same
+Only this thread touches the database on SQLite (so SQLite sees one writer
+from us), in batches; on PostgreSQL outcomes are written by a second thread
+(:mod:`activity_queue.writer`) while this one claims. The transport's event
+loop only touches the network. The same
 ``Worker`` runs in-process (see :mod:`activity_queue.runner`) and in the
 ``activity_worker`` command.
 """
@@ -29,6 +31,7 @@ from .listen import Listener
 from .models import ScheduledActivity
 from .policy import is_final, retry_delay
 from .sentry import report_final_failure
+from .writer import BackgroundWriter, Written
 
 logger = logging.getLogger(__name__)
 failure_logger = logging.getLogger("activity_queue.failures")
@@ -68,6 +71,7 @@ class Worker:
         self._per_host: dict[str, int] = {}
         self._probing: set[str] = set()
         self._unresolved: list[Outcome] = []
+        self._writer: BackgroundWriter | None = None
         self._tripped: set[str] = set()
         #: Hosts the transport was told to pause; resumed once the database lets them through.
         self._paused: set[str] = set()
@@ -126,6 +130,8 @@ class Worker:
         alias = router.db_for_write(ScheduledActivity)
         if Listener.supported(alias):
             Listener(alias, self.wakeup, self.stopping).start()
+        if connections[alias].vendor == "postgresql":
+            self._writer = BackgroundWriter(self._write, self.wake)
         logger.info("activity_queue worker %s started", self.id)
         errors = 0
         try:
@@ -157,14 +163,24 @@ class Worker:
         if close_old_connections_if_idle:
             connections[router.db_for_write(ScheduledActivity)].close_if_unusable_or_obsolete()
         report = Report()
+        if self._writer is not None:
+            self._collect(self._writer.result(), report)
         outcomes = self._unresolved + self._drain()
         self._unresolved = []
-        if outcomes:
+        handled = False
+        if outcomes and self._writer is not None:
+            if self._writer.busy:  # written with the next batch; the writer wakes us
+                self._unresolved = outcomes
+            else:
+                self._writer.submit([self._finalise(o, timezone.now()) for o in outcomes])
+                handled = True
+        elif outcomes:
             try:
                 self._resolve(outcomes, report)
             except Exception:
                 self._unresolved = outcomes
                 raise
+            handled = True
         self._renew_leases()
         dispatch.poll()
         room = self.max_held - len(self._held)
@@ -172,7 +188,16 @@ class Worker:
         if room >= min(self.config.BATCH_SIZE, self.max_held // 2) or not self._held:
             jobs = self._claim(min(room, self.config.BATCH_SIZE), report)
             self.transport.submit(jobs)
-        return bool(outcomes or jobs)
+        return bool(handled or jobs)
+
+    def _collect(self, done: Written | None, report: Report) -> None:
+        """Account for a batch the background writer finished."""
+        if done is None:
+            return
+        if done.error is not None:
+            self._unresolved = done.outcomes + self._unresolved
+            raise done.error
+        self._written(done.outcomes, done.written, done.opened, report)
 
     def _idle_wait(self) -> float:
         if self._held:
@@ -212,8 +237,11 @@ class Worker:
         full = {h for h, n in self._per_host.items() if n >= cap} | self._probing
         room = {h: cap - n for h, n in self._per_host.items() if n < cap}
         room.update((h, 1) for h in self._tripped if h not in full)
+        # Rows in the writer's hands may already be back in the queue, due; they are
+        # still held here until the writer reports, so they are not claimed twice.
         jobs = store.claim(self.id, limit, cfg.LEASE, per_host=cap, room=room,
-                           exclude_hosts=full)
+                           exclude_hosts=full,
+                           exclude_ids=self._writer.ids if self._writer else ())
         if not jobs:
             return []
         jobs, dropped, waiting = dropping.on_claim(self.id, jobs,
@@ -278,13 +306,21 @@ class Worker:
         return outcome
 
     def _resolve(self, outcomes: list[Outcome], report: Report) -> None:
-        cfg = self.config
         now = timezone.now()
         outcomes = [self._finalise(o, now) for o in outcomes]
-        written, opened = store.resolve(
+        written, opened = self._write(outcomes)
+        self._written(outcomes, written, opened, report)
+
+    def _write(self, outcomes: list[Outcome]) -> tuple[list[Outcome], list[str]]:
+        cfg = self.config
+        return store.resolve(
             self.id, outcomes, circuit_threshold=cfg.CIRCUIT_THRESHOLD,
-            circuit_cooldown=cfg.CIRCUIT_COOLDOWN, cooldown_max=cfg.BACKOFF_MAX, now=now,
+            circuit_cooldown=cfg.CIRCUIT_COOLDOWN, cooldown_max=cfg.BACKOFF_MAX,
         )
+
+    def _written(self, outcomes: list[Outcome], written: list[Outcome], opened: list[str],
+                 report: Report) -> None:
+        """Bookkeeping, circuits, signals and alerts once outcomes are in the database."""
         for o in outcomes:
             self._forget(o.job)
         if opened:
@@ -336,6 +372,10 @@ class Worker:
             except Exception:
                 logger.exception("activity_queue: transport did not stop cleanly")
             self.transport = None
+        try:
+            self._stop_writer()
+        except Exception:
+            logger.exception("activity_queue: the background writer failed")
         outcomes = self._unresolved + self._drain()
         self._unresolved = []
         try:
@@ -350,6 +390,14 @@ class Worker:
                              "their leases will expire")
         finally:
             self._close_connection()
+
+    def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        done = writer.result(timeout=60) if writer.busy else None
+        writer.stop()
+        self._collect(done, Report())
 
     def _close_connection(self) -> None:
         try:
