@@ -46,3 +46,10 @@ def test_limit_is_total_and_oldest_first():
     assert len(jobs) == 12
     first = ScheduledActivity.objects.order_by("next_attempt_at", "id")[:10]
     assert {r.id for r in first} <= {j.id for j in jobs}
+
+
+def test_excluded_rows_are_skipped():
+    backlog("one.example", 4)
+    ids = sorted(ScheduledActivity.objects.values_list("id", flat=True))
+    jobs = store.claim("w", 50, 30, exclude_ids=ids[:3])
+    assert [j.id for j in jobs] == ids[3:]
