@@ -122,6 +122,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            self.close()  # bytes nobody asked for: the connection cannot be trusted for reuse
+            return
         self.last_data = self.loop.time()
         self.answered = True
         if not self.head_done:
@@ -154,6 +157,10 @@ class _Connection(asyncio.Protocol):
                                               answered=self.answered))
 
     # -- httptools callbacks -----------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.waiter is None or self.waiter.done():
+            self.close()  # a second answer to one request: do not pool this connection
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
