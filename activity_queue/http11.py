@@ -113,6 +113,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.size = 0
         self.head_bytes = 0
+        self.head_size = 0
         self.head_done = False
         self.answered = False
 
@@ -155,12 +156,19 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------
 
+    def on_status(self, status: bytes) -> None:
+        self.head_size += len(status)
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.head_done = True
+        # A head that arrives whole in one read never trips the check in data_received.
+        if self.head_size > MAX_HEAD_BYTES:
+            self._fail(ProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes"))
 
     def on_body(self, body: bytes) -> None:
         room = self.max_body - self.size

@@ -308,12 +308,23 @@ def big_head(size: int, pieces: int):
     return script
 
 
-def test_a_head_larger_than_the_cap_is_refused(h, pieces=20):
+@pytest.mark.parametrize("pieces", [1, 20], ids=["at-once", "in-pieces"])
+def test_a_head_larger_than_the_cap_is_refused(h, pieces):
     peer = h.peer(big_head(http11.MAX_HEAD_BYTES + 16 * 1024, pieces))
     client = h.client()
     with pytest.raises(ProtocolError, match="response head larger than 65536 bytes"):
         h.post(client, peer.url())
     assert peer.wait_for(lambda p: 0 in p.client_closed)
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Many: %05d\r\n" % n for n in range(6000)),
+    b"HTTP/1.1 200 " + b"O" * (70 * 1024) + b"\r\n",
+], ids=["many-headers", "long-reason"])
+def test_a_head_adding_up_past_the_cap_is_refused(h, head):
+    peer = h.peer(once(head + b"Content-Length: 0\r\n\r\n", then_close=False))
+    with pytest.raises(ProtocolError, match="response head larger"):
+        h.post(h.client(), peer.url())
 
 
 def test_a_head_just_under_the_cap_is_read(h):
