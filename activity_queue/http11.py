@@ -184,6 +184,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200:  # an interim answer (100 Continue…): wait for the real one
             self._new_message()
+            self.answered = True  # the server has the request: it must not be sent again
             return
         self._finish(keep=self.parser.should_keep_alive())
 

@@ -211,6 +211,25 @@ def test_a_replacement_that_also_fails_is_not_retried_again(h):
     assert len(peer.requests) == 3
 
 
+def test_a_connection_closed_after_an_interim_answer_is_not_retried(h):
+    """``100 Continue`` means the server took the request: sending it again could repeat it."""
+    def script(conn: Conn) -> None:
+        conn.read_request()
+        conn.answer(202)
+        conn.read_request()
+        conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        time.sleep(0.05)
+        conn.close()
+
+    peer = h.peer(script)
+    client = h.client()
+    h.post(client, peer.url())
+    with pytest.raises(ConnectionClosed, match="mid-response"):
+        h.post(client, peer.url())
+    assert peer.accepts == 1
+    assert len(peer.requests) == 2
+
+
 # -- what a response can look like -----------------------------------------------------
 
 @pytest.mark.parametrize("apart", [False, True], ids=["one-packet", "two-packets"])
