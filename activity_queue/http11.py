@@ -69,6 +69,11 @@ class Target:
     def key(self) -> tuple[str, str, int]:
         return self.scheme, self.host, self.port
 
+    @property
+    def url(self) -> str:
+        """The URL as written on the wire: what a signature of the request must cover."""
+        return f"{self.scheme}://{self.host_header}{self.path}"
+
 
 @lru_cache(maxsize=4096)
 def target(url: str) -> Target:

@@ -536,6 +536,7 @@ def test_target(url, key, host_header, path):
     assert where.host_header == host_header
     assert where.path == path
     assert where.path.isascii() and where.host_header.isascii()
+    assert target(where.url) == where  # what is signed parses to what is sent
 
 
 @pytest.mark.parametrize(("url", "error"), [
