@@ -7,6 +7,7 @@ that the test thread can wait (with deadlines) while the loop keeps running.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 
@@ -48,9 +49,9 @@ class LoopThread:
 class Harness:
     """Peers and clients made by one test, all stopped after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_peer) -> None:
         self.loop = LoopThread()
-        self.peers: list[Peer] = []
+        self.start_peer = start_peer
         self.clients: list[http11.Client] = []
         #: Every name the clients asked to resolve.
         self.resolved: list[str] = []
@@ -60,9 +61,7 @@ class Harness:
         return ["127.0.0.1"]
 
     def peer(self, script=keep_alive, **kwargs) -> Peer:
-        peer = Peer(script, **kwargs).start()
-        self.peers.append(peer)
-        return peer
+        return self.start_peer(script, **kwargs)
 
     def client(self, *, read_timeout: float = 5.0, total_timeout: float = 15.0,
                max_body: int = 64 * 1024, keepalive: float = 30.0, **kwargs) -> http11.Client:
@@ -83,13 +82,11 @@ class Harness:
         for client in self.clients:
             self.loop.call(client.close)
         self.loop.stop()
-        for peer in self.peers:
-            peer.stop()
 
 
 @pytest.fixture
-def h():
-    harness = Harness()
+def h(peer):
+    harness = Harness(peer)
     yield harness
     harness.close()
 
@@ -471,6 +468,60 @@ def test_a_connection_in_use_is_kept_past_keepalive(h):
     while time.monotonic() < deadline:
         h.post(client, peer.url())
     assert peer.accepts == 1
+
+
+# -- TLS -------------------------------------------------------------------------------
+
+def trusting(*authorities) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    for authority in authorities:
+        authority.configure_trust(context)
+    return context
+
+
+def test_https_names_the_host_and_keeps_the_connection(h, ca):
+    peer = h.peer(tls=ca.server)
+    client = h.client(ssl_context=trusting(ca))
+    for _ in range(3):
+        assert h.post(client, f"https://localhost:{peer.port}/inbox/").status == 202
+    assert peer.accepts == 1
+    assert peer.conns[0].server_name == "localhost"  # SNI
+    assert {r.headers["host"] for r in peer.requests} == {f"localhost:{peer.port}"}
+
+
+def test_https_to_an_ip_address_checks_it_against_the_certificate(h, ca):
+    peer = h.peer(tls=ca.server)
+    response = h.post(h.client(ssl_context=trusting(ca)), f"https://127.0.0.1:{peer.port}/")
+    assert response.status == 202
+    assert peer.conns[0].server_name is None  # no SNI for an address
+
+
+def test_https_refuses_a_certificate_from_an_unknown_authority(h, ca):
+    import trustme
+
+    peer = h.peer(tls=ca.server)
+    client = h.client(ssl_context=trusting(trustme.CA()))
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        h.post(client, f"https://localhost:{peer.port}/inbox/")
+    assert peer.requests == []
+
+
+def test_https_refuses_a_certificate_for_another_name(h, ca):
+    peer = h.peer(tls=ca.server)
+    client = h.client(ssl_context=trusting(ca))
+    with pytest.raises(ssl.SSLCertVerificationError, match="[Hh]ostname mismatch"):
+        h.post(client, f"https://inbox.example:{peer.port}/inbox/")
+    assert peer.requests == []
+
+
+def test_the_default_context_trusts_ssl_cert_file(h, ca, monkeypatch, tmp_path):
+    """How a deployment (or a test) adds a private CA: the environment, read when the
+    client first needs its context."""
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    peer = h.peer(tls=ca.server)
+    assert h.post(h.client(), f"https://localhost:{peer.port}/inbox/").status == 202
 
 
 # -- what goes on the wire -------------------------------------------------------------
