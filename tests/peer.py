@@ -146,8 +146,8 @@ class Peer:
         self.listener.listen(64)
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
-        self.base = f"{'https' if tls else 'http'}://{shown}:{self.port}"
+        self.scheme = "https" if tls else "http"
+        self.base = self.origin(host)
         self.thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._names: dict[int, str | None] = {}
         if tls is not None:
@@ -155,6 +155,11 @@ class Peer:
 
     def _remember_name(self, sock: ssl.SSLSocket, name: str | None, _ctx: object) -> None:
         self._names[id(sock)] = name
+
+    def origin(self, name: str) -> str:
+        """This peer's origin under another name (e.g. "localhost", for a certificate)."""
+        shown = f"[{name}]" if ":" in name else name
+        return f"{self.scheme}://{shown}:{self.port}"
 
     def url(self, path: str = "/inbox/") -> str:
         return self.base + path

@@ -463,7 +463,7 @@ def trusted(ca, monkeypatch, tmp_path):
 
 def test_https_delivery(peer, worker, trusted):
     server = peer(tls=trusted.server)
-    inbox = f"https://localhost:{server.port}/inbox/"
+    inbox = server.origin("localhost") + "/inbox/"
     enqueue(NOTE, to=[inbox, inbox + "2"])
     report, _, _ = step(worker, PER_HOST=1)
     assert report.sent == 2
@@ -480,7 +480,7 @@ def test_https_to_an_untrusted_certificate_is_retried(peer, worker, ca, monkeypa
     trustme.CA().cert_pem.write_to_path(str(bundle))
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
     server = peer(tls=ca.server)
-    error = last_error_after_one_step(worker, f"https://localhost:{server.port}/inbox/")
+    error = last_error_after_one_step(worker, server.origin("localhost") + "/inbox/")
     assert error.startswith("connection failed: ")
     assert "certificate verify failed" in error
     assert server.requests == []

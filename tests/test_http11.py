@@ -14,7 +14,7 @@ import time
 import pytest
 
 from activity_queue import http11
-from activity_queue.delivery import header_lines, new_event_loop
+from activity_queue.delivery import header_lines, is_ip_literal, new_event_loop
 from activity_queue.http11 import ConnectionClosed, ProtocolError, target
 
 from .conftest import wait_until
@@ -22,6 +22,13 @@ from .peer import Conn, Peer, keep_alive
 
 HEAD = header_lines({"User-Agent": "tests", "Content-Type": "application/json"})
 BODY = b'{"type": "Create"}'
+
+
+def trusting(*authorities) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    for authority in authorities:
+        authority.configure_trust(context)
+    return context
 
 
 class LoopThread:
@@ -57,8 +64,9 @@ class Harness:
         self.resolved: list[str] = []
 
     async def resolve(self, host: str, port: int) -> list[str]:
+        """Every name is 127.0.0.1 here; an address is itself."""
         self.resolved.append(host)
-        return ["127.0.0.1"]
+        return [host if is_ip_literal(host) else "127.0.0.1"]
 
     def peer(self, script=keep_alive, **kwargs) -> Peer:
         return self.start_peer(script, **kwargs)
@@ -150,17 +158,28 @@ def answer_then_close(conn: Conn) -> None:
         conn.close()
 
 
-def test_a_connection_closed_while_idle_is_replaced(h):
-    peer = h.peer(answer_then_close)
-    client = h.client()
-    assert h.post(client, peer.url()).status == 202
+@pytest.fixture(params=["http", "https"])
+def scheme(request):
+    """Run a test over plain TCP and over TLS: ``(peer options, client options, host)``."""
+    if request.param == "http":
+        return {}, {}, "127.0.0.1"
+    ca = request.getfixturevalue("ca")
+    return {"tls": ca.server}, {"ssl_context": trusting(ca)}, "localhost"
+
+
+def test_a_connection_closed_while_idle_is_replaced(h, scheme):
+    peer_options, client_options, host = scheme
+    peer = h.peer(answer_then_close, **peer_options)
+    client = h.client(**client_options)
+    url = peer.origin(host) + "/inbox/"
+    assert h.post(client, url).status == 202
     assert peer.wait_for(lambda p: 0 in p.server_closed)
-    assert h.post(client, peer.url()).status == 202
+    assert h.post(client, url).status == 202
     assert peer.accepts == 2
     assert [r.conn for r in peer.requests] == [0, 1]
 
 
-def test_a_connection_closed_as_the_request_arrives_is_replaced_once(h):
+def test_a_connection_closed_as_the_request_arrives_is_replaced_once(h, scheme):
     """The race a keep-alive timeout makes: the server reads the request, then hangs up.
 
     Nothing of it was answered, so it is sent again on a new connection, once.
@@ -174,10 +193,12 @@ def test_a_connection_closed_as_the_request_arrives_is_replaced_once(h):
         else:
             keep_alive(conn)
 
-    peer = h.peer(script)
-    client = h.client()
-    h.post(client, peer.url("/first"))
-    response = h.post(client, peer.url("/second"))
+    peer_options, client_options, host = scheme
+    peer = h.peer(script, **peer_options)
+    client = h.client(**client_options)
+    base = peer.origin(host)
+    h.post(client, base + "/first")
+    response = h.post(client, base + "/second")
     assert response.status == 202
     assert [(r.conn, r.target) for r in peer.requests] == [
         (0, "/first"), (0, "/second"), (1, "/second")]
@@ -472,18 +493,11 @@ def test_a_connection_in_use_is_kept_past_keepalive(h):
 
 # -- TLS -------------------------------------------------------------------------------
 
-def trusting(*authorities) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    for authority in authorities:
-        authority.configure_trust(context)
-    return context
-
-
 def test_https_names_the_host_and_keeps_the_connection(h, ca):
     peer = h.peer(tls=ca.server)
     client = h.client(ssl_context=trusting(ca))
     for _ in range(3):
-        assert h.post(client, f"https://localhost:{peer.port}/inbox/").status == 202
+        assert h.post(client, peer.origin("localhost") + "/inbox/").status == 202
     assert peer.accepts == 1
     assert peer.conns[0].server_name == "localhost"  # SNI
     assert {r.headers["host"] for r in peer.requests} == {f"localhost:{peer.port}"}
@@ -491,7 +505,7 @@ def test_https_names_the_host_and_keeps_the_connection(h, ca):
 
 def test_https_to_an_ip_address_checks_it_against_the_certificate(h, ca):
     peer = h.peer(tls=ca.server)
-    response = h.post(h.client(ssl_context=trusting(ca)), f"https://127.0.0.1:{peer.port}/")
+    response = h.post(h.client(ssl_context=trusting(ca)), peer.url("/"))
     assert response.status == 202
     assert peer.conns[0].server_name is None  # no SNI for an address
 
@@ -502,7 +516,7 @@ def test_https_refuses_a_certificate_from_an_unknown_authority(h, ca):
     peer = h.peer(tls=ca.server)
     client = h.client(ssl_context=trusting(trustme.CA()))
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
-        h.post(client, f"https://localhost:{peer.port}/inbox/")
+        h.post(client, peer.origin("localhost") + "/inbox/")
     assert peer.requests == []
 
 
@@ -510,7 +524,7 @@ def test_https_refuses_a_certificate_for_another_name(h, ca):
     peer = h.peer(tls=ca.server)
     client = h.client(ssl_context=trusting(ca))
     with pytest.raises(ssl.SSLCertVerificationError, match="[Hh]ostname mismatch"):
-        h.post(client, f"https://inbox.example:{peer.port}/inbox/")
+        h.post(client, peer.origin("inbox.example") + "/inbox/")
     assert peer.requests == []
 
 
@@ -521,7 +535,7 @@ def test_the_default_context_trusts_ssl_cert_file(h, ca, monkeypatch, tmp_path):
     ca.cert_pem.write_to_path(str(bundle))
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
     peer = h.peer(tls=ca.server)
-    assert h.post(h.client(), f"https://localhost:{peer.port}/inbox/").status == 202
+    assert h.post(h.client(), peer.origin("localhost") + "/inbox/").status == 202
 
 
 # -- what goes on the wire -------------------------------------------------------------
@@ -552,6 +566,16 @@ def test_an_idn_host_goes_out_as_punycode(h):
     (request,) = peer.requests
     assert request.headers["host"] == f"xn--bcher-kva.example:{peer.port}"
     assert request.target == "/inbox/%C3%A4?q=%C3%BC"
+
+
+def test_an_ipv6_literal_is_bracketed_in_host(h):
+    try:
+        peer = h.peer(host="::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    h.post(h.client(), f"http://[::1]:{peer.port}/inbox/")
+    assert h.resolved == ["::1"]
+    assert peer.requests[0].headers["host"] == f"[::1]:{peer.port}"
 
 
 @pytest.mark.parametrize(("url", "key", "host_header", "path"), [
