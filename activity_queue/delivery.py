@@ -329,13 +329,13 @@ class Transport:
         except TimeoutError:
             outcome = Outcome(job, Verdict.RETRY, error=f"timeout after {self.config.TIMEOUT}s",
                               host_fault=True)
-        except ValueError as exc:  # a URL or header no retry can mend
-            outcome = Outcome(job, Verdict.FAILED, error=f"refused: {exc}")
         except http11.ProtocolError as exc:
             outcome = Outcome(job, Verdict.RETRY, error=f"bad response: {exc}", host_fault=True)
-        except OSError as exc:
+        except OSError as exc:  # includes TLS errors (a certificate may be renewed)
             outcome = Outcome(job, Verdict.RETRY, error=f"connection failed: {describe(exc)}",
                               host_fault=True)
+        except ValueError as exc:  # a URL or header no retry can mend
+            outcome = Outcome(job, Verdict.FAILED, error=f"refused: {exc}")
         except Exception as exc:
             logger.exception("activity_queue: unexpected error delivering %s", job.id)
             outcome = Outcome(job, Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
@@ -350,7 +350,9 @@ class Transport:
             check_literal_address(url, cfg.ALLOW_PRIVATE_ADDRESSES)
             head, host = self._head, None
             if self.signer is not None:
-                signed = self.signer("POST", url, {"Content-Type": CONTENT_TYPE}, job.body)
+                # Signed as sent (IDN host in ASCII, path percent-encoded), or it cannot verify.
+                signed = self.signer("POST", http11.target(url).url,
+                                     {"Content-Type": CONTENT_TYPE}, job.body)
                 host = signed.pop("Host", None)
                 head = header_lines({"User-Agent": cfg.USER_AGENT, "Accept": ACCEPT, **signed})
             resp = await self._client.post(url, head, job.body, host=host)

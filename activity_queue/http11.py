@@ -71,6 +71,11 @@ class Target:
     def key(self) -> tuple[str, str, int]:
         return self.scheme, self.host, self.port
 
+    @property
+    def url(self) -> str:
+        """The URL as written on the wire: what a signature of the request must cover."""
+        return f"{self.scheme}://{self.host_header}{self.path}"
+
 
 @lru_cache(maxsize=4096)
 def target(url: str) -> Target:
@@ -113,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.size = 0
         self.head_bytes = 0
+        self.head_size = 0
         self.head_done = False
         self.answered = False
 
@@ -162,12 +168,19 @@ class _Connection(asyncio.Protocol):
         if self.waiter is None or self.waiter.done():
             self.close()  # a second answer to one request: do not pool this connection
 
+    def on_status(self, status: bytes) -> None:
+        self.head_size += len(status)
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.head_done = True
+        # A head that arrives whole in one read never trips the check in data_received.
+        if self.head_size > MAX_HEAD_BYTES:
+            self._fail(ProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes"))
 
     def on_body(self, body: bytes) -> None:
         room = self.max_body - self.size
@@ -183,6 +196,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200:  # an interim answer (100 Continue…): wait for the real one
             self._new_message()
+            self.answered = True  # the server has the request: it must not be sent again
             return
         self._finish(keep=self.parser.should_keep_alive())
 

@@ -5,6 +5,7 @@ import pytest
 from activity_queue.conf import get_config
 from activity_queue.worker import Worker
 
+from .peer import Peer, keep_alive
 from .receiver import Receiver
 
 
@@ -13,6 +14,36 @@ def receiver():
     server = Receiver().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def peer():
+    """Start raw-socket peers whose bytes a test scripts (see tests/peer.py); all are
+    stopped after the test. ``peer(script, host=..., tls=...)``."""
+    started: list[Peer] = []
+
+    def start(script=keep_alive, **kwargs) -> Peer:
+        server = Peer(script, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def ca():
+    """A certificate authority of the test's own, and a TLS server context for
+    "localhost" and 127.0.0.1 signed by it (``ca.server``)."""
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    authority.server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    authority.issue_cert("localhost", "127.0.0.1").configure_cert(authority.server)
+    return authority
 
 
 @pytest.fixture

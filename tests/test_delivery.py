@@ -2,6 +2,7 @@
 
 import json
 import socket
+import time
 from datetime import timedelta
 from email.utils import format_datetime
 
@@ -14,6 +15,7 @@ from activity_queue.delivery import CONTENT_TYPE
 from activity_queue.models import Activity, ScheduledActivity
 
 from .conftest import aq_settings
+from .peer import Conn, keep_alive
 from .receiver import Receiver, Rule
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -313,3 +315,210 @@ def test_slow_inbox_does_not_delay_a_healthy_one(worker):
     # One request at a time reached the slow host (PER_HOST = 1).
     slow_kinds = [kind for kind, url in timeline if url.startswith(slow.base + "/")]
     assert slow_kinds == ["request", "response"] * 4
+
+
+# -- the HTTP client against scripted peers (tests/peer.py), through the worker --------
+
+def once(answer: bytes):
+    """A peer script: read one request, send ``answer`` verbatim, wait for the client to close."""
+    def script(conn: Conn) -> None:
+        if conn.read_request() is not None:
+            conn.send(answer)
+            conn.wait_closed()
+    return script
+
+
+def last_error_after_one_step(worker, peer_url: str, **overrides) -> str:
+    enqueue(NOTE, to=peer_url)
+    report, _, _ = step(worker, **overrides)
+    assert report.retried == 1, report.outcomes
+    row = ScheduledActivity.objects.get()
+    assert (row.attempts, row.last_status) == (1, None)
+    return row.last_error
+
+
+@pytest.mark.parametrize(("script", "most"), [
+    (keep_alive, 2),
+    (once(b"HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"), 20),
+], ids=["keep-alive", "connection-close"])
+def test_deliveries_to_one_host_reuse_connections(peer, worker, script, most):
+    server = peer(script)
+    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(20)])
+    report, _, _ = step(worker, PER_HOST=2)
+    assert report.sent == 20
+    assert len(server.requests) == 20
+    assert server.accepts <= most
+    if most == 20:
+        assert server.accepts == 20
+
+
+def test_a_pooled_connection_closed_while_idle_is_replaced(peer, worker):
+    def answer_then_close(conn: Conn) -> None:
+        if conn.read_request() is not None:
+            conn.answer(202)
+            conn.close()
+
+    server = peer(answer_then_close)
+    with aq_settings():
+        delivering = worker()
+        enqueue(NOTE, to=server.url("/inbox/1"))
+        assert delivering.run_once(timeout=20).sent == 1
+        assert server.wait_for(lambda s: 0 in s.server_closed)
+        enqueue(NOTE, to=server.url("/inbox/2"))
+        report = delivering.run_once(timeout=20)
+    assert (report.sent, report.retried) == (1, 0)
+    assert Activity.objects.get(inbox=server.url("/inbox/2")).attempts == 1
+    assert [(r.conn, r.target) for r in server.requests] == [(0, "/inbox/1"), (1, "/inbox/2")]
+
+
+def test_a_pooled_connection_dropped_as_the_request_arrives_is_replaced(peer, worker):
+    def drop_the_second(conn: Conn) -> None:
+        if conn.index == 0:
+            conn.read_request()
+            conn.answer(202)
+            conn.read_request()
+            conn.close()
+        else:
+            keep_alive(conn)
+
+    server = peer(drop_the_second)
+    with aq_settings():
+        delivering = worker()
+        enqueue(NOTE, to=server.url("/inbox/1"))
+        assert delivering.run_once(timeout=20).sent == 1
+        enqueue(NOTE, to=server.url("/inbox/2"))
+        report = delivering.run_once(timeout=20)
+    assert (report.sent, report.retried) == (1, 0)
+    assert Activity.objects.get(inbox=server.url("/inbox/2")).attempts == 1
+    assert [r.conn for r in server.requests] == [0, 0, 1]
+
+
+def test_an_interim_continue_is_skipped(peer, worker):
+    server = peer(once(b"HTTP/1.1 100 Continue\r\n\r\n"
+                       b"HTTP/1.1 201 Created\r\nContent-Length: 11\r\n\r\n{\"ok\": 1}\r\n"))
+    enqueue(NOTE, to=server.url())
+    report, _, _ = step(worker)
+    assert report.sent == 1
+    log = Activity.objects.get()
+    assert (log.status_code, log.response_excerpt) == (201, '{"ok": 1}\r\n')
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nall \r\n5\r\nright\r\n0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\n\r\nall right",
+], ids=["chunked", "until-close"])
+def test_bodies_without_a_length_are_read(peer, worker, answer):
+    def script(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(answer)
+        conn.close()
+
+    enqueue(NOTE, to=peer(script).url())
+    report, _, _ = step(worker)
+    assert report.sent == 1
+    assert Activity.objects.get().response_excerpt == "all right"
+
+
+def test_a_body_shorter_than_its_length_is_retried(peer, worker):
+    def script(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\n{\"ok\"")
+        conn.close()
+
+    error = last_error_after_one_step(worker, peer(script).url())
+    assert error == "connection failed: connection closed mid-response"
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "bad response: invalid HTTP response: "),
+    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n",
+     "bad response: response head larger than 65536 bytes"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+     "bad response: the server switched protocols"),
+], ids=["not-http", "huge-head", "upgrade"])
+def test_what_is_not_http_is_retried_as_a_bad_response(peer, worker, answer, error):
+    assert last_error_after_one_step(worker, peer(once(answer)).url()).startswith(error)
+
+
+def test_a_peer_trickling_bytes_hits_the_total_timeout(peer, worker):
+    def slowloris(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and conn.send(b"a"):
+            time.sleep(0.05)
+
+    server = peer(slowloris)
+    enqueue(NOTE, to=server.url())
+    report, _, _ = step(worker, TIMEOUT=0.3)
+    assert report.retried == 1
+    (outcome,) = report.outcomes
+    # Bytes kept the read timeout (0.3 s) away; the total one (3 × TIMEOUT) ended it.
+    assert 3 * 300 - 50 <= outcome.duration_ms < 5000
+    assert ScheduledActivity.objects.get().last_error == "timeout after 0.3s"
+    assert server.wait_for(lambda s: 0 in s.client_closed)
+
+
+def test_a_peer_that_never_answers_hits_the_read_timeout(peer, worker):
+    def silent(conn: Conn) -> None:
+        conn.read_request()
+        conn.wait_closed(15)
+
+    enqueue(NOTE, to=peer(silent).url())
+    report, _, _ = step(worker, TIMEOUT=0.5)
+    (outcome,) = report.outcomes
+    assert 500 <= outcome.duration_ms < 3 * 500  # the read timeout, not the total one
+    assert ScheduledActivity.objects.get().last_error == "timeout after 0.5s"
+
+
+def test_a_huge_body_is_cut_and_its_connection_closed(peer, worker):
+    def huge(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 8388608\r\n\r\n")
+        for _ in range(128):  # 8 MB, unless the client hangs up first
+            if not conn.send(b"x" * 65536):
+                break
+        conn.wait_closed()
+
+    server = peer(huge)
+    enqueue(NOTE, to=server.url())
+    report, _, _ = step(worker, MAX_RESPONSE_BYTES=5000, RESPONSE_EXCERPT=10**6)
+    assert report.sent == 1
+    assert Activity.objects.get().response_excerpt == "x" * 5000
+    assert server.wait_for(lambda s: 0 in s.client_closed)
+
+
+# -- HTTPS -----------------------------------------------------------------------------
+
+@pytest.fixture
+def trusted(ca, monkeypatch, tmp_path):
+    """Trust ``ca`` (and only it) as a deployment would: SSL_CERT_FILE."""
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    return ca
+
+
+def test_https_delivery(peer, worker, trusted):
+    server = peer(tls=trusted.server)
+    inbox = server.origin("localhost") + "/inbox/"
+    enqueue(NOTE, to=[inbox, inbox + "2"])
+    report, _, _ = step(worker, PER_HOST=1)
+    assert report.sent == 2
+    assert server.accepts == 1
+    assert server.conns[0].server_name == "localhost"
+    assert {r.headers["host"] for r in server.requests} == {f"localhost:{server.port}"}
+    assert Activity.objects.filter(status="sent", status_code=202).count() == 2
+
+
+def test_https_to_an_untrusted_certificate_is_retried(peer, worker, ca, monkeypatch, tmp_path):
+    import trustme
+
+    bundle = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    server = peer(tls=ca.server)
+    error = last_error_after_one_step(worker, server.origin("localhost") + "/inbox/")
+    assert error.startswith("connection failed: ")
+    assert "certificate verify failed" in error
+    assert server.requests == []

@@ -410,3 +410,26 @@ def test_deliveries_are_signed_for_any_receiver(receiver, worker, settings):
     verify(parsed, method="POST", target_path=got.path, headers=lower(got.headers),
            body=got.body, public_key=rsa_key(0).public_key(), max_age=300)
     assert got.headers["Content-Type"] == LD
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("inbox", "path", "host"), [
+    ("http://127.0.0.1:{port}/inbox/?x=1", "/inbox/?x=1", "127.0.0.1:{port}"),
+    ("http://LOCALHOST:{port}/inbox/", "/inbox/", "localhost:{port}"),
+    # Under IDNA, full-width letters are the name "localhost": an IDN that resolves here.
+    ("http://ｌｏｃａｌｈｏｓｔ:{port}/inbox/", "/inbox/", "localhost:{port}"),
+    ("http://127.0.0.1:{port}/inbox/é?tag=ü", "/inbox/%C3%A9?tag=%C3%BC", "127.0.0.1:{port}"),
+], ids=["query", "upper-case", "idn", "non-ascii-path"])
+def test_what_is_signed_is_what_is_sent(receiver, worker, settings, inbox, path, host):
+    """The receiver checks the signature against the Host and request target it received."""
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_KEY": pem(rsa_key(0)),
+                               "SIGNING_KEY_ID": "https://a.example/actor#main-key"}
+    with transaction.atomic():
+        enqueue(dict(ACTIVITY), to=inbox.format(port=receiver.port))
+    report = worker().run_once(timeout=20)
+    assert report.sent == 1, report.outcomes
+    [got] = receiver.received
+    assert (got.path, got.headers["Host"]) == (path, host.format(port=receiver.port))
+    verify(parse_signature(got.headers["Signature"]), method="POST", target_path=got.path,
+           headers=lower(got.headers), body=got.body, public_key=rsa_key(0).public_key(),
+           max_age=300)
