@@ -239,7 +239,8 @@ class Transport:
 
         self._client = http11.Client(
             resolve, connect_timeout=cfg.TIMEOUT, read_timeout=cfg.TIMEOUT,
-            total_timeout=cfg.TIMEOUT * 3, max_body=cfg.MAX_RESPONSE_BYTES, keepalive=30.0)
+            total_timeout=cfg.TIMEOUT * 3, max_body=cfg.MAX_RESPONSE_BYTES, keepalive=30.0,
+            max_idle=max(256, 2 * cfg.WORKERS))
         self._head = header_lines({"User-Agent": cfg.USER_AGENT, "Content-Type": CONTENT_TYPE,
                                    "Accept": ACCEPT})
 

@@ -251,17 +251,21 @@ class _Connection(asyncio.Protocol):
 
 
 class Client:
-    """Pooled connections per origin; the pool forgets connections idle for ``keepalive`` s."""
+    """Pooled connections per origin; the pool forgets connections idle for ``keepalive`` s
+    and keeps ``max_idle`` at most in all, so that a fan-out to thousands of servers does
+    not hold thousands of sockets open."""
 
     def __init__(self, resolve: Resolve, *, connect_timeout: float, read_timeout: float,
                  total_timeout: float, max_body: int, keepalive: float = 30.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 max_idle: int = 256, ssl_context: ssl.SSLContext | None = None) -> None:
         self.resolve = resolve
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.total_timeout = total_timeout
         self.max_body = max_body
         self.keepalive = keepalive
+        self.max_idle = max_idle
+        self._idle_count = 0
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._busy: set[_Connection] = set()
@@ -312,6 +316,7 @@ class Client:
             limit = asyncio.get_running_loop().time() - self.keepalive
             while idle:
                 conn = idle.pop()
+                self._idle_count -= 1
                 if not conn.closed and conn.idle_since > limit \
                         and not conn.transport.is_closing():
                     return conn, True
@@ -335,9 +340,13 @@ class Client:
         raise error or OSError(f"no address to connect to for {where.host}")
 
     def _release(self, key: tuple[str, str, int], conn: _Connection) -> None:
+        if self._idle_count >= self.max_idle:
+            conn.close()
+            return
         loop = asyncio.get_running_loop()
         conn.idle_since = loop.time()
         self._idle.setdefault(key, []).append(conn)
+        self._idle_count += 1
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.keepalive, self._sweep)
 
@@ -355,6 +364,7 @@ class Client:
                 self._idle[key] = kept
             else:
                 del self._idle[key]
+        self._idle_count = self.idle_connections()
         if self._idle:
             self._sweeper = loop.call_later(self.keepalive, self._sweep)
 
@@ -366,6 +376,7 @@ class Client:
             for conn in conns:
                 conn.close()
         self._idle.clear()
+        self._idle_count = 0
         for conn in list(self._busy):
             conn.close()
 

@@ -482,6 +482,16 @@ def test_idle_connections_are_closed_after_keepalive(h):
     assert peer.accepts == 2
 
 
+def test_the_pool_keeps_max_idle_connections_in_all(h):
+    peers = [h.peer() for _ in range(4)]
+    client = h.client(max_idle=2)
+    for peer in peers:
+        assert h.post(client, peer.url()).status == 202
+    assert h.idle(client) == 2
+    closed = [p for p in peers if p.wait_for(lambda q: 0 in q.client_closed, timeout=0.5)]
+    assert closed == peers[2:]  # the first two were pooled, the later ones closed after use
+
+
 def test_a_connection_in_use_is_kept_past_keepalive(h):
     peer = h.peer()
     client = h.client(keepalive=0.2)
