@@ -112,55 +112,13 @@ def insert(using: str, common: dict[str, Any], payload: str,
     the object is queued for the inbox, or an activity about it was delivered
     there. Most rows have neither, and the redundancy and order checks skip
     them (see :mod:`activity_queue.dropping`) without a query of their own.
-    The statement does not see the rows it writes, and each inbox appears once.
     """
     connection = connections[using]
-    pg = connection.vendor == "postgresql"
-    table = ScheduledActivity._meta.db_table
-    log = Activity._meta.db_table
-    created = _dt(connection, common["created_at"])
-    due = _dt(connection, common["next_attempt_at"])
-    object_id = common["object_id"]
-    if object_id:
-        # Literal constants, so that the partial index aq_act_delivered applies.
-        predecessor = (
-            f"(EXISTS (SELECT 1 FROM {table} q WHERE q.inbox = v.inbox AND q.object_id = %s)"
-            f" OR EXISTS (SELECT 1 FROM {log} d WHERE d.inbox = v.inbox AND d.object_id = %s"
-            f" AND d.direction = '{Activity.Direction.OUTBOUND.value}'"
-            f" AND d.status = '{State.SENT.value}'))"
-        )
-        predecessor_params = [object_id, object_id]
-    else:  # the checks concern activities about an object only
-        predecessor, predecessor_params = "FALSE", []
     ids: dict[str, tuple[int, bool]] = {}
     with connection.cursor() as cursor:
         for chunk in _chunks(list(destinations), CHUNK // 2):
-            values, params = _values(connection, [list(d) for d in chunk],
-                                     ["varchar(2000)", "varchar(255)"])
-            insert_sql = f"""
-                INSERT INTO {table} (activity_id, activity_type, object_id, payload,
-                                     created_at, next_attempt_at, inbox, host, attempts,
-                                     last_error, leased_by, has_predecessor)
-                SELECT %s, %s, %s, {"CAST(%s AS jsonb)" if pg else "%s"}, %s, %s,
-                       v.inbox, v.host, 0, '', '', {predecessor}
-                FROM v
-                RETURNING id, inbox, has_predecessor
-            """
-            row_params = [common["activity_id"], common["activity_type"], object_id, payload,
-                          created, due, *predecessor_params]
-            if pg:
-                # The wake-up for LISTENing workers rides on the same round trip;
-                # PostgreSQL delivers it only if the transaction commits.
-                cursor.execute(
-                    f"WITH v(inbox, host) AS ({values}), ins AS ({insert_sql}) "
-                    "SELECT ins.id, ins.inbox, ins.has_predecessor FROM ins "
-                    "LEFT JOIN (SELECT pg_notify(%s, '')) n ON true",
-                    [*params, *row_params, NOTIFY_CHANNEL],
-                )
-            else:
-                cursor.execute(f"WITH v(inbox, host) AS ({values}) {insert_sql}",
-                               [*params, *row_params])
-            ids.update((inbox, (pk, bool(flag))) for pk, inbox, flag in cursor.fetchall())
+            cursor.execute(*_insert_statement(connection, common, payload, chunk))
+            ids.update((r[1], (r[0], bool(r[2]))) for r in cursor.fetchall())
     rows = []
     for inbox, host in destinations:
         pk, flag = ids[inbox]
@@ -169,6 +127,56 @@ def insert(using: str, common: dict[str, Any], payload: str,
         row._state.db = using
         rows.append(row)
     return rows
+
+
+def _insert_statement(connection, common: dict[str, Any], payload: str,
+                      chunk: Sequence[tuple[str, str]]) -> tuple[str, list]:
+    """The INSERT of :func:`insert`; one inbox (the usual case) takes a simpler form,
+    which PostgreSQL plans in half the time.
+
+    The statement does not see the rows it writes, and each inbox appears once,
+    so ``has_predecessor`` only reflects rows written before.
+    """
+    pg = connection.vendor == "postgresql"
+    table = ScheduledActivity._meta.db_table
+    log = Activity._meta.db_table
+    object_id = common["object_id"]
+    one = len(chunk) == 1
+    inbox = "%s" if one else "v.inbox"
+    if object_id:
+        # Literal constants, so that the partial index aq_act_delivered applies.
+        predecessor = (
+            f"(EXISTS (SELECT 1 FROM {table} q WHERE q.inbox = {inbox} AND q.object_id = %s)"
+            f" OR EXISTS (SELECT 1 FROM {log} d WHERE d.inbox = {inbox} AND d.object_id = %s"
+            f" AND d.direction = '{Activity.Direction.OUTBOUND.value}'"
+            f" AND d.status = '{State.SENT.value}'))"
+        )
+        predecessor_params = ([chunk[0][0], object_id] * 2 if one else [object_id] * 2)
+    else:  # the checks concern activities about an object only
+        predecessor, predecessor_params = "FALSE", []
+    values, params = ("", []) if one else _values(connection, [list(d) for d in chunk],
+                                                  ["varchar(2000)", "varchar(255)"])
+    sql = f"""
+        {f"WITH v(inbox, host) AS ({values})" if values else ""}
+        INSERT INTO {table} (activity_id, activity_type, object_id, payload, created_at,
+                             next_attempt_at, inbox, host, attempts, last_error, leased_by,
+                             has_predecessor)
+        SELECT %s, %s, %s, {"CAST(%s AS jsonb)" if pg else "%s"}, %s, %s,
+               {"%s, %s" if one else "v.inbox, v.host"}, 0, '', '', {predecessor}
+        {"" if one else "FROM v"}
+        RETURNING id, inbox, has_predecessor
+    """
+    params += [common["activity_id"], common["activity_type"], object_id, payload,
+               _dt(connection, common["created_at"]), _dt(connection, common["next_attempt_at"])]
+    if one:
+        params += list(chunk[0])
+    params += predecessor_params
+    if pg:
+        # The wake-up for LISTENing workers rides on the same round trip; PostgreSQL
+        # delivers it once (identical notifications fold), if the transaction commits.
+        sql += ", pg_notify(%s, '')"
+        params.append(NOTIFY_CHANNEL)
+    return sql, params
 
 
 def renew(worker_id: str, ids: Sequence[int], lease: float) -> int:
