@@ -3,13 +3,17 @@
 After claiming, it also keeps the activities about one object to one inbox
 in order (see :func:`on_claim`).
 
-One query per call looks up, for each (inbox, object) concerned, the queued
-rows and the last activity successfully delivered (an ``Activity`` row with
-status *sent*, so the rule survives restarts); :func:`redundancy.decide`
-judges; dropped activities become ``Activity`` rows with status *dropped*
-(and the reason in ``error``), and ``signals.activity_dropped`` is sent once
-the transaction commits. Rows another worker holds in flight are never
-touched.
+Only rows written with ``has_predecessor`` (see :func:`store.insert
+<activity_queue.store.insert>`) concern them: a row written while nothing
+else about its object was queued for its inbox or delivered there is neither
+redundant nor behind another one, and activities written later about that
+object are flagged. For the (inbox, object) pairs concerned, one query looks
+up the queued rows and the last activity successfully delivered (an
+``Activity`` row with status *sent*, so the rule survives restarts);
+:func:`redundancy.decide` judges; dropped activities become ``Activity`` rows
+with status *dropped* (and the reason in ``error``), and
+``signals.activity_dropped`` is sent once the transaction commits. Rows
+another worker holds in flight are never touched.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import signals
-from .addresses import origin
 from .conf import get_config
 from .jobs import Job
 from .lifecycle import State
@@ -37,8 +40,6 @@ from .redundancy import Drop, Entry, decide, fingerprint
 
 logger = logging.getLogger(__name__)
 
-#: Key of the activity being enqueued, among the rows of its group.
-NEW = "new"
 #: Queued rows looked at, at most, per lookup; beyond that the filter stays out of the way.
 ROW_CAP = 200
 #: (inbox, object) pairs per lookup statement.
@@ -68,39 +69,41 @@ def lookup(using: str, pairs: Sequence[Pair], now: datetime, cap: int = ROW_CAP
            ) -> tuple[dict[Pair, list[Queued]], dict[Pair, str]] | None:
     """Queued rows and the fingerprint of the last delivered activity, per pair.
 
-    One statement; None when more than ``cap`` rows are queued for these pairs.
+    One statement, over exactly these pairs (each an index probe); None when
+    more than ``cap`` rows are queued for them.
     """
     connection = connections[using]
     pg = connection.vendor == "postgresql"
     sched = ScheduledActivity._meta.db_table
     log = Activity._meta.db_table
     payload = "payload::text" if pg else "payload"
-    objects = sorted({o for _, o in pairs})
-    inboxes = sorted({i for i, _ in pairs})
-    last = ("(SELECT b.id FROM {log} b WHERE b.inbox = %s AND b.object_id = %s "
-            "AND b.direction = %s AND b.status = %s ORDER BY b.id DESC LIMIT 1)")
+    first = ("(CAST(%s AS varchar(2000)), CAST(%s AS varchar(2000)))" if pg else "(%s, %s)")
+    values = "VALUES " + ", ".join([first] + ["(%s, %s)"] * (len(pairs) - 1))
+    # Literal constants, so that the partial index aq_act_delivered applies.
     sql = f"""
+        WITH v(inbox, object_id) AS ({values})
         SELECT * FROM (
             SELECT 0 AS kind, s.id, s.inbox, s.object_id, s.activity_type, s.{payload} AS body,
                    CASE WHEN s.leased_until IS NULL OR s.leased_until < %s
                         THEN '' ELSE s.leased_by END AS holder
-            FROM {sched} s
-            WHERE s.object_id IN ({", ".join(["%s"] * len(objects))})
-              AND s.inbox IN ({", ".join(["%s"] * len(inboxes))})
+            FROM v JOIN {sched} s ON s.inbox = v.inbox AND s.object_id = v.object_id
             ORDER BY s.id LIMIT %s
         ) p
         UNION ALL
         SELECT 1, a.id, a.inbox, a.object_id, a.activity_type, a.{payload}, ''
-        FROM {log} a WHERE a.id IN ({", ".join([last.format(log=log)] * len(pairs))})
+        FROM {log} a WHERE a.id IN (
+            SELECT (SELECT b.id FROM {log} b
+                    WHERE b.inbox = v.inbox AND b.object_id = v.object_id
+                      AND b.direction = '{Activity.Direction.OUTBOUND.value}'
+                      AND b.status = '{State.SENT.value}'
+                    ORDER BY b.id DESC LIMIT 1)
+            FROM v)
     """
-    params: list[Any] = [connection.ops.adapt_datetimefield_value(now), *objects, *inboxes,
-                         cap + 1]
-    for inbox, object_id in pairs:
-        params += [inbox, object_id, Activity.Direction.OUTBOUND.value, State.SENT.value]
+    params: list[Any] = [p for pair in pairs for p in pair]
+    params += [connection.ops.adapt_datetimefield_value(now), cap + 1]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    wanted = set(pairs)
     queued: dict[Pair, list[Queued]] = defaultdict(list)
     delivered: dict[Pair, str] = {}
     count = 0
@@ -110,8 +113,7 @@ def lookup(using: str, pairs: Sequence[Pair], now: datetime, cap: int = ROW_CAP
             delivered[pair] = fingerprint(_payload(body))
             continue
         count += 1
-        if pair in wanted:
-            queued[pair].append(Queued(row_id, kind_name, _payload(body), holder or ""))
+        queued[pair].append(Queued(row_id, kind_name, _payload(body), holder or ""))
     if count > cap:
         return None
     return queued, delivered
@@ -136,22 +138,34 @@ def _delete(using: str, ids: Iterable[int], worker_id: str | None, now: datetime
 
 
 def _remove(using: str, drops: dict[Hashable, Drop], types: dict[Hashable, str],
-            worker_id: str | None, now: datetime) -> dict[Hashable, ScheduledActivity | None]:
+            worker_id: str | None, now: datetime) -> dict[Hashable, ScheduledActivity]:
     """Delete the dropped rows; a Delete dropped with its Create goes only if the Create did.
 
-    Returns what was really dropped (``NEW`` maps to None).
+    Returns what was really dropped.
     """
     def deferred(key: Hashable) -> bool:
         return drops[key].rule == "create-delete" and types[key] == "Delete"
 
-    gone: dict[Hashable, ScheduledActivity | None] = {}
+    gone: dict[Hashable, ScheduledActivity] = {}
     for phase in (False, True):
         keys = [k for k in drops if deferred(k) is phase
                 and (not phase or drops[k].partner in gone)]
-        if NEW in keys:
-            gone[NEW] = None
-        gone.update((r.pk, r) for r in _delete(using, [k for k in keys if k != NEW],
-                                                worker_id, now))
+        gone.update((r.pk, r) for r in _delete(using, keys, worker_id, now))
+    return gone
+
+
+def _drop(using: str, decisions: list[tuple[dict[Hashable, Drop], dict[Hashable, str]]],
+          worker_id: str | None, now: datetime) -> set[Hashable]:
+    """Remove and log what ``decide`` dropped, in one transaction; return the ids gone."""
+    gone: set[Hashable] = set()
+    with transaction.atomic(using=using):
+        dropped: list[tuple[Activity, str, str]] = []
+        for drops, types in decisions:
+            for key, row in _remove(using, drops, types, worker_id, now).items():
+                gone.add(key)
+                dropped.append((_log_row(row, drops[key].reason, now), row.inbox,
+                                drops[key].reason))
+        _record(using, dropped)
     return gone
 
 
@@ -173,48 +187,35 @@ def _log_row(row: ScheduledActivity, reason: str, now: datetime) -> Activity:
                     created_at=row.created_at, resolved_at=now)
 
 
-def on_enqueue(activity: dict[str, Any], object_id: str, inboxes: list[str], *, using: str,
-               now: datetime) -> list[str]:
-    """The inboxes ``activity`` should still be queued for; the redundant rest is dropped."""
-    if not object_id or not inboxes or not get_config().DROP_REDUNDANT:
-        return inboxes
-    pairs = [(inbox, object_id) for inbox in inboxes]
+def on_enqueue(rows: list[ScheduledActivity], *, using: str, now: datetime
+               ) -> list[ScheduledActivity]:
+    """The rows just written that stay queued: the rules drop the redundant ones, and the
+    older queued rows that these make redundant.
+
+    Only a row written with ``has_predecessor`` can be redundant or make
+    another one so; the others cost no query.
+    """
+    if not get_config().DROP_REDUNDANT:
+        return rows
+    pairs = list(dict.fromkeys((r.inbox, r.object_id) for r in rows
+                               if r.has_predecessor and r.object_id))
+    if not pairs:
+        return rows
     found = lookup(using, pairs, now)
     if found is None:
-        return inboxes
+        return rows
     queued, delivered = found
-    if not queued and not delivered:
-        return inboxes
-    mine = fingerprint(activity)
-    kind = activity["type"]
-    judged: list[tuple[str, dict[Hashable, Drop], dict[Hashable, str]]] = []
+    decisions: list[tuple[dict[Hashable, Drop], dict[Hashable, str]]] = []
     for pair in pairs:
-        rows = queued.get(pair, [])
-        entries = [Entry(q.id, q.type, fingerprint(q.payload), q.id, movable=not q.holder)
-                   for q in rows]
-        entries.append(Entry(NEW, kind, mine, (rows[-1].id + 1) if rows else 0))
-        drops = decide(entries, delivered.get(pair))
+        group = queued.get(pair, [])
+        drops = decide([Entry(q.id, q.type, fingerprint(q.payload), q.id, movable=not q.holder)
+                        for q in group], delivered.get(pair))
         if drops:
-            judged.append((pair[0], drops, {**{q.id: q.type for q in rows}, NEW: kind}))
-    if not judged:
-        return inboxes
-    not_queued: set[str] = set()
-    with transaction.atomic(using=using):
-        dropped: list[tuple[Activity, str, str]] = []
-        for inbox, drops, types in judged:
-            for key, row in _remove(using, drops, types, None, now).items():
-                reason = drops[key].reason
-                if row is not None:
-                    dropped.append((_log_row(row, reason, now), row.inbox, reason))
-                    continue
-                not_queued.add(inbox)
-                dropped.append((Activity(
-                    activity_id=activity["id"][:500], activity_type=kind, object_id=object_id,
-                    inbox=inbox, host=origin(inbox), payload=activity,
-                    direction=Activity.Direction.OUTBOUND, status=State.DROPPED, error=reason,
-                    created_at=now, resolved_at=now), inbox, reason))
-        _record(using, dropped)
-    return [i for i in inboxes if i not in not_queued]
+            decisions.append((drops, {q.id: q.type for q in group}))
+    if not decisions:
+        return rows
+    gone = _drop(using, decisions, None, now)
+    return [r for r in rows if r.pk not in gone]
 
 
 def on_claim(worker_id: str, jobs: list[Job], using: str) -> tuple[list[Job], int, int]:
@@ -234,11 +235,16 @@ def on_claim(worker_id: str, jobs: list[Job], using: str) -> tuple[list[Job], in
     for job in jobs:
         if job.object_id:
             by_pair[(job.inbox, job.object_id)].append(job)
-    if not by_pair:
+    # A row written alone for its pair, with nothing delivered before, has nothing to
+    # wait for and nothing to be compared with; rows written after it are flagged and
+    # wait for it. Two unflagged rows of one pair in one claim mean two transactions
+    # enqueued them concurrently: those are looked at too.
+    pairs = [pair for pair, group in by_pair.items()
+             if len(group) > 1 or any(job.has_predecessor for job in group)]
+    if not pairs:
         return jobs, 0, 0
     filtering = get_config().DROP_REDUNDANT
     held = {job.id for job in jobs}
-    pairs = list(by_pair)
     decisions: list[tuple[dict[Hashable, Drop], dict[Hashable, str]]] = []
     later: list[tuple[int, int]] = []  # (job, the older row it waits for)
     for start in range(0, len(pairs), PAIRS_PER_QUERY):
@@ -262,16 +268,7 @@ def on_claim(worker_id: str, jobs: list[Job], using: str) -> tuple[list[Job], in
             if survivors:
                 later += [(j.id, survivors[0]) for j in by_pair[pair]
                           if j.id != survivors[0] and j.id not in drops]
-    gone_ids: set[int] = set()
-    if decisions:
-        with transaction.atomic(using=using):
-            dropped: list[tuple[Activity, str, str]] = []
-            for drops, types in decisions:
-                for key, row in _remove(using, drops, types, worker_id, now).items():
-                    gone_ids.add(key)
-                    dropped.append((_log_row(row, drops[key].reason, now), row.inbox,
-                                    drops[key].reason))
-            _record(using, dropped)
+    gone_ids = _drop(using, decisions, worker_id, now) if decisions else set()
     waiting = {job for job, first in later if first not in gone_ids}
     if waiting:
         _hold_back(using, worker_id, waiting, now + timedelta(seconds=ORDER_WAIT))

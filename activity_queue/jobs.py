@@ -19,6 +19,9 @@ class Job:
     activity_type: str
     activity_id: str
     object_id: str
+    #: Written while an older activity about the object was queued for the inbox or
+    #: delivered there: the redundancy and order checks must look at it.
+    has_predecessor: bool = True
 
 
 class Verdict(StrEnum):

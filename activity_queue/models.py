@@ -51,6 +51,14 @@ class ScheduledActivity(models.Model):
     last_status = models.PositiveSmallIntegerField(null=True, blank=True)
     leased_by = models.CharField(max_length=100, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
+    # A database default too, so that rows written without it (raw SQL, a process still
+    # running the previous release) are checked.
+    has_predecessor = models.BooleanField(
+        db_default=True,
+        help_text="When this row was written, an earlier activity about the same object was "
+                  "queued for this inbox or delivered to it (or nobody looked): the worker "
+                  "then checks order and redundancy before sending.",
+    )
 
     objects = ScheduledActivityQuerySet.as_manager()
 
@@ -119,7 +127,10 @@ class Activity(models.Model):
             models.Index(fields=["status", "resolved_at"], name="aq_act_status"),
             models.Index(fields=["host", "resolved_at"], name="aq_act_host"),
             models.Index(fields=["activity_id"], name="aq_act_activity"),
-            models.Index(fields=["inbox", "object_id"], name="aq_act_inbox_object"),
+            # The redundancy rules' "last activity delivered to this inbox about this
+            # object": one probe into delivered rows only.
+            models.Index(fields=["inbox", "object_id", "id"], name="aq_act_delivered",
+                         condition=models.Q(direction="out", status="sent")),
         ]
 
     def __str__(self) -> str:

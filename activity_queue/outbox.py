@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -128,9 +129,6 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     due = now + timedelta(seconds=delay) if delay else now
     object_id = object_id_of(activity)[:2000]
     using = using or router.db_for_write(ScheduledActivity)
-    inboxes = dropping.on_enqueue(activity, object_id, inboxes, using=using, now=now)
-    if not inboxes:
-        return []
     common = {
         "activity_id": activity["id"][:500],
         "activity_type": kind,
@@ -139,6 +137,11 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
         "created_at": now,
         "next_attempt_at": due,
     }
-    rows = store.insert(using, common, payload, [(inbox, origin(inbox)) for inbox in inboxes])
-    transaction.on_commit(partial(backends.wake, using), using=using)
+    destinations = [(inbox, origin(inbox)) for inbox in inboxes]
+    # Outside a transaction, one of our own keeps the rows and the drops they cause together.
+    with transaction.atomic(using=using) if transaction.get_autocommit(using) else nullcontext():
+        rows = store.insert(using, common, payload, destinations)
+        rows = dropping.on_enqueue(rows, using=using, now=now)
+    if rows:
+        transaction.on_commit(partial(backends.wake, using), using=using)
     return rows

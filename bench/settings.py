@@ -2,8 +2,9 @@
 
 ``AQ_BENCH_DB=sqlite`` (a file database with WAL and IMMEDIATE transactions,
 as in example_project) or ``postgres`` (``AQ_BENCH_PG_NAME``, default
-``bench_aq``, on the local server). DEBUG stays off: with it on, Django keeps
-every query in memory and the memory figure would measure that.
+``bench_aq``, on the local server; ``AQ_BENCH_PG_PREPARE=1`` turns on prepared
+statements). DEBUG stays off: with it on, Django keeps every query in memory and
+the memory figure would measure that.
 """
 
 import os
@@ -29,6 +30,11 @@ if os.environ.get("AQ_BENCH_DB", "sqlite") == "postgres":
             "CONN_MAX_AGE": float(os.environ.get("AQ_BENCH_CONN_MAX_AGE", "0")),
         }
     }
+    if os.environ.get("AQ_BENCH_PG_PREPARE"):
+        # Server-side parameters and psycopg's prepared statements (Django's default: off,
+        # for transaction-pooling proxies): a statement is planned once per connection.
+        DATABASES["default"]["OPTIONS"] = {"server_side_binding": True,
+                                           "prepare_threshold": 5}
 else:
     DATABASES = {
         "default": {

@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from activity_queue import enqueue, signals, store
+from activity_queue.addresses import origin
 from activity_queue.models import Activity, ScheduledActivity
 
 from .receiver import Rule
@@ -165,14 +166,16 @@ def _queries(call):
     return len(context)
 
 
-def test_one_extra_query_per_enqueue(inbox, settings):
+def test_no_extra_query_for_a_lone_activity(inbox, settings):
     enqueue(act("Update", "u1"), "https://elsewhere.example/inbox/")
     settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "DROP_REDUNDANT": False}
     without = _queries(lambda: enqueue(act("Update", "u0"), "https://x.example/inbox/"))
     settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "DROP_REDUNDANT": True}
-    with_filter = _queries(lambda: enqueue(act("Update", "u1"),
-                                           [inbox, "https://c.example/inbox/"]))
-    assert with_filter == without + 1
+    lone = _queries(lambda: enqueue(act("Update", "u1"), [inbox, "https://c.example/inbox/"]))
+    assert lone == without
+    # something about the object is queued for the inbox: one lookup
+    after = _queries(lambda: enqueue(act("Add", "m1"), [inbox, "https://d.example/inbox/"]))
+    assert after == without + 1
 
 
 def test_activities_without_object_are_not_filtered(inbox, settings):
@@ -290,3 +293,125 @@ def test_a_younger_activity_waits_while_an_older_one_retries(unfiltered, receive
     report = w.run_once(timeout=10)
     assert report.claimed == 0 and report.released == 1
     assert [b["type"] for b in receiver.bodies("/slow/inbox/")] == ["Add"]
+
+
+# -- which rows the checks look at -------------------------------------------------------
+
+def flags():
+    return list(ScheduledActivity.objects.order_by("pk")
+                .values_list("activity_type", "inbox", "has_predecessor"))
+
+
+def test_lone_activities_are_written_unflagged(receiver):
+    b, c = receiver.url("/b/inbox/"), receiver.url("/c/inbox/")
+    enqueue(act("Create"), [b, c])
+    enqueue(act("Create", obj="https://a.example/circles/2/"), b)
+    enqueue({"type": "Like"}, b)  # no object: nothing to check
+    assert [f for _, _, f in flags()] == [False, False, False, False]
+
+
+def test_a_second_activity_about_the_object_is_flagged_for_that_inbox_only(receiver):
+    b, c = receiver.url("/b/inbox/"), receiver.url("/c/inbox/")
+    enqueue(act("Add", "m1"), b)
+    enqueue(act("Remove", "m1"), [b, c])
+    assert flags() == [("Add", b, False), ("Remove", b, True), ("Remove", c, False)]
+
+
+def test_a_delivered_predecessor_flags_the_row(inbox, worker):
+    enqueue(act("Add", "m1"), inbox)
+    worker().run_once(timeout=10)
+    enqueue(act("Remove", "m1"), inbox)
+    assert flags() == [("Remove", inbox, True)]
+
+
+def test_only_delivered_activities_count_as_predecessors(receiver, worker):
+    gone = receiver.url("/gone/inbox/")
+    receiver.rules["/gone/inbox/"] = Rule(status=410)
+    enqueue(act("Add", "m1"), gone)
+    worker().run_once(timeout=10)
+    enqueue(act("Remove", "m1"), gone)
+    assert flags() == [("Remove", gone, False)]
+
+
+def test_the_flag_is_written_with_the_filter_off(unfiltered, inbox):
+    unfiltered(act("Update", "u1"), inbox)
+    unfiltered(act("Update", "u2"), inbox)
+    assert [f for _, _, f in flags()] == [False, True]
+
+
+def test_a_flagged_activity_is_held_back_behind_one_in_flight(inbox, receiver, worker):
+    enqueue(act("Add", "m1"), inbox)
+    [held] = store.claim("other-worker", 10, 60)
+    assert not held.has_predecessor
+    enqueue(act("Remove", "m1"), inbox)
+    report = worker().run_once(timeout=10)
+    assert (report.claimed, report.released) == (0, 1)
+    assert receiver.received == []
+
+
+def test_an_unflagged_activity_behind_a_flagged_one_is_sent_first(inbox, receiver, worker):
+    enqueue(act("Add", "m1"), inbox)
+    enqueue(act("Remove", "m1"), inbox)
+    report = worker().run_once(timeout=10)
+    assert (report.sent, report.released) == (1, 1)
+    assert bodies(receiver) == [("Add", "m1")]
+
+
+def test_rows_written_another_way_are_checked(inbox, receiver, worker):
+    enqueue(act("Add"), inbox)
+    worker().run_once(timeout=10)
+    body = act("Add", id="https://a.example/activities/again")
+    row = ScheduledActivity.objects.create(
+        activity_id=body["id"], activity_type="Add", object_id=OBJ, inbox=inbox,
+        host=receiver.url("").rstrip("/"), payload=body)
+    row.refresh_from_db()
+    assert row.has_predecessor  # the database default
+    report = worker().run_once(timeout=10)
+    assert (report.claimed, report.dropped) == (0, 1)
+    assert len(receiver.received) == 1
+
+
+def test_two_unflagged_rows_of_one_pair_in_a_claim_are_checked(inbox, receiver, worker):
+    """As when two transactions enqueue about one object at the same time."""
+    for n in (1, 2):
+        body = act("Add", id=f"https://a.example/activities/{n}")
+        ScheduledActivity.objects.create(
+            activity_id=body["id"], activity_type="Add", object_id=OBJ, inbox=inbox,
+            host=receiver.url("").rstrip("/"), payload=body, has_predecessor=False)
+    report = worker().run_once(timeout=10)
+    assert (report.sent, report.dropped) == (1, 1)
+
+
+def test_the_claim_check_costs_no_query_for_unflagged_rows(receiver):
+    from activity_queue import dropping
+
+    b, c = receiver.url("/b/inbox/"), receiver.url("/c/inbox/")
+    enqueue(act("Create"), [b, c])
+    enqueue(act("Create", obj="https://a.example/circles/2/"), b)
+    jobs = store.claim("w", 10, 60)
+    assert _queries(lambda: dropping.on_claim("w", jobs, "default")) == 0
+    enqueue(act("Update", "u2"), c)
+    [job] = store.claim("w", 10, 60)
+    assert job.has_predecessor
+    # the lookup, then giving it back: the Create to that inbox is still queued
+    assert _queries(lambda: dropping.on_claim("w", [job], "default")) == 2
+
+
+def test_rows_of_other_pairs_do_not_count_toward_the_cap(receiver):
+    from activity_queue import dropping
+
+    b, c = receiver.url("/b/inbox/"), receiver.url("/c/inbox/")
+    other = "https://a.example/circles/2/"
+    ScheduledActivity.objects.bulk_create([
+        ScheduledActivity(activity_id=f"https://a.example/activities/{n}", activity_type="Add",
+                          object_id=other, inbox=b, host=origin(b),
+                          payload=act("Add", str(n), obj=other))
+        for n in range(dropping.ROW_CAP + 1)])
+    enqueue(act("Add"), b)
+    enqueue(act("Add", obj=other), c)
+    found = dropping.lookup("default", [(b, OBJ), (c, other)], timezone.now())
+    assert found is not None
+    queued_rows, delivered = found
+    assert {pair: len(rows) for pair, rows in queued_rows.items()} == {(b, OBJ): 1,
+                                                                      (c, other): 1}
+    assert delivered == {}
