@@ -198,3 +198,21 @@ def test_a_timer_is_set_unless_one_fires_first(marks, pending, now, asked, sets)
     if pending is not None:
         assert marks.set_timer(pending, pending - 10)
     assert marks.set_timer(asked, now) is sets
+
+
+def test_eager_mode_delivers_at_commit_and_sets_no_timer(receiver, broker, caplog):
+    """Sites that test with ``task_always_eager``: an eager timer would run at once."""
+    receiver.rules["/flaky/"] = Rule(sequence=[503, 202])
+    celery_app.app.conf.task_always_eager = True
+    try:
+        activity_id = send(receiver.url("/flaky/"))  # delivered inside the commit
+        assert receiver.calls == {"/flaky/": 1}
+        row = ScheduledActivity.objects.get(activity_id=activity_id)
+        assert row.attempts == 1 and row.last_status == 503
+        assert broker.llen(celery_app.QUEUE) == 0
+        assert broker.get(celery_backend.marks_for_alias("default").timer_key) is None
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    finally:
+        celery_app.app.conf.task_always_eager = False
+        celery_backend._process().shutdown()
+        celery_backend._state = None
