@@ -55,10 +55,10 @@ def broker():
 def celery_worker(spawn, tmp_path, broker):
     """Start ``celery -A tests.celery_app worker`` (threads pool), with beat if asked."""
 
-    def start(*, beat: bool = False, queue: dict | None = None):
+    def start(*, beat: bool = False, queue: dict | None = None, pool: str = "threads"):
         n = next(_names)
-        args = ["celery", "-A", "tests.celery_app", "worker", "--pool=threads",
-                "--concurrency=4", "--loglevel=info", "--without-gossip", "--without-mingle",
+        args = ["celery", "-A", "tests.celery_app", "worker", f"--pool={pool}",
+                "--concurrency=2" if pool == "prefork" else "--concurrency=4", "--loglevel=info", "--without-gossip", "--without-mingle",
                 "--without-heartbeat", "-n", f"aq-test-{n}@%h"]
         if beat:
             args += ["--beat", "--schedule", str(tmp_path / f"beat-{n}")]
@@ -88,13 +88,19 @@ def sent(activity_id: str) -> Activity | None:
     return Activity.objects.filter(activity_id=activity_id, status="sent").first()
 
 
-def test_an_enqueue_is_delivered_by_a_celery_worker_and_logged(receiver, celery_worker):
-    proc = celery_worker()
+@pytest.mark.parametrize("pool", ["threads", "prefork", "solo"])
+def test_an_enqueue_is_delivered_by_a_celery_worker_and_logged(receiver, celery_worker, pool):
+    proc = celery_worker(pool=pool)
     activity_id = send(receiver.url("/inbox/"))
     assert wait_until(lambda: sent(activity_id), timeout=30), proc.stderr()
     assert [body["id"] for body in receiver.bodies("/inbox/")] == [activity_id]
     logged = sent(activity_id)
     assert logged.attempts == 1 and logged.status_code == 202
+    assert not ScheduledActivity.objects.exists()
+    later = send(receiver.url("/inbox/"))  # the same process's worker, kept between tasks
+    assert wait_until(lambda: sent(later), timeout=30), proc.stderr()
+    proc.send(signal.SIGTERM)  # warm shutdown
+    assert proc.wait(30) == 0, proc.stderr()
     assert not ScheduledActivity.objects.exists()
 
 
