@@ -89,7 +89,9 @@ def markdown(results: dict) -> str:
         f"{m['loadavg_before'][0]:.2f}, after {m['loadavg_after'][0]:.2f} "
         "(other work on the machine makes every figure indicative). "
         f"Receiver: {rcv.get('kind', '?')} {rcv.get('version', '')} on "
-        f"{rcv.get('ports', '?')} loopback ports; activities of {p['payload_bytes']} bytes.",
+        f"{rcv.get('ports', '?')} loopback ports; activities of {p['payload_bytes']} bytes."
+        + (f" Celery's broker: {results['broker']['kind']} {results['broker']['version']}."
+           if results.get("broker") else ""),
         "",
         "### Ceilings: raw clients, no queue, no database; and the peers",
         "",

@@ -53,13 +53,14 @@ def broker():
 
 @pytest.fixture
 def celery_worker(spawn, tmp_path, broker):
-    """Start ``celery -A tests.celery_app worker`` (threads pool), with beat if asked."""
+    """Start ``celery -A tests.celery_app worker`` (threads pool unless asked; beat if asked)."""
 
     def start(*, beat: bool = False, queue: dict | None = None, pool: str = "threads"):
         n = next(_names)
         args = ["celery", "-A", "tests.celery_app", "worker", f"--pool={pool}",
-                "--concurrency=2" if pool == "prefork" else "--concurrency=4", "--loglevel=info", "--without-gossip", "--without-mingle",
-                "--without-heartbeat", "-n", f"aq-test-{n}@%h"]
+                f"--concurrency={2 if pool == 'prefork' else 4}", "--loglevel=info",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "-n", f"aq-test-{n}@%h"]
         if beat:
             args += ["--beat", "--schedule", str(tmp_path / f"beat-{n}")]
         return spawn(*args, queue={"BACKEND": "celery", **(queue or {})}, program="-m")
