@@ -15,9 +15,9 @@ class ActivityQueueConfig(AppConfig):
         from .backends import thread
         from .conf import get_config
 
-        if not get_config().AUTOSTART:
-            return
-        mode = thread.autostart_mode(sys.argv, os.environ, testing=thread.under_tests())
+        config = get_config()
+        mode = thread.autostart_mode(sys.argv, os.environ, testing=thread.under_tests(),
+                                     autostart=config.AUTOSTART, backend=config.BACKEND)
         if mode is None:
             return
         if mode == "now":

@@ -7,6 +7,7 @@ crash at import or a worker that silently misbehaves.
 from __future__ import annotations
 
 import math
+from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -115,9 +116,27 @@ def check_settings(app_configs=None, **kwargs) -> list:
             id="activity_queue.W002",
         ))
     messages += _check_site_url()
+    if valid:
+        messages += check_backend(merged)
     if not any(m.id == "activity_queue.E002" for m in messages):
         messages += check_inbox(merged) + check_signing(merged)
     return messages
+
+
+def check_backend(merged: dict[str, Any]) -> list:
+    """The Celery backend needs Celery: say so at ``check``, not at the first enqueue."""
+    if merged["BACKEND"] != "celery":
+        return []
+    try:
+        import_module("celery")
+    except ImportError as error:
+        return [Error(
+            f"ACTIVITY_QUEUE['BACKEND'] is 'celery' but Celery cannot be imported ({error}).",
+            hint="pip install 'activity_queue[celery]' (Celery with Redis support), or set "
+                 "BACKEND to 'thread'.",
+            id="activity_queue.E020",
+        )]
+    return []
 
 
 def _is_http_url(url: Any) -> bool:

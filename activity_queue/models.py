@@ -34,6 +34,25 @@ class ScheduledActivityQuerySet(models.QuerySet):
         now = now or timezone.now()
         return self.filter(leased_until__lt=now).update(leased_by="", leased_until=None)
 
+    def next_claimable(self, now=None):
+        """When the first row that cannot be claimed now can be: its attempt time, the
+        end of another worker's lease, or the end of its host's pause. None if empty.
+
+        A worker that stops when idle (the Celery backend) schedules its next run
+        from this, so retries run on time with nobody polling.
+        """
+        now = now or timezone.now()
+        paused = Host.objects.using(self.db).filter(paused_until__gt=now)
+        free = self.filter(models.Q(leased_until__isnull=True) | models.Q(leased_until__lt=now))
+        times = [
+            free.exclude(host__in=paused.values("host"))
+                .aggregate(at=models.Min("next_attempt_at"))["at"],
+            self.filter(leased_until__gte=now).aggregate(at=models.Min("leased_until"))["at"],
+            paused.filter(host__in=free.values("host"))
+                  .aggregate(at=models.Min("paused_until"))["at"],
+        ]
+        return min((t for t in times if t is not None), default=None)
+
 
 class ScheduledActivity(models.Model):
     """One activity waiting to be delivered to one inbox."""

@@ -152,13 +152,35 @@ class Worker:
             self._shutdown()
             logger.info("activity_queue worker %s stopped", self.id)
 
+    def run_until_idle(self, deadline: float | None = None) -> None:
+        """Pipeline claims, deliveries and resolutions until nothing is due or in flight.
+
+        What one Celery task runs (:mod:`activity_queue.backends.celery`): like
+        :meth:`run_forever` it keeps claiming while slow deliveries are in
+        flight (no head-of-line blocking within a batch), but it returns once
+        idle instead of waiting for more. From ``deadline`` (``time.monotonic()``)
+        on, or once :meth:`stop` is called, it claims nothing new and returns
+        when what it holds is written. Errors propagate; the rows this worker
+        still holds stay tracked, so the next call picks up where this one failed.
+        """
+        self._ensure_transport()
+        while True:
+            claiming = not self.stopping.is_set() and (deadline is None
+                                                       or time.monotonic() < deadline)
+            busy = self._step(claim=claiming)
+            if not (self._held or self._unresolved) and (not busy or not claiming):
+                return
+            if not busy:
+                self.wakeup.wait(self._idle_wait())
+                self.wakeup.clear()
+
     def stop(self) -> None:
         self.stopping.set()
         self.wakeup.set()
 
     # -- the loop ------------------------------------------------------------
 
-    def _step(self) -> bool:
+    def _step(self, claim: bool = True) -> bool:
         close_old_connections_if_idle = not self._held
         if close_old_connections_if_idle:
             connections[router.db_for_write(ScheduledActivity)].close_if_unusable_or_obsolete()
@@ -185,7 +207,8 @@ class Worker:
         dispatch.poll()
         room = self.max_held - len(self._held)
         jobs: list[Job] = []
-        if room >= min(self.config.BATCH_SIZE, self.max_held // 2) or not self._held:
+        if claim and (room >= min(self.config.BATCH_SIZE, self.max_held // 2)
+                      or not self._held):
             jobs = self._claim(min(room, self.config.BATCH_SIZE), report)
             self.transport.submit(jobs)
         return bool(handled or jobs)

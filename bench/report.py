@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 DB_LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+PEERS = {"celery_threads": "Celery on Redis, plain task (`requests.post`), threads pool ×16",
+         "celery_prefork": "Celery on Redis, plain task (`requests.post`), prefork pool ×2"}
 TARGETS = {"vs_aiohttp": 0.5, "black_hole_vs_healthy": 0.9, "enqueue_p50_us": 500.0}
 
 
@@ -21,6 +23,10 @@ def _get(data: Any, *path: str) -> Any:
 def add_ratios(results: dict) -> None:
     aio = _get(results, "ceilings", "aiohttp", "per_second")
     req = _get(results, "ceilings", "requests", "per_second")
+    peers = {key: _get(results, "peers", key, "per_second") for key in PEERS}
+    for key, rate in peers.items():
+        if rate and aio:
+            results["peers"][key]["vs_aiohttp"] = rate / aio
     for db in results["databases"].values():
         ours = _get(db, "throughput", "per_second")
         holed = _get(db, "black_hole", "per_second")
@@ -31,6 +37,8 @@ def add_ratios(results: dict) -> None:
             "black_hole_vs_healthy": holed / ours if ours and holed else None,
             "memory_run_vs_aiohttp": (_get(db, "memory", "per_second") / aio
                                       if aio and _get(db, "memory", "per_second") else None),
+            **{f"vs_{key}": ours / rate if ours and rate else None
+               for key, rate in peers.items()},
         }
         db["targets"] = {
             "vs_aiohttp >= 0.5": _meets(ratios["vs_aiohttp"], TARGETS["vs_aiohttp"]),
@@ -81,9 +89,11 @@ def markdown(results: dict) -> str:
         f"{m['loadavg_before'][0]:.2f}, after {m['loadavg_after'][0]:.2f} "
         "(other work on the machine makes every figure indicative). "
         f"Receiver: {rcv.get('kind', '?')} {rcv.get('version', '')} on "
-        f"{rcv.get('ports', '?')} loopback ports; activities of {p['payload_bytes']} bytes.",
+        f"{rcv.get('ports', '?')} loopback ports; activities of {p['payload_bytes']} bytes."
+        + (f" Celery's broker: {results['broker']['kind']} {results['broker']['version']}."
+           if results.get("broker") else ""),
         "",
-        "### Ceilings: raw clients, no queue, no database",
+        "### Ceilings: raw clients, no queue, no database; and the peers",
         "",
         "| client | POSTs/s | CPU ms per POST | receiver CPU |",
         "|---|---:|---:|---:|",
@@ -94,6 +104,16 @@ def markdown(results: dict) -> str:
         if c:
             lines.append(f"| {label} | {_n(c['per_second'])} | {_n(c['cpu_ms_per_post'], 3)} "
                          f"| {_pct(c['receiver_cpu_share'])} |")
+    for key, label in PEERS.items():
+        c = results.get("peers", {}).get(key)
+        if c:
+            lines.append(f"| {label}, {c['n']:,} tasks | {_n(c['per_second'])} "
+                         f"({_ratio(c.get('vs_aiohttp'))} aiohttp) "
+                         f"| {_n(c['cpu_ms_per_post'], 3)} | {_pct(c['receiver_cpu_share'])} |")
+    if results.get("peers"):
+        lines += ["", "Celery: the backlog is published first (not timed), then consumed; CPU "
+                  "is the Celery worker's (all its processes), the Redis broker's share is in "
+                  "the JSON file."]
     dbs = list(results["databases"])
     head = " | ".join(DB_LABELS.get(d, d) for d in dbs)
     lines += ["", "### activity_queue (persisted, retries and all)", "",
@@ -113,6 +133,11 @@ def markdown(results: dict) -> str:
     row("× aiohttp ceiling (target ≥ 0.5)",
         lambda d: _ratio(d["ratios"]["vs_aiohttp"]) + _mark(d["targets"]["vs_aiohttp >= 0.5"]))
     row("× requests loop", lambda d: _ratio(d["ratios"]["vs_requests"]))
+    for key in PEERS:
+        if _get(results, "peers", key, "per_second"):
+            pool = key.split("_", 1)[1]
+            row(f"× Celery on Redis, plain task ({pool} pool)",
+                lambda d, key=key: _ratio(d["ratios"][f"vs_{key}"]))
     row("CPU ms per delivery (worker process, all threads)",
         lambda d: _n(d["throughput"]["cpu_ms_per_delivery"], 3))
     row("receiver (nginx) CPU during the run", lambda d: _pct(d["throughput"]

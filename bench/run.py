@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
+from bench.broker import RedisServer, ensure_redis_server  # noqa: E402
 from bench.receivers import (  # noqa: E402
     BlackHole,
     FallbackReceiver,
@@ -36,9 +37,10 @@ class ChildFailed(RuntimeError):
     pass
 
 
-def child(module: str, task: dict, *, db: str | None = None, timeout: float = 1800) -> dict:
+def child(module: str, task: dict, *, db: str | None = None, timeout: float = 1800,
+          env: dict | None = None) -> dict:
     """Run one measurement in a fresh interpreter and return the JSON it printed."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     if db:
         env["AQ_BENCH_DB"] = db
@@ -82,7 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(default 100000; quick 0 = skipped)")
     p.add_argument("--ceiling-n", type=int, help="aiohttp POSTs (default 40000; quick 8000); "
                    "the requests loop an eighth")
-    p.add_argument("--skip", default="", help="comma-separated: ceilings,throughput,"
+    p.add_argument("--celery-n", type=int, help="tasks of the Celery peer "
+                   "(default 5000; quick 1000)")
+    p.add_argument("--skip", default="", help="comma-separated: ceilings,celery,throughput,"
                    "black-hole,enqueue,latency,memory")
     p.add_argument("--repeat", type=int, help="runs of each rate measurement, the best kept "
                    "(default 3; quick 1)")
@@ -95,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.memory_n is None:
         args.memory_n = 0 if quick else 100_000
     args.ceiling_n = args.ceiling_n or (8_000 if quick else 40_000)
+    args.celery_n = args.celery_n or (1000 if quick else 5000)
     args.repeat = max(1, args.repeat or (1 if quick else 3))
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     args.dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
@@ -137,8 +142,9 @@ class Bench:
                        "enqueue_calls": args.enqueue_calls,
                        "latency_count": args.latency_count, "latency_rate": args.latency_rate,
                        "memory_n": args.memory_n, "ceiling_n": args.ceiling_n,
+                       "celery_n": args.celery_n,
                        "repeat": args.repeat, "payload_bytes": 1024},
-            "ceilings": {}, "databases": {}, "errors": [],
+            "ceilings": {}, "peers": {}, "databases": {}, "errors": [],
         }
 
     # -- receivers -----------------------------------------------------------
@@ -196,6 +202,39 @@ class Bench:
                                "n": max(1000, args.ceiling_n // 8), "receiver_pids": pids}),
             args.repeat)
 
+    def celery(self) -> None:
+        """The peer: Celery on Redis, one plain ``requests.post`` task per delivery."""
+        import importlib.util
+
+        if importlib.util.find_spec("celery") is None:
+            print("bench: Celery peer skipped: pip install 'celery[redis]' (or -e '.[bench]')")
+            return
+        args, pids = self.args, self.receiver.worker_pids
+        url, server = os.environ.get("AQ_BENCH_REDIS"), None
+        if not url:
+            binary = ensure_redis_server()
+            if not binary:
+                print("bench: Celery peer skipped: redis-server is missing (install it, or "
+                      "set AQ_BENCH_REDIS)")
+                return
+            server = RedisServer(binary, free_ports(1)[0]).start()
+            url = server.url
+            self.results["broker"] = {"kind": "redis", "version": server.version()}
+        try:
+            for key, pool, concurrency in (("celery_threads", "threads", 16),
+                                           ("celery_prefork", "prefork", 2)):
+                task = {"n": args.celery_n, "urls": self.inboxes, "receiver_pids": pids,
+                        "pool": pool, "concurrency": concurrency,
+                        "broker_pid": server.proc.pid if server else None}
+                self.results["peers"][key] = self.attempt(
+                    f"Celery on Redis, {pool} pool ×{concurrency}, {args.celery_n} tasks",
+                    lambda task=task: child("bench.celery_peer", task, env={
+                        "AQ_BENCH_REDIS": url, "AQ_BENCH_CELERY_RUN": f"aq-bench-{os.getpid()}"}),
+                    args.repeat)
+        finally:
+            if server is not None:
+                server.stop()
+
     def database(self, db: str) -> None:
         args, skip, pids = self.args, self.args.skip, self.receiver.worker_pids
         out = self.results["databases"][db] = {}
@@ -235,6 +274,8 @@ class Bench:
             self.start()
             if "ceilings" not in self.args.skip:
                 self.ceilings()
+            if "celery" not in self.args.skip:
+                self.celery()
             for db in self.args.dbs:
                 self.database(db)
         finally:

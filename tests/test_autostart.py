@@ -39,6 +39,15 @@ def test_autostart_mode(argv, environ, mode):
 
 
 @pytest.mark.parametrize("argv", [["manage.py", "runserver", "--noreload"], ["gunicorn"]])
+@pytest.mark.parametrize(("autostart", "backend"), [(False, "thread"), (True, "celery")])
+def test_autostart_mode_is_off_without_autostart_or_with_celery(argv, autostart, backend):
+    """With the Celery backend the Celery workers deliver: no thread in the web processes."""
+    assert thread.autostart_mode(argv, RUNSERVER_CHILD, testing=False, autostart=autostart,
+                                 backend=backend) is None
+    assert thread.autostart_mode(argv, RUNSERVER_CHILD, testing=False) is not None
+
+
+@pytest.mark.parametrize("argv", [["manage.py", "runserver", "--noreload"], ["gunicorn"]])
 def test_autostart_mode_never_starts_under_tests(argv):
     assert thread.autostart_mode(argv, RUNSERVER_CHILD, testing=True) is None
     assert thread.under_tests()

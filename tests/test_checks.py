@@ -1,5 +1,6 @@
 """System checks: every bad setting is reported with a stable id, an exact message and a hint."""
 
+import sys
 import warnings
 from io import StringIO
 
@@ -97,8 +98,8 @@ BAD_VALUES = [
     ("CIRCUIT_COOLDOWN", "60", "has type str", "a number of seconds >= 0"),
     ("BATCH_SIZE", 0, "is too small", "an integer >= 1"),
     ("POLL_INTERVAL", 0, "is too small", "a number of seconds > 0"),
-    ("BACKEND", "redis", "is not a known backend", "one of thread"),
-    ("BACKEND", 3, "has type int", "one of thread"),
+    ("BACKEND", "redis", "is not a known backend", "one of celery, thread"),
+    ("BACKEND", 3, "has type int", "one of celery, thread"),
     ("USER_AGENT", b"bot", "has type bytes", UA),
     ("USER_AGENT", "bot\r\nX-Injected: 1", "contains control characters", UA),
     ("USER_AGENT", "bot\n", "contains control characters", UA),
@@ -177,6 +178,26 @@ def test_per_host_is_compared_despite_unknown_keys():
 def test_per_host_is_not_compared_with_a_bad_value():
     with with_queue({"PER_HOST": 10, "WORKERS": "4"}):
         assert [m[0] for m in ours()] == ["activity_queue.E002"]
+
+
+def test_celery_backend_without_celery(monkeypatch):
+    monkeypatch.setitem(sys.modules, "celery", None)  # as if it were not installed
+    with with_queue({"BACKEND": "celery"}):
+        assert ours() == [(
+            "activity_queue.E020", ERROR,
+            "ACTIVITY_QUEUE['BACKEND'] is 'celery' but Celery cannot be imported (import of "
+            "celery halted; None in sys.modules).",
+            "pip install 'activity_queue[celery]' (Celery with Redis support), or set BACKEND "
+            "to 'thread'.",
+        )]
+    with with_queue({"BACKEND": "thread"}):
+        assert ours() == []
+
+
+def test_celery_backend_with_celery():
+    pytest.importorskip("celery")
+    with with_queue({"BACKEND": "celery"}):
+        assert ours() == []
 
 
 @pytest.mark.parametrize("site", ["example.org", "ftp://example.org", "http://", "/local/",

@@ -53,3 +53,41 @@ def test_excluded_rows_are_skipped():
     ids = sorted(ScheduledActivity.objects.values_list("id", flat=True))
     jobs = store.claim("w", 50, 30, exclude_ids=ids[:3])
     assert [j.id for j in jobs] == ids[3:]
+
+
+def test_next_claimable_is_the_first_time_a_claim_would_find_a_row():
+    """What the Celery backend sets its timer by: retries, other leases, paused hosts."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    queue = ScheduledActivity.objects
+    assert queue.next_claimable(now) is None
+    backlog("retry.example", 1)
+    queue.update(next_attempt_at=now + timedelta(seconds=60))
+    assert queue.next_claimable(now) == now + timedelta(seconds=60)
+
+    backlog("leased.example", 1)
+    queue.filter(host="https://leased.example").update(
+        leased_by="other", leased_until=now + timedelta(seconds=20))
+    assert queue.next_claimable(now) == now + timedelta(seconds=20)
+
+    backlog("paused.example", 1)
+    Host.objects.create(host="https://paused.example", paused_until=now + timedelta(seconds=5))
+    assert queue.next_claimable(now) == now + timedelta(seconds=5)
+
+    backlog("due.example", 1)  # due now: claimable now, or earlier
+    assert queue.next_claimable(now + timedelta(seconds=1)) <= now + timedelta(seconds=1)
+
+
+def test_queue_table_leaves_room_for_hot_updates_on_postgresql():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("fillfactor is a PostgreSQL storage parameter")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s",
+                       [ScheduledActivity._meta.db_table])
+        (options,) = cursor.fetchone()
+    assert "fillfactor=70" in (options or [])

@@ -1,8 +1,8 @@
 """How a committed enqueue reaches a worker.
 
 ``thread`` (the default) wakes, or lazily starts, the in-process worker;
-``celery`` (optional, ``pip install activity_queue[celery]``) is imported
-only when chosen.
+``celery`` (optional, ``pip install activity_queue[celery]``) sends a Celery
+task through the site's broker, and is imported only when chosen.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from importlib import import_module
 
 BACKENDS = {
     "thread": "activity_queue.backends.thread",
+    "celery": "activity_queue.backends.celery",
 }
 
 

@@ -34,16 +34,18 @@ NON_SERVING_PROGRAMS = frozenset({"celery"})
 
 
 def autostart_mode(argv: Sequence[str], environ: Mapping[str, str], *,
-                   testing: bool) -> str | None:
+                   testing: bool, autostart: bool = True,
+                   backend: str = "thread") -> str | None:
     """Whether this process runs the in-process worker: ``"now"``, ``"on-request"`` or None.
 
     ``"now"`` is runserver's serving process (its autoreloading parent only
     watches files); ``"on-request"`` is any other server, which starts the
     worker at its first request so that a pre-forking server (gunicorn)
     starts one per worker process, after the fork. Test runs (``testing``)
-    and other management commands never start it on their own.
+    and other management commands never start it on their own, nor does
+    any process when ``AUTOSTART`` is off or another backend (Celery) delivers.
     """
-    if testing:
+    if testing or not autostart or backend != "thread":
         return None
     program = program_name(argv)
     if program in MANAGEMENT_PROGRAMS or program.endswith("manage.py"):
