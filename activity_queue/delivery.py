@@ -7,9 +7,13 @@ the lean client of :mod:`activity_queue.http11`, while the database side
 stays in the caller's thread. Jobs come in through :meth:`Transport.submit`; outcomes go
 out through the callback, from the loop's thread.
 
-Admission is per host: a host with all its ``PER_HOST`` slots busy waits in
-its own line and never holds one of the ``WORKERS`` global slots while it
-waits, so a dead inbox cannot block healthy ones.
+Admission is per host: a host with all its slots busy waits in its own line
+and never holds one of the ``WORKERS`` global slots while it waits, so a dead
+inbox cannot block healthy ones. A host's slots open up as it answers, as a
+TCP window does: two at first, doubled by each answer up to ``PER_HOST``,
+halved by each timeout or connection failure down to one. A black-holed host
+thus ties up one or two global slots while its requests time out, not
+``PER_HOST`` of them.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ logger = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 ACCEPT = "application/activity+json, application/ld+json, */*"
 MAX_REDIRECTS = 3
+#: Slots a host gets before it has answered anything.
+FIRST_WINDOW = 2
 REDIRECTS = frozenset({301, 302, 307, 308})
 #: A 303 answers a POST with "look over there" (a GET): the inbox took nothing.
 SEE_OTHER = "303 See Other: the inbox did not accept the POST, not following"
@@ -161,6 +167,8 @@ class Transport:
         self._head = b""
         self._queues: dict[str, deque[Job]] = {}
         self._inflight: dict[str, int] = {}
+        #: Slots each host may use now (see the module's docstring); PER_HOST when absent.
+        self._window: dict[str, int] = {}
         self._tasks: dict[asyncio.Task, Job] = {}
         self._runnable: deque[str] = deque()
         self._runnable_set: set[str] = set()
@@ -256,14 +264,32 @@ class Transport:
             self._mark_runnable(job.host)
         self._pump()
 
+    def _slots(self, host: str) -> int:
+        window = self._window.get(host)
+        if window is None:
+            window = self._window[host] = min(FIRST_WINDOW, self.config.PER_HOST)
+        return window
+
+    def _adjust_window(self, outcome: Outcome) -> None:
+        host = outcome.job.host
+        window = self._slots(host)
+        if outcome.verdict is Verdict.DEFERRED:
+            return
+        if outcome.host_fault:
+            self._window[host] = max(1, window // 2)
+        elif window < self.config.PER_HOST:
+            self._window[host] = min(self.config.PER_HOST, window * 2)
+        if len(self._window) > 10_000:  # forget hosts with nothing going on
+            busy = self._queues.keys() | self._inflight.keys()
+            self._window = {h: w for h, w in self._window.items() if h in busy}
+
     def _mark_runnable(self, host: str) -> None:
-        if host not in self._runnable_set and self._inflight.get(host, 0) < self.config.PER_HOST:
+        if host not in self._runnable_set and self._inflight.get(host, 0) < self._slots(host):
             self._runnable_set.add(host)
             self._runnable.append(host)
 
     def _pump(self) -> None:
         limit = self.config.WORKERS
-        per_host = self.config.PER_HOST
         while len(self._tasks) < limit and self._runnable:
             host = self._runnable.popleft()
             self._runnable_set.discard(host)
@@ -278,7 +304,7 @@ class Transport:
             task = self._loop.create_task(self._deliver(job))
             self._tasks[task] = job
             task.add_done_callback(self._finished)
-            if queue and count < per_host:
+            if queue and count < self._slots(host):
                 self._runnable_set.add(host)
                 self._runnable.append(host)
 
@@ -294,7 +320,9 @@ class Transport:
         elif task.exception() is not None:  # _deliver catches everything; belt and braces
             self._emit(Outcome(job, Verdict.RETRY, error=repr(task.exception())))
         else:
-            self._emit(task.result())
+            outcome = task.result()
+            self._adjust_window(outcome)
+            self._emit(outcome)
         if job.host in self._queues:
             self._mark_runnable(job.host)
         self._pump()

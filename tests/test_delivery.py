@@ -522,3 +522,47 @@ def test_https_to_an_untrusted_certificate_is_retried(peer, worker, ca, monkeypa
     assert error.startswith("connection failed: ")
     assert "certificate verify failed" in error
     assert server.requests == []
+
+
+class Concurrency:
+    """A peer script wrapper that records how many requests it held at once."""
+
+    def __init__(self, answer_after: float | None) -> None:
+        import threading
+
+        self.answer_after = answer_after
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def __call__(self, conn: Conn) -> None:
+        while conn.read_request() is not None:
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            try:
+                if self.answer_after is None:  # a black hole: keep the request until dropped
+                    conn.wait_closed()
+                    return
+                time.sleep(self.answer_after)  # a slow inbox that does answer
+                conn.answer(202)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+
+def test_a_silent_host_holds_two_slots_not_per_host(peer, worker):
+    silent = Concurrency(answer_after=None)
+    server = peer(silent)
+    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(5)])
+    report, _, _ = step(worker, PER_HOST=8, TIMEOUT=0.4, CIRCUIT_THRESHOLD=100)
+    assert report.retried == 5
+    assert silent.most == 2  # the first window; each timeout then halves it
+
+
+def test_an_answering_host_opens_up_to_per_host_slots(peer, worker):
+    slow = Concurrency(answer_after=0.05)
+    server = peer(slow)
+    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(40)])
+    report, _, _ = step(worker, PER_HOST=4)
+    assert report.sent == 40
+    assert slow.most == 4
