@@ -200,6 +200,13 @@ class Transport:
         if hosts and self._loop:
             self._loop.call_soon_threadsafe(self._pause, hosts)
 
+    def trim(self, hosts: Iterable[str]) -> None:
+        """Hand back, undelivered, what waits for these hosts (they stopped answering),
+        so that their rows do not sit here behind one slow slot."""
+        hosts = set(hosts)
+        if hosts and self._loop:
+            self._loop.call_soon_threadsafe(self._trim, hosts)
+
     def resume(self, hosts: Iterable[str]) -> None:
         hosts = set(hosts)
         if hosts and self._loop:
@@ -332,6 +339,11 @@ class Transport:
         for host in hosts:
             for job in self._queues.pop(host, ()):
                 self._emit(Outcome(job, Verdict.DEFERRED, error="host paused"))
+
+    def _trim(self, hosts: set[str]) -> None:
+        for host in hosts:
+            for job in self._queues.pop(host, ()):
+                self._emit(Outcome(job, Verdict.DEFERRED, error="host not answering"))
 
     async def _shutdown(self, grace: float) -> None:
         self._closing = True

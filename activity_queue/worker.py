@@ -70,6 +70,8 @@ class Worker:
         self._held: dict[int, tuple[Job, float]] = {}
         self._per_host: dict[str, int] = {}
         self._probing: set[str] = set()
+        #: Hosts whose last answer was a timeout or a connection failure: few rows held for them.
+        self._faulty: set[str] = set()
         self._unresolved: list[Outcome] = []
         self._writer: BackgroundWriter | None = None
         self._tripped: set[str] = set()
@@ -187,7 +189,9 @@ class Worker:
         report = Report()
         if self._writer is not None:
             self._collect(self._writer.result(), report)
-        outcomes = self._unresolved + self._drain()
+        fresh = self._drain()
+        self._track_faults(fresh)
+        outcomes = self._unresolved + fresh
         self._unresolved = []
         handled = False
         if outcomes and self._writer is not None:
@@ -257,8 +261,10 @@ class Worker:
             self._tripped = store.tripped_hosts(cfg.CIRCUIT_THRESHOLD)
             self._tripped_checked = now
         cap = self.host_backlog
-        full = {h for h, n in self._per_host.items() if n >= cap} | self._probing
-        room = {h: cap - n for h, n in self._per_host.items() if n < cap}
+        full = {h for h, n in self._per_host.items() if n >= self._cap(h)} | self._probing
+        room = {h: self._cap(h) - n for h, n in self._per_host.items() if n < self._cap(h)}
+        room.update((h, self.config.PER_HOST) for h in self._faulty
+                    if h not in full and h not in room)
         room.update((h, 1) for h in self._tripped if h not in full)
         # Rows in the writer's hands may already be back in the queue, due; they are
         # still held here until the writer reports, so they are not claimed twice.
@@ -282,7 +288,7 @@ class Worker:
                     surplus.append(job.id)
                     continue
                 self._probing.add(job.host)
-            elif held >= self.host_backlog:
+            elif held >= self._cap(job.host):
                 surplus.append(job.id)
                 continue
             self._per_host[job.host] = held + 1
@@ -297,6 +303,26 @@ class Worker:
         report.claimed += len(keep)
         report.released += len(surplus)
         return keep
+
+    def _cap(self, host: str) -> int:
+        """Rows held for one host: a long line for a host that answers, PER_HOST for one
+        that times out, so that a dead host ties up few of the ``max_held`` rows."""
+        return self.config.PER_HOST if host in self._faulty else self.host_backlog
+
+    def _track_faults(self, outcomes: list[Outcome]) -> None:
+        faulty = set()
+        for o in outcomes:
+            if o.host_fault:
+                faulty.add(o.job.host)
+            elif o.verdict is Verdict.SENT:
+                faulty.discard(o.job.host)
+                self._faulty.discard(o.job.host)
+        new = faulty - self._faulty
+        if len(self._faulty) > 10_000:
+            self._faulty.clear()
+        self._faulty |= faulty
+        if new and self.transport is not None:
+            self.transport.trim(new)
 
     def _renew_leases(self) -> None:
         now = time.monotonic()

@@ -14,7 +14,7 @@ from activity_queue.conf import get_config
 from activity_queue.delivery import CONTENT_TYPE
 from activity_queue.models import Activity, ScheduledActivity
 
-from .conftest import aq_settings
+from .conftest import aq_settings, wait_until
 from .peer import Conn, keep_alive
 from .receiver import Receiver, Rule
 
@@ -566,3 +566,27 @@ def test_an_answering_host_opens_up_to_per_host_slots(peer, worker):
     report, _, _ = step(worker, PER_HOST=4)
     assert report.sent == 40
     assert slow.most == 4
+
+
+def test_a_host_that_stops_answering_gets_few_rows_held(peer, worker):
+    import threading
+
+    silent = Concurrency(answer_after=None)
+    server = peer(silent)
+    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(120)])
+    with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=1.0, CIRCUIT_THRESHOLD=1000,
+                     POLL_INTERVAL=0.05):
+        w = worker()
+        runner = threading.Thread(target=w.run_forever)
+        runner.start()
+        try:
+            def leased() -> int:
+                return ScheduledActivity.objects.filter(leased_by=w.id).count()
+
+            assert wait_until(lambda: leased() == w.host_backlog, timeout=10)  # 50 at first
+            # After its first timeouts the rest goes back to the queue: PER_HOST held at most.
+            assert wait_until(lambda: 0 < leased() <= 2 and silent.most == 2, timeout=10)
+        finally:
+            w.stop()
+            runner.join(30)
+    assert not ScheduledActivity.objects.filter(leased_by=w.id).exists()
