@@ -150,6 +150,8 @@ def markdown(results: dict) -> str:
         + _mark(d["targets"]["black_hole_vs_healthy >= 0.9"]))
     row(f"enqueue() inside atomic, p50 / p99 µs ({p['enqueue_calls']:,} calls)",
         lambda d: _pair(d["enqueue"]["enqueue_us"]))
+    row("enqueue() after the caller's own first statement, p50 / p99 µs",
+        lambda d: _pair(d["enqueue"]["enqueue_in_open_transaction_us"]))
     row("whole `with atomic(): enqueue()` incl. commit, p50 / p99 µs (target p50 < 500)",
         lambda d: _pair(d["enqueue"]["atomic_block_us"])
         + _mark(d["targets"]["enqueue p50 < 500 us"]))
