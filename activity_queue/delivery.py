@@ -112,9 +112,7 @@ def check_literal_address(url: str, allow_private: bool) -> None:
     if allow_private:
         return
     host = urlsplit(url).hostname or ""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
+    if not is_ip_literal(host):
         return
     kind = forbidden_address(host)
     if kind:
@@ -167,7 +165,7 @@ class Transport:
         self._head = b""
         self._queues: dict[str, deque[Job]] = {}
         self._inflight: dict[str, int] = {}
-        #: Slots each host may use now (see the module's docstring); PER_HOST when absent.
+        #: Slots each host may use now (see the module's docstring); FIRST_WINDOW when new.
         self._window: dict[str, int] = {}
         self._tasks: dict[asyncio.Task, Job] = {}
         self._runnable: deque[str] = deque()
@@ -336,14 +334,16 @@ class Transport:
 
     def _pause(self, hosts: set[str]) -> None:
         self._paused |= hosts
-        for host in hosts:
-            for job in self._queues.pop(host, ()):
-                self._emit(Outcome(job, Verdict.DEFERRED, error="host paused"))
+        self._hand_back(hosts, "host paused")
 
     def _trim(self, hosts: set[str]) -> None:
+        self._hand_back(hosts, "host not answering")
+
+    def _hand_back(self, hosts: set[str], why: str) -> None:
+        """What waits for these hosts goes back undelivered, no attempt counted."""
         for host in hosts:
             for job in self._queues.pop(host, ()):
-                self._emit(Outcome(job, Verdict.DEFERRED, error="host not answering"))
+                self._emit(Outcome(job, Verdict.DEFERRED, error=why))
 
     async def _shutdown(self, grace: float) -> None:
         self._closing = True

@@ -61,11 +61,11 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     table = ScheduledActivity._meta.db_table
     hosts_table = Host._meta.db_table
     exclude = sorted(set(exclude_hosts))
-    host_filter = f"AND host NOT IN ({_placeholders(len(exclude))})" if exclude else ""
+    filters = f"AND host NOT IN ({_placeholders(len(exclude))})" if exclude else ""
     skip_ids = sorted(exclude_ids)
     if skip_ids:
-        host_filter += (" AND NOT (id = ANY(%s))" if pg
-                        else f" AND id NOT IN ({_placeholders(len(skip_ids))})")
+        filters += (" AND NOT (id = ANY(%s))" if pg
+                    else f" AND id NOT IN ({_placeholders(len(skip_ids))})")
     rooms, room_params = _values(connection, [["", 0], *([h, n] for h, n in (room or {}).items())],
                                  ["varchar(255)", "integer"])
     collate = ' COLLATE "C"' if pg else ""
@@ -82,7 +82,7 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
                     WHERE next_attempt_at <= %s
                       AND (leased_until IS NULL OR leased_until < %s)
                       AND host NOT IN (SELECT host FROM {hosts_table} WHERE paused_until > %s)
-                      {host_filter}
+                      {filters}
                     ORDER BY next_attempt_at
                     LIMIT %s
                     {"FOR UPDATE SKIP LOCKED" if pg else ""}

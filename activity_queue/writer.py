@@ -9,7 +9,6 @@ single writer, so there the worker writes inline.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -18,8 +17,6 @@ from dataclasses import dataclass, field
 from django.db import connections
 
 from .jobs import Outcome
-
-logger = logging.getLogger(__name__)
 
 #: ``write(outcomes) -> (written, hosts whose circuit opened)``, as :func:`store.resolve`.
 Write = Callable[[list[Outcome]], tuple[list[Outcome], list[str]]]

@@ -15,7 +15,7 @@ from activity_queue.delivery import CONTENT_TYPE
 from activity_queue.models import Activity, ScheduledActivity
 
 from .conftest import aq_settings, wait_until
-from .peer import Conn, keep_alive
+from .peer import Conn, drop_the_second_request, keep_alive
 from .receiver import Receiver, Rule
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -372,16 +372,7 @@ def test_a_pooled_connection_closed_while_idle_is_replaced(peer, worker):
 
 
 def test_a_pooled_connection_dropped_as_the_request_arrives_is_replaced(peer, worker):
-    def drop_the_second(conn: Conn) -> None:
-        if conn.index == 0:
-            conn.read_request()
-            conn.answer(202)
-            conn.read_request()
-            conn.close()
-        else:
-            keep_alive(conn)
-
-    server = peer(drop_the_second)
+    server = peer(drop_the_second_request)
     with aq_settings():
         delivering = worker()
         enqueue(NOTE, to=server.url("/inbox/1"))

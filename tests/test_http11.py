@@ -18,7 +18,7 @@ from activity_queue.delivery import header_lines, is_ip_literal, new_event_loop
 from activity_queue.http11 import ConnectionClosed, ProtocolError, target
 
 from .conftest import wait_until
-from .peer import Conn, Peer, keep_alive
+from .peer import Conn, Peer, drop_the_second_request, keep_alive
 
 HEAD = header_lines({"User-Agent": "tests", "Content-Type": "application/json"})
 BODY = b'{"type": "Create"}'
@@ -184,17 +184,8 @@ def test_a_connection_closed_as_the_request_arrives_is_replaced_once(h, scheme):
 
     Nothing of it was answered, so it is sent again on a new connection, once.
     """
-    def script(conn: Conn) -> None:
-        if conn.index == 0:
-            conn.read_request()
-            conn.answer(202)
-            conn.read_request()
-            conn.close()
-        else:
-            keep_alive(conn)
-
     peer_options, client_options, host = scheme
-    peer = h.peer(script, **peer_options)
+    peer = h.peer(drop_the_second_request, **peer_options)
     client = h.client(**client_options)
     base = peer.origin(host)
     h.post(client, base + "/first")
