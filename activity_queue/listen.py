@@ -13,7 +13,7 @@ import threading
 
 from django.db import connections
 
-from .store import NOTIFY_CHANNEL
+from .pgfunctions import NOTIFY_CHANNEL
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from django.utils import timezone
 from .jobs import Job, Outcome, Verdict
 from .lifecycle import State
 from .models import Activity, Host, ScheduledActivity
+from .pgfunctions import ENQUEUE_FUNCTION
 
 CHUNK = 900
-NOTIFY_CHANNEL = "activity_queue"
 
 
 def _alias() -> str:
@@ -110,7 +110,7 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
 
 def insert(using: str, common: dict[str, Any], payload: str,
            destinations: Sequence[tuple[str, str]]) -> list[ScheduledActivity]:
-    """Write one scheduled row per ``(inbox, host)`` in one statement per chunk.
+    """Write one scheduled row per ``(inbox, host)``: one statement (on SQLite, one per chunk).
 
     The payload is sent to the database once per statement, not once per inbox
     (the ORM's ``bulk_create`` would serialise and bind it for every row).
@@ -118,13 +118,24 @@ def insert(using: str, common: dict[str, Any], payload: str,
     the object is queued for the inbox, or an activity about it was delivered
     there. Most rows have neither, and the redundancy and order checks skip
     them (see :mod:`activity_queue.dropping`) without a query of their own.
+    The statement does not see the rows it writes, and each inbox appears
+    once, so ``has_predecessor`` only reflects rows written before.
+    On PostgreSQL it is a call of the stored function in :mod:`.pgfunctions`.
     """
     connection = connections[using]
     ids: dict[str, tuple[int, bool]] = {}
     with connection.cursor() as cursor:
-        for chunk in _chunks(list(destinations), CHUNK // 2):
-            cursor.execute(*_insert_statement(connection, common, payload, chunk))
-            ids.update((r[1], (r[0], bool(r[2]))) for r in cursor.fetchall())
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s)",
+                [common["activity_id"], common["activity_type"], common["object_id"], payload,
+                 common["created_at"], common["next_attempt_at"],
+                 [inbox for inbox, _ in destinations], [host for _, host in destinations]])
+            ids.update((r[1], (r[0], r[2])) for r in cursor.fetchall())
+        else:
+            for chunk in _chunks(list(destinations), CHUNK // 2):
+                cursor.execute(*_insert_statement(connection, common, payload, chunk))
+                ids.update((r[1], (r[0], bool(r[2]))) for r in cursor.fetchall())
     rows = []
     for inbox, host in destinations:
         pk, flag = ids[inbox]
@@ -137,13 +148,7 @@ def insert(using: str, common: dict[str, Any], payload: str,
 
 def _insert_statement(connection, common: dict[str, Any], payload: str,
                       chunk: Sequence[tuple[str, str]]) -> tuple[str, list]:
-    """The INSERT of :func:`insert`; one inbox (the usual case) takes a simpler form,
-    which PostgreSQL plans in half the time.
-
-    The statement does not see the rows it writes, and each inbox appears once,
-    so ``has_predecessor`` only reflects rows written before.
-    """
-    pg = connection.vendor == "postgresql"
+    """The SQLite INSERT of :func:`insert`, in a simpler form for one inbox (the usual case)."""
     table = ScheduledActivity._meta.db_table
     log = Activity._meta.db_table
     object_id = common["object_id"]
@@ -167,8 +172,8 @@ def _insert_statement(connection, common: dict[str, Any], payload: str,
         INSERT INTO {table} (activity_id, activity_type, object_id, payload, created_at,
                              next_attempt_at, inbox, host, attempts, last_error, leased_by,
                              has_predecessor)
-        SELECT %s, %s, %s, {"CAST(%s AS jsonb)" if pg else "%s"}, %s, %s,
-               {"%s, %s" if one else "v.inbox, v.host"}, 0, '', '', {predecessor}
+        SELECT %s, %s, %s, %s, %s, %s, {"%s, %s" if one else "v.inbox, v.host"}, 0, '', '',
+               {predecessor}
         {"" if one else "FROM v"}
         RETURNING id, inbox, has_predecessor
     """
@@ -177,11 +182,6 @@ def _insert_statement(connection, common: dict[str, Any], payload: str,
     if one:
         params += list(chunk[0])
     params += predecessor_params
-    if pg:
-        # The wake-up for LISTENing workers rides on the same round trip; PostgreSQL
-        # delivers it once (identical notifications fold), if the transaction commits.
-        sql += ", pg_notify(%s, '')"
-        params.append(NOTIFY_CHANNEL)
     return sql, params
 
 

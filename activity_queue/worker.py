@@ -72,6 +72,10 @@ class Worker:
         self._probing: set[str] = set()
         #: Hosts whose last answer was a timeout or a connection failure: few rows held for them.
         self._faulty: set[str] = set()
+        #: Hosts that have answered this worker: a long line of rows may be held for them.
+        self._answering: set[str] = set()
+        #: Claiming while deliveries are in flight (run_forever, run_until_idle).
+        self._pipelined = False
         self._unresolved: list[Outcome] = []
         self._writer: BackgroundWriter | None = None
         self._tripped: set[str] = set()
@@ -123,12 +127,14 @@ class Worker:
             except queue.Empty:
                 raise TimeoutError(f"{waiting} deliveries still in flight") from None
             waiting -= 1
+        self._track_faults(collected)
         self._resolve(collected, report)
         return report
 
     def run_forever(self) -> None:
         """Pipeline claims, deliveries and resolutions until :meth:`stop`."""
         self._ensure_transport()
+        self._pipelined = True
         alias = router.db_for_write(ScheduledActivity)
         if Listener.supported(alias):
             Listener(alias, self.wakeup, self.stopping).start()
@@ -166,6 +172,7 @@ class Worker:
         still holds stay tracked, so the next call picks up where this one failed.
         """
         self._ensure_transport()
+        self._pipelined = True
         while True:
             claiming = not self.stopping.is_set() and (deadline is None
                                                        or time.monotonic() < deadline)
@@ -306,20 +313,34 @@ class Worker:
 
     def _cap(self, host: str) -> int:
         """Rows held for one host: a long line for a host that answers, PER_HOST for one
-        that times out, so that a dead host ties up few of the ``max_held`` rows."""
-        return self.config.PER_HOST if host in self._faulty else self.host_backlog
+        that times out, so that a dead host ties up few of the ``max_held`` rows.
+
+        In the pipelined loops, a host that has not answered yet gets PER_HOST too, so
+        that a dead host takes few rows even before its first timeout. A claim may
+        bring more rows of a host not held yet (its SQL cap is per claim, and listing
+        every known host in it would cost more); the surplus goes back at once.
+        :meth:`run_once` waits for all it claimed anyway, so it takes the line at once.
+        """
+        if host in self._faulty or (self._pipelined and host not in self._answering):
+            return self.config.PER_HOST
+        return self.host_backlog
 
     def _track_faults(self, outcomes: list[Outcome]) -> None:
         faulty = set()
         for o in outcomes:
+            host = o.job.host
             if o.host_fault:
-                faulty.add(o.job.host)
-            elif o.verdict is Verdict.SENT:
-                faulty.discard(o.job.host)
-                self._faulty.discard(o.job.host)
+                faulty.add(host)
+                self._answering.discard(host)
+            elif o.verdict is Verdict.SENT or o.status_code is not None:
+                if o.verdict is Verdict.SENT:
+                    faulty.discard(host)
+                    self._faulty.discard(host)
+                self._answering.add(host)
         new = faulty - self._faulty
-        if len(self._faulty) > 10_000:
-            self._faulty.clear()
+        for known in (self._faulty, self._answering):
+            if len(known) > 10_000:
+                known.clear()
         self._faulty |= faulty
         if new and self.transport is not None:
             self.transport.trim(new)

@@ -4,8 +4,10 @@ Runs one throughput measurement (as ``bench/run.py`` does) with timers around
 the worker's database calls, under py-spy (``pip install py-spy``; sampling
 every thread, idle ones included) when it is installed. Prints, per
 delivery, the time of each side: the worker thread (claim, resolve, release,
-signals, its own Python) and the HTTP thread (aiohttp, asyncio, our
-admission and hand-off code), and writes the same to ``bench/results/``.
+signals, its own Python) and the HTTP thread (our HTTP/1.1 client, the event
+loop, our admission and hand-off code), and writes the same to
+``bench/results/``. ``--black-holes 2`` profiles the black-hole run instead:
+every tenth row goes to a host that accepts connections and never answers.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.receivers import Nginx, ensure_nginx, free_ports  # noqa: E402
+from bench.receivers import BlackHole, Nginx, ensure_nginx, free_ports  # noqa: E402
 
 WORKER, HTTP = "bench-worker", "activity-queue-http"
 STORE_CALLS = ("claim", "resolve", "release", "renew", "tripped_hosts")
@@ -64,17 +66,16 @@ def classify(thread: str, frames: list[str]) -> str | None:
         if "Transport._post" in text:
             index = max(i for i, f in enumerate(frames) if _name(f) == "Transport._post")
             below = frames[index + 1:]
-            if below and "aiohttp/" in below[0]:
-                return "http: aiohttp request/response (inside _post)"
-            if below and _name(below[0]) == "check_url":
-                return "http: our code (check_url)"
+            if below and "activity_queue/http11.py" in below[0]:
+                return "http: HTTP/1.1 client request/response (inside _post)"
             return "http: our code (_post/_deliver)"
         if any(_name(f) in ("Transport._finished", "Transport._emit", "Transport._pump",
-                            "Transport._accept", "Worker._on_outcome") for f in frames):
+                            "Transport._accept", "Transport._hand_back",
+                            "Worker._on_outcome") for f in frames):
             return "http: our code (admission, outcome hand-off)"
-        if "aiohttp/" in text:
-            return "http: aiohttp (protocol callbacks)"
-        return "http: asyncio loop"
+        if "activity_queue/http11.py" in text:
+            return "http: HTTP/1.1 client (protocol callbacks)"
+        return "http: event loop"
     return None
 
 
@@ -105,7 +106,9 @@ def markdown(db: str, result: dict, sampled: dict | None) -> str:
         f"{n:,} deliveries over {result['hosts']} nginx hosts in {result['seconds']:.1f} s "
         f"= {result['per_second']:,.0f}/s; process CPU {result['cpu_ms_per_delivery'] * 1000:.0f}"
         f" µs per delivery (CPU share {result['cpu_share']:.2f} cores); load average "
-        f"{result['loadavg']:.2f} on {os.cpu_count()} CPUs.",
+        f"{result['loadavg']:.2f} on {os.cpu_count()} CPUs."
+        + (f" Counted: healthy rows only; {result['black_hole_rows']:,} more rows went to "
+           "black-holed hosts." if result.get("black_hole_rows") else ""),
         "",
         "### CPU per thread (from /proc), µs per delivery",
         "",
@@ -139,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--hosts", type=int, default=16)
+    p.add_argument("--black-holes", type=int, default=0,
+                   help="hosts that never answer, taking every tenth row (bench/run.py: 2)")
+    p.add_argument("--timeout", type=float, default=2.0,
+                   help="TIMEOUT of the worker when there are black holes")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--no-py-spy", action="store_true")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -148,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     if not binary:
         print("profile: nginx is needed (apt-get install nginx-light)", file=sys.stderr)
         return 1
-    ports = free_ports(args.hosts)
+    ports = free_ports(args.hosts + args.black_holes)
+    ports, hole_ports = ports[:args.hosts], ports[args.hosts:]
     nginx = Nginx(binary, ports).start()
+    hole = BlackHole(hole_ports).start()
     work = Path(tempfile.mkdtemp(prefix="aq-profile-"))
     raw = work / "py-spy.txt"
     spy = None if args.no_py_spy else (shutil.which("py-spy")
@@ -158,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     task = {"task": "throughput", "n": args.n, "instrument": True,
             "inboxes": [f"http://127.0.0.1:{port}/inbox/" for port in ports],
             "receiver_pids": nginx.worker_pids}
+    if hole_ports:
+        task.update(black_holes=[f"http://127.0.0.1:{port}/inbox/" for port in hole_ports],
+                    timeout=args.timeout)
     env = {**os.environ, "AQ_BENCH_DB": args.db, "AQ_BENCH_SQLITE": str(work / "db.sqlite3"),
            "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "bench.tasks", json.dumps(task)]
@@ -169,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                               check=False)
     finally:
+        hole.stop()
         nginx.stop()
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -177,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     result = json.loads(lines[-1])
     result.update(started_at=started, loadavg=os.getloadavg()[0])
     sampled = summarise(raw, args.rate, result["delivered"]) if spy and raw.exists() else None
-    text = markdown(args.db, result, sampled)
+    kind = f"{args.db}-black-hole" if hole_ports else args.db
+    text = markdown(kind, result, sampled)
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"profile-{args.db}-{started.replace(':', '').replace('-', '').replace('+0000', '')}"
+    stem = f"profile-{kind}-{started.replace(':', '').replace('-', '').replace('+0000', '')}"
     (out / f"{stem}.md").write_text(text)
     (out / f"{stem}.json").write_text(json.dumps({"result": result, "sampled": sampled},
                                                  indent=2) + "\n")

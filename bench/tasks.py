@@ -288,7 +288,34 @@ def enqueue_cost(task: dict) -> dict:
             after.append((time.perf_counter_ns() - t1) / 1000)
     return {"m": task["m"], "enqueue_us": percentiles(calls),
             "atomic_block_us": percentiles(blocks),
-            "enqueue_in_open_transaction_us": percentiles(after)}
+            "enqueue_in_open_transaction_us": percentiles(after),
+            "raw_insert_us": percentiles(raw_insert(task["m"], inbox))}
+
+
+def raw_insert(m: int, inbox: str) -> list[float]:
+    """The floor under ``enqueue()``: the same row written by one plain ``INSERT … VALUES``
+    through Django's cursor, with no checks, no ``has_predecessor`` probes and no wake-up,
+    in the same loop (the transaction already open)."""
+    table = ScheduledActivity._meta.db_table
+    pg = connection.vendor == "postgresql"
+    sql = (f"INSERT INTO {table} (activity_id, activity_type, object_id, payload, created_at, "
+           f"next_attempt_at, inbox, host, attempts, last_error, leased_by, has_predecessor) "
+           f"VALUES (%s, %s, %s, {'CAST(%s AS jsonb)' if pg else '%s'}, %s, %s, %s, %s, 0, "
+           f"'', '', FALSE) RETURNING id")
+    host = origin(inbox)
+    out = []
+    for i in range(2 * m + 200, 3 * m + 200):
+        body = activity(i, "raw")
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                t1 = time.perf_counter_ns()
+                now = connection.ops.adapt_datetimefield_value(timezone.now())
+                cursor.execute(sql, [body["id"], body["type"], body["object"]["@id"],
+                                     json.dumps(body), now, now, inbox, host])
+                cursor.fetchone()
+                out.append((time.perf_counter_ns() - t1) / 1000)
+    return out
 
 
 def latency(task: dict) -> dict:

@@ -559,24 +559,92 @@ def test_an_answering_host_opens_up_to_per_host_slots(peer, worker):
     assert slow.most == 4
 
 
-def test_a_host_that_stops_answering_gets_few_rows_held(peer, worker):
+def _run_in_thread(w):
     import threading
 
+    runner = threading.Thread(target=w.run_forever)
+    runner.start()
+    return runner
+
+
+def test_a_host_that_never_answered_gets_only_per_host_rows_held(peer, worker):
     silent = Concurrency(answer_after=None)
     server = peer(silent)
     enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(120)])
     with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=1.0, CIRCUIT_THRESHOLD=1000,
                      POLL_INTERVAL=0.05):
         w = worker()
-        runner = threading.Thread(target=w.run_forever)
-        runner.start()
+        assert w.host_backlog == 50
+        runner = _run_in_thread(w)
         try:
             def leased() -> int:
                 return ScheduledActivity.objects.filter(leased_by=w.id).count()
 
-            assert wait_until(lambda: leased() == w.host_backlog, timeout=10)  # 50 at first
-            # After its first timeouts the rest goes back to the queue: PER_HOST held at most.
+            most = 0
+
+            def timed_out() -> bool:
+                nonlocal most
+                most = max(most, leased())
+                return ScheduledActivity.objects.filter(attempts__gte=1).exists()
+
+            # Until its first timeouts and after them: PER_HOST rows held, not a backlog of 50.
+            assert wait_until(timed_out, timeout=10)
             assert wait_until(lambda: 0 < leased() <= 2 and silent.most == 2, timeout=10)
+            assert 0 < most <= 2
+        finally:
+            w.stop()
+            runner.join(30)
+    assert not ScheduledActivity.objects.filter(leased_by=w.id).exists()
+
+
+def test_a_host_that_answers_gets_a_longer_line_of_rows(peer, worker):
+    slow = Concurrency(answer_after=0.02)
+    server = peer(slow)
+    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(300)])
+    with aq_settings(PER_HOST=2, BATCH_SIZE=200, POLL_INTERVAL=0.05):
+        w = worker()
+        runner = _run_in_thread(w)
+        try:
+            # PER_HOST in the first claim; once the host has answered, up to host_backlog.
+            assert wait_until(lambda: ScheduledActivity.objects.filter(
+                leased_by=w.id).count() > 2 * 2, timeout=10)
+        finally:
+            w.stop()
+            runner.join(30)
+    assert not ScheduledActivity.objects.filter(leased_by=w.id).exists()
+
+
+def test_a_host_that_stops_answering_gets_few_rows_held(peer, worker):
+    answering = {"yes": True}
+
+    def script(conn: Conn) -> None:
+        while conn.read_request() is not None:
+            if answering["yes"]:
+                time.sleep(0.01)
+                conn.answer(202)
+            else:
+                conn.wait_closed()
+                return
+
+    server = peer(script)
+    inbox = server.url("/inbox")
+    enqueue(NOTE, to=inbox)
+    with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=1.0, CIRCUIT_THRESHOLD=1000,
+                     POLL_INTERVAL=0.05):
+        w = worker()
+        runner = _run_in_thread(w)
+        try:
+            def leased() -> int:
+                return ScheduledActivity.objects.filter(leased_by=w.id).count()
+
+            assert wait_until(lambda: Activity.objects.filter(status="sent").exists(),
+                              timeout=10)
+            answering["yes"] = False
+            enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(120)])
+            w.wake()
+            assert wait_until(lambda: leased() > 2, timeout=10)  # it had answered: a line
+            # After its first timeouts the rest goes back to the queue: PER_HOST held at most.
+            assert wait_until(lambda: 0 < leased() <= 2, timeout=10)
         finally:
             w.stop()
             runner.join(30)

@@ -11,6 +11,7 @@ from activity_queue import enqueue
 from activity_queue.backends import thread as thread_backend
 from activity_queue.exceptions import InvalidActivity
 from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.pgfunctions import ENQUEUE_FUNCTION
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,7 +19,9 @@ NOTE = {"type": "Create", "object": {"@id": "https://here.example/notes/1", "@ty
 
 
 def _inserts(queries) -> list[str]:
-    return [q["sql"] for q in queries if "INSERT INTO" in q["sql"].upper()]
+    """The writes to the queue: an INSERT, or on PostgreSQL a call of the stored function."""
+    return [q["sql"] for q in queries
+            if "INSERT INTO" in q["sql"].upper() or ENQUEUE_FUNCTION in q["sql"]]
 
 
 def test_fan_out_is_one_insert():

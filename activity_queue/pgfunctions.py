@@ -1,0 +1,77 @@
+"""The PostgreSQL side of ``enqueue()``: one stored function, kept current after ``migrate``.
+
+``enqueue()`` sits on the caller's request path. As a plain statement, its
+``INSERT`` (with the two ``has_predecessor`` probes and the ``NOTIFY``) is
+parsed and planned by the server on every call, which costs more than
+executing it. PL/pgSQL keeps the plan of the statements inside a function
+for the life of the connection, so the call only parses a short ``SELECT``.
+The plan is forced generic: PostgreSQL would otherwise keep re-planning it
+for each call, since a custom plan knows the exact number of inboxes and
+always looks cheaper than the generic one (measured: 0.78 against 0.50 ms).
+Unlike client-side prepared statements, this works through PgBouncer in
+transaction mode.
+
+The function is (re)created by a ``post_migrate`` handler rather than a
+migration, so that it also exists in databases built without migrations
+(``pytest --nomigrations``) and always matches the installed code.
+"""
+
+from __future__ import annotations
+
+from django.db import DEFAULT_DB_ALIAS, connections, router
+
+from .lifecycle import State
+from .models import Activity, ScheduledActivity
+
+ENQUEUE_FUNCTION = "activity_queue_enqueue"
+NOTIFY_CHANNEL = "activity_queue"
+
+
+def enqueue_function_sql() -> str:
+    queue = ScheduledActivity._meta.db_table
+    log = Activity._meta.db_table
+    return f"""
+CREATE OR REPLACE FUNCTION {ENQUEUE_FUNCTION}(
+    p_activity_id text, p_type text, p_object_id text, p_payload text,
+    p_created timestamptz, p_due timestamptz, p_inboxes text[], p_hosts text[])
+RETURNS TABLE (row_id bigint, row_inbox text, row_has_predecessor boolean)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+BEGIN
+    RETURN QUERY
+    INSERT INTO {queue} AS s (activity_id, activity_type, object_id, payload, created_at,
+                              next_attempt_at, inbox, host, attempts, last_error, leased_by,
+                              has_predecessor)
+    SELECT p_activity_id, p_type, p_object_id, CAST(p_payload AS jsonb), p_created, p_due,
+           v.inbox, v.host, 0, '', '',
+           p_object_id <> '' AND (
+               EXISTS (SELECT 1 FROM {queue} q
+                       WHERE q.inbox = v.inbox AND q.object_id = p_object_id)
+               OR EXISTS (SELECT 1 FROM {log} d
+                          WHERE d.inbox = v.inbox AND d.object_id = p_object_id
+                            AND d.direction = '{Activity.Direction.OUTBOUND.value}'
+                            AND d.status = '{State.SENT.value}'))
+    FROM unnest(p_inboxes, p_hosts) AS v(inbox, host)
+    RETURNING s.id, s.inbox::text, s.has_predecessor;
+    PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+END
+$fn$
+"""
+
+
+def install(using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Create or replace the function on ``using`` if it is a PostgreSQL database that
+    holds our tables; whether it did."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return False
+    if not router.allow_migrate_model(using, ScheduledActivity):
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(enqueue_function_sql())
+    return True
+
+
+def on_post_migrate(sender, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
+    install(using)
