@@ -1,5 +1,6 @@
 """enqueue(): the outbox write, in the caller's transaction."""
 
+import json
 from types import MappingProxyType
 
 import pytest
@@ -92,6 +93,39 @@ def test_bad_input_is_refused_and_nothing_written(activity, to, message):
     with pytest.raises(InvalidActivity, match=message):
         enqueue(activity, to=to)
     assert not ScheduledActivity.objects.exists()
+
+
+@pytest.mark.parametrize(("bad", "message", "near_miss"), [
+    ("a\x00b", r'contains a NUL character \(….*"a\\u0000\)', "a\\u0000b"),
+    ("\ud800", "contains an unpaired surrogate", "\\ud800"),
+    ("x\\\udfff", "contains an unpaired surrogate", "x\\\\udfff"),
+    ("\ude00\ud83d", "unpaired surrogate", "\ud83d\ude00"),  # the pair, reversed
+    ("😀\ud83d", "unpaired surrogate", "😀😀"),  # a pair, then half of one
+], ids=["nul", "high", "low", "reversed-pair", "half-pair"])
+@pytest.mark.parametrize("where", ["value", "key"])
+def test_nul_and_lone_surrogates_are_refused_before_the_database(bad, message, near_miss,
+                                                                 where):
+    """PostgreSQL's jsonb would abort the caller's transaction: refused first, on SQLite too.
+
+    What only looks like one in JSON text (an escaped backslash then ``u0000``, a surrogate
+    pair) is an ordinary string, stored in the same transaction afterwards.
+    """
+    def note(text: str) -> dict:
+        return {"type": "Note", "content": text} if where == "value" else \
+            {"type": "Note", text: "key"}
+
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as queries, \
+                pytest.raises(InvalidActivity, match=message):
+            enqueue({**note(bad), "tag": [{"name": "ok"}]}, to="https://a.example/inbox/")
+        assert queries.captured_queries == []
+        # The caller's transaction goes on: a query, and an enqueue, in the same block.
+        assert not ScheduledActivity.objects.exists()
+        (row,) = enqueue(note(near_miss), to="https://a.example/inbox/")
+    stored = ScheduledActivity.objects.get()
+    assert stored.pk == row.pk
+    assert {**stored.payload, "id": None} == {**json.loads(json.dumps(note(near_miss))),
+                                              "id": None}
 
 
 def nested(levels: int) -> dict:
