@@ -18,14 +18,11 @@ from . import backends, dropping, store
 from .addresses import check_inbox, origin
 from .exceptions import InvalidActivity, UnsafeDestination, WrongType
 from .models import ScheduledActivity
-from .validation import dumped_problem
+from .validation import MAX_DEPTH, dumped_problem
 
 MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
 MAX_INBOX_LENGTH = ScheduledActivity._meta.get_field("inbox").max_length
 MAX_HOST_LENGTH = ScheduledActivity._meta.get_field("host").max_length
-#: Objects and arrays nested deeper than this are refused: no activity needs it, and
-#: ``json.dumps`` would hit the recursion limit (a RecursionError) somewhere past 900.
-MAX_DEPTH = 100
 BINARY = (bytes, bytearray, memoryview)
 
 

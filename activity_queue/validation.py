@@ -29,12 +29,12 @@ from .exceptions import InvalidActivity
 #: is refused with a 400 rather than logged as received and silently ignored.
 ACCEPTED_TYPES = ("Create", "Update", "Delete", "Add", "Remove")
 
-#: Containers (objects and arrays, the activity itself being level 1) nested deeper than this
-#: are refused, by ``enqueue()`` and by the inbox alike: what we would not take we do not send.
-#: 32 is ten times what anything we exchange needs (a backlink is three levels: the activity,
-#: its ``object``, a link in it; ``@context`` lists two), low enough that a hostile body
-#: cannot make the checks and ``json.dumps`` recurse far, and the inbox's limit since it was
-#: written, so that no sender it already accepted is refused now.
+#: Containers (objects and arrays; the activity itself is level 1) nested deeper than this
+#: are refused, by ``enqueue()`` and by the inbox alike: what we would not take we do not
+#: send. Nothing we exchange comes near it (a backlink is three levels: the activity, its
+#: ``object``, a link in it), it has been the inbox's limit from the start, so no sender it
+#: took is refused now, and it keeps the checks and ``json.dumps`` far from Python's
+#: recursion limit.
 MAX_DEPTH = 32
 #: Lengths of the ``Activity`` columns the values end up in.
 MAX_ACTIVITY_ID = 500

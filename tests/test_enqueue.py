@@ -12,6 +12,7 @@ from activity_queue import enqueue
 from activity_queue.backends import thread as thread_backend
 from activity_queue.exceptions import InvalidActivity
 from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.validation import MAX_DEPTH
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -155,8 +156,10 @@ def nested(levels: int) -> dict:
     (TypeError, {**NOTE, "id": None}, "https://a.example/inbox/", "not NoneType"),
     (TypeError, {**NOTE, "id": {"@id": "https://here.example/a/1"}},
      "https://a.example/inbox/", "'id' must be a string, not dict"),
-    (ValueError, nested(101), "https://a.example/inbox/", "nested more than 100 levels deep"),
-    (ValueError, nested(5000), "https://a.example/inbox/", "nested more than 100 levels deep"),
+    (ValueError, nested(MAX_DEPTH + 1), "https://a.example/inbox/",
+     f"nested more than {MAX_DEPTH} levels deep"),
+    (ValueError, nested(5000), "https://a.example/inbox/",
+     f"nested more than {MAX_DEPTH} levels deep"),
 ])
 def test_malformed_inboxes_ids_and_nesting_are_refused(error, activity, to, message):
     with pytest.raises(error, match=message) as raised:
@@ -177,11 +180,14 @@ def test_a_mapping_is_not_a_list_of_inboxes(to):
     assert not ScheduledActivity.objects.exists()
 
 
-def test_nesting_up_to_the_limit_is_accepted():
-    (row,) = enqueue(nested(100), to="https://a.example/inbox/")
+def test_nesting_up_to_the_inbox_limit_is_accepted():
+    """The inbox's limit (32), not one of enqueue's own: what we would refuse we do not send."""
+    assert MAX_DEPTH == 32
+    (row,) = enqueue(nested(32), to="https://a.example/inbox/")
     assert ScheduledActivity.objects.get().payload == row.payload
-    with pytest.raises(InvalidActivity):
-        enqueue(nested(101), to="https://a.example/inbox/")
+    with pytest.raises(InvalidActivity, match="nested more than 32 levels deep"):
+        enqueue(nested(33), to="https://a.example/inbox/")
+    assert ScheduledActivity.objects.count() == 1
 
 
 def test_internationalised_hosts_are_one_host_in_punycode():

@@ -97,8 +97,8 @@ PROBLEMS = [
     (act(summary="a\x00b"), "a string value contains a NUL character"),
     (act(summary="\ud800"), "unpaired surrogate"),
     (act(**{"k\x00": 1}), "a key contains a NUL character"),
-    (act(extra=nested(MAX_DEPTH)), "nested more than"),
-    (act(extra=nested(MAX_DEPTH - 2)), None),
+    (act(extra=nested(MAX_DEPTH)), f"nested more than {MAX_DEPTH} levels deep"),
+    (act(extra=nested(MAX_DEPTH - 1)), None),  # the activity, then MAX_DEPTH - 1 levels
 ]
 
 
