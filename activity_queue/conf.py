@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     # Retry n waits BACKOFF_FACTOR * 2**(n-1) seconds (with jitter), capped by BACKOFF_MAX.
     "BACKOFF_FACTOR": 30.0,
     "BACKOFF_MAX": 6 * 3600.0,
-    # Connect timeout and read timeout of one delivery, in seconds.
+    # Connect timeout and read timeout of one delivery, in seconds; 3x for the whole exchange.
     "TIMEOUT": 10.0,
     # How long a claimed row belongs to one worker before another may take it back.
     "LEASE": 300.0,

@@ -41,6 +41,12 @@ logger = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 ACCEPT = "application/activity+json, application/ld+json, */*"
 MAX_REDIRECTS = 3
+#: The whole exchange, from the request written to the response read, is cut after this
+#: many times ``TIMEOUT``: bytes trickling in keep the read timeout away, not this one.
+TOTAL_TIMEOUTS = 3
+#: The setting behind each limit of the HTTP client, named when the limit runs out.
+LIMIT_SETTINGS = {"connect": "TIMEOUT", "read": "TIMEOUT",
+                  "total": f"{TOTAL_TIMEOUTS} × TIMEOUT"}
 #: Slots a host gets before it has answered anything.
 FIRST_WINDOW = 2
 REDIRECTS = frozenset({301, 302, 307, 308})
@@ -252,8 +258,8 @@ class Transport:
 
         self._client = http11.Client(
             resolve, connect_timeout=cfg.TIMEOUT, read_timeout=cfg.TIMEOUT,
-            total_timeout=cfg.TIMEOUT * 3, max_body=cfg.MAX_RESPONSE_BYTES, keepalive=30.0,
-            max_idle=max(256, 2 * cfg.WORKERS))
+            total_timeout=cfg.TIMEOUT * TOTAL_TIMEOUTS, max_body=cfg.MAX_RESPONSE_BYTES,
+            keepalive=30.0, max_idle=max(256, 2 * cfg.WORKERS))
         self._head = header_lines({"User-Agent": cfg.USER_AGENT, "Content-Type": CONTENT_TYPE,
                                    "Accept": ACCEPT})
 
@@ -367,8 +373,8 @@ class Transport:
             outcome = await self._post(job)
         except UnsafeDestination as exc:
             outcome = Outcome(job, Verdict.FAILED, error=f"refused: {exc}")
-        except TimeoutError:
-            outcome = Outcome(job, Verdict.RETRY, error=f"timeout after {self.config.TIMEOUT}s",
+        except http11.Timeout as exc:
+            outcome = Outcome(job, Verdict.RETRY, error=f"{exc} ({LIMIT_SETTINGS[exc.limit]})",
                               host_fault=True)
         except http11.ProtocolError as exc:
             outcome = Outcome(job, Verdict.RETRY, error=f"bad response: {exc}", host_fault=True)

@@ -5,7 +5,8 @@ POST never uses (cookie jars, multidict headers, tracing hooks, a task per
 request); measured on two cores, aiohttp took about four times the CPU per
 POST of this client. Here a request is one buffer written to a pooled
 connection, the answer is parsed by llhttp (``httptools``), and one timer per
-request enforces both the read and the total timeout.
+request enforces both the read and the total timeout. Each limit that runs out raises
+:class:`Timeout`, which says which one it was.
 
 Safety is the caller's: :class:`Client` connects only to the addresses its
 resolver returns, so an address check made there holds at connection time.
@@ -36,6 +37,17 @@ Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 class ProtocolError(ConnectionError):
     """The peer answered something that is not a usable HTTP/1.x response."""
+
+
+class Timeout(TimeoutError):
+    """One of the client's limits ran out: ``limit`` says which (``"connect"``, ``"read"``
+    or ``"total"``) and ``seconds`` its value, so that the caller can name the setting
+    behind it; the message says what did not happen in time."""
+
+    def __init__(self, limit: str, seconds: float, message: str) -> None:
+        super().__init__(f"{message} within {seconds:g} s")
+        self.limit = limit
+        self.seconds = seconds
 
 
 class ConnectionClosed(ConnectionError):
@@ -234,12 +246,19 @@ class _Connection(asyncio.Protocol):
         def check() -> None:
             if waiter.done():
                 return
-            due = min(self.last_data + read_timeout, give_up)
-            if loop.time() >= due - 0.001:
-                self.close()
-                waiter.set_exception(TimeoutError())
-            else:
+            read_due = self.last_data + read_timeout
+            due = min(read_due, give_up)
+            if loop.time() < due - 0.001:
                 timer[0] = loop.call_at(due, check)
+                return
+            self.close()
+            if give_up < read_due:
+                waiter.set_exception(Timeout("total", total_timeout, "response not complete"))
+            elif self.answered:
+                waiter.set_exception(Timeout("read", read_timeout,
+                                             "response stalled: no further bytes"))
+            else:
+                waiter.set_exception(Timeout("read", read_timeout, "no response"))
 
         timer.append(loop.call_at(min(start + read_timeout, give_up), check))
         self.transport.write(request)
@@ -321,7 +340,14 @@ class Client:
                         and not conn.transport.is_closing():
                     return conn, True
                 conn.close()
-        return await asyncio.wait_for(self._connect(where), self.connect_timeout), False
+        try:
+            async with asyncio.timeout(self.connect_timeout) as limit:
+                return await self._connect(where), False
+        except TimeoutError:
+            if limit.expired():  # not a TimeoutError of the system's own (ETIMEDOUT)
+                raise Timeout("connect", self.connect_timeout,
+                              "connect did not complete") from None
+            raise
 
     async def _connect(self, where: Target) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -18,13 +18,11 @@ from . import backends, dropping, store
 from .addresses import check_inbox, origin
 from .exceptions import InvalidActivity, UnsafeDestination, WrongType
 from .models import ScheduledActivity
+from .validation import MAX_DEPTH, dumped_problem
 
 MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
 MAX_INBOX_LENGTH = ScheduledActivity._meta.get_field("inbox").max_length
 MAX_HOST_LENGTH = ScheduledActivity._meta.get_field("host").max_length
-#: Objects and arrays nested deeper than this are refused: no activity needs it, and
-#: ``json.dumps`` would hit the recursion limit (a RecursionError) somewhere past 900.
-MAX_DEPTH = 100
 BINARY = (bytes, bytearray, memoryview)
 
 
@@ -125,6 +123,12 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
         payload = json.dumps(activity, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidActivity(f"activity is not JSON-serialisable: {exc}") from None
+    # Refused here on every database, not by PostgreSQL, which would abort the caller's
+    # transaction (and SQLite would store what a PostgreSQL receiver cannot).
+    problem = dumped_problem(payload)
+    if problem:
+        raise InvalidActivity(f"a string in the activity {problem}, which PostgreSQL's jsonb "
+                              "cannot store; remove it or replace it before enqueueing")
     now = timezone.now()
     due = now + timedelta(seconds=delay) if delay else now
     object_id = object_id_of(activity)[:2000]

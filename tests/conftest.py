@@ -5,7 +5,7 @@ import pytest
 from activity_queue.conf import get_config
 from activity_queue.worker import Worker
 
-from .peer import Peer, keep_alive
+from .peer import FullBacklog, Peer, keep_alive
 from .receiver import Receiver
 
 
@@ -30,6 +30,14 @@ def peer():
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def full_backlog():
+    """A loopback port whose connects hang until the client gives up (see FullBacklog)."""
+    server = FullBacklog()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ for what a real server can do that a well-behaved one never does: close an
 idle connection, answer garbage, trickle bytes, send a body shorter than its
 Content-Length. Each accepted connection runs ``script(conn)`` in a thread of
 its own; the peer counts connections and records every request it reads.
+:class:`FullBacklog` is what no script can do: a connect that never completes.
 """
 
 from __future__ import annotations
@@ -246,3 +247,36 @@ class Peer:
         with self.cond:
             self.client_closed.add(conn.index)
             self.cond.notify_all()
+
+
+class FullBacklog:
+    """A loopback listener that never accepts, its backlog already taken by one connection:
+    Linux then drops every further SYN, so a connect hangs as to a black-holed address."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind((host, 0))
+        self.listener.listen(0)  # room for one connection waiting to be accepted
+        self.port = self.listener.getsockname()[1]
+        self.base = f"http://{host}:{self.port}"
+        self.held = [socket.create_connection((host, self.port), timeout=5)]
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.settimeout(0.05)
+        try:
+            probe.connect((host, self.port))
+            hangs = False
+        except TimeoutError:
+            hangs = True
+        finally:
+            probe.close()
+        if not hangs:
+            self.close()
+            raise RuntimeError("this system completes connects beyond the listen backlog")
+
+    def url(self, path: str = "/inbox/") -> str:
+        return self.base + path
+
+    def close(self) -> None:
+        for sock in self.held:
+            sock.close()
+        self.listener.close()

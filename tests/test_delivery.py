@@ -173,7 +173,7 @@ def test_timeout_is_retried(receiver, worker):
     row = ScheduledActivity.objects.get()
     assert row.attempts == 1
     assert row.last_status is None
-    assert row.last_error == "timeout after 0.2s"
+    assert row.last_error == "no response within 0.2 s (TIMEOUT)"
 
 
 def test_exhausted_attempts_become_a_final_failure(receiver, worker):
@@ -446,7 +446,8 @@ def test_a_peer_trickling_bytes_hits_the_total_timeout(peer, worker):
     (outcome,) = report.outcomes
     # Bytes kept the read timeout (0.3 s) away; the total one (3 × TIMEOUT) ended it.
     assert 3 * 300 - 50 <= outcome.duration_ms < 5000
-    assert ScheduledActivity.objects.get().last_error == "timeout after 0.3s"
+    assert ScheduledActivity.objects.get().last_error == \
+        "response not complete within 0.9 s (3 × TIMEOUT)"
     assert server.wait_for(lambda s: 0 in s.client_closed)
 
 
@@ -459,7 +460,43 @@ def test_a_peer_that_never_answers_hits_the_read_timeout(peer, worker):
     report, _, _ = step(worker, TIMEOUT=0.5)
     (outcome,) = report.outcomes
     assert 500 <= outcome.duration_ms < 3 * 500  # the read timeout, not the total one
-    assert ScheduledActivity.objects.get().last_error == "timeout after 0.5s"
+    assert ScheduledActivity.objects.get().last_error == "no response within 0.5 s (TIMEOUT)"
+
+
+def test_a_response_that_stalls_hits_the_read_timeout(peer, worker):
+    def stalls(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{")
+        conn.wait_closed(15)
+
+    enqueue(NOTE, to=peer(stalls).url())
+    report, _, _ = step(worker, TIMEOUT=0.3)
+    (outcome,) = report.outcomes
+    assert 300 <= outcome.duration_ms < 3 * 300
+    assert ScheduledActivity.objects.get().last_error == \
+        "response stalled: no further bytes within 0.3 s (TIMEOUT)"
+
+
+def test_a_connect_that_hangs_hits_the_connect_timeout(full_backlog, worker):
+    enqueue(NOTE, to=full_backlog.url())
+    report, _, _ = step(worker, TIMEOUT=0.3)
+    assert report.retried == 1
+    (outcome,) = report.outcomes
+    assert 300 <= outcome.duration_ms < 3 * 300
+    assert ScheduledActivity.objects.get().last_error == \
+        "connect did not complete within 0.3 s (TIMEOUT)"
+
+
+def test_a_tls_handshake_that_hangs_hits_the_connect_timeout(peer, worker):
+    """The connect timeout covers the TLS handshake: a plain TCP peer never answers it."""
+    server = peer(lambda conn: conn.wait_closed(15))
+    enqueue(NOTE, to=server.url().replace("http://", "https://"))
+    report, _, _ = step(worker, TIMEOUT=0.3)
+    (outcome,) = report.outcomes
+    assert 300 <= outcome.duration_ms < 3 * 300
+    assert ScheduledActivity.objects.get().last_error == \
+        "connect did not complete within 0.3 s (TIMEOUT)"
+    assert server.wait_for(lambda s: 0 in s.client_closed)
 
 
 def test_a_huge_body_is_cut_and_its_connection_closed(peer, worker):

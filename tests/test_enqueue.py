@@ -1,5 +1,6 @@
 """enqueue(): the outbox write, in the caller's transaction."""
 
+import json
 from types import MappingProxyType
 
 import pytest
@@ -12,6 +13,7 @@ from activity_queue.backends import thread as thread_backend
 from activity_queue.exceptions import InvalidActivity
 from activity_queue.models import Activity, ScheduledActivity
 from activity_queue.pgfunctions import ENQUEUE_FUNCTION
+from activity_queue.validation import MAX_DEPTH
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,6 +99,39 @@ def test_bad_input_is_refused_and_nothing_written(activity, to, message):
     assert not ScheduledActivity.objects.exists()
 
 
+@pytest.mark.parametrize(("bad", "message", "near_miss"), [
+    ("a\x00b", r'contains a NUL character \(….*"a\\u0000\)', "a\\u0000b"),
+    ("\ud800", "contains an unpaired surrogate", "\\ud800"),
+    ("x\\\udfff", "contains an unpaired surrogate", "x\\\\udfff"),
+    ("\ude00\ud83d", "unpaired surrogate", "\ud83d\ude00"),  # the pair, reversed
+    ("😀\ud83d", "unpaired surrogate", "😀😀"),  # a pair, then half of one
+], ids=["nul", "high", "low", "reversed-pair", "half-pair"])
+@pytest.mark.parametrize("where", ["value", "key"])
+def test_nul_and_lone_surrogates_are_refused_before_the_database(bad, message, near_miss,
+                                                                 where):
+    """PostgreSQL's jsonb would abort the caller's transaction: refused first, on SQLite too.
+
+    What only looks like one in JSON text (an escaped backslash then ``u0000``, a surrogate
+    pair) is an ordinary string, stored in the same transaction afterwards.
+    """
+    def note(text: str) -> dict:
+        return {"type": "Note", "content": text} if where == "value" else \
+            {"type": "Note", text: "key"}
+
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as queries, \
+                pytest.raises(InvalidActivity, match=message):
+            enqueue({**note(bad), "tag": [{"name": "ok"}]}, to="https://a.example/inbox/")
+        assert queries.captured_queries == []
+        # The caller's transaction goes on: a query, and an enqueue, in the same block.
+        assert not ScheduledActivity.objects.exists()
+        (row,) = enqueue(note(near_miss), to="https://a.example/inbox/")
+    stored = ScheduledActivity.objects.get()
+    assert stored.pk == row.pk
+    assert {**stored.payload, "id": None} == {**json.loads(json.dumps(note(near_miss))),
+                                              "id": None}
+
+
 def nested(levels: int) -> dict:
     """An activity whose containers (the activity itself included) nest ``levels`` deep."""
     value = "https://here.example/notes/1"
@@ -124,8 +159,10 @@ def nested(levels: int) -> dict:
     (TypeError, {**NOTE, "id": None}, "https://a.example/inbox/", "not NoneType"),
     (TypeError, {**NOTE, "id": {"@id": "https://here.example/a/1"}},
      "https://a.example/inbox/", "'id' must be a string, not dict"),
-    (ValueError, nested(101), "https://a.example/inbox/", "nested more than 100 levels deep"),
-    (ValueError, nested(5000), "https://a.example/inbox/", "nested more than 100 levels deep"),
+    (ValueError, nested(MAX_DEPTH + 1), "https://a.example/inbox/",
+     f"nested more than {MAX_DEPTH} levels deep"),
+    (ValueError, nested(5000), "https://a.example/inbox/",
+     f"nested more than {MAX_DEPTH} levels deep"),
 ])
 def test_malformed_inboxes_ids_and_nesting_are_refused(error, activity, to, message):
     with pytest.raises(error, match=message) as raised:
@@ -146,11 +183,14 @@ def test_a_mapping_is_not_a_list_of_inboxes(to):
     assert not ScheduledActivity.objects.exists()
 
 
-def test_nesting_up_to_the_limit_is_accepted():
-    (row,) = enqueue(nested(100), to="https://a.example/inbox/")
+def test_nesting_up_to_the_inbox_limit_is_accepted():
+    """The inbox's limit (32), not one of enqueue's own: what we would refuse we do not send."""
+    assert MAX_DEPTH == 32
+    (row,) = enqueue(nested(32), to="https://a.example/inbox/")
     assert ScheduledActivity.objects.get().payload == row.payload
-    with pytest.raises(InvalidActivity):
-        enqueue(nested(101), to="https://a.example/inbox/")
+    with pytest.raises(InvalidActivity, match="nested more than 32 levels deep"):
+        enqueue(nested(33), to="https://a.example/inbox/")
+    assert ScheduledActivity.objects.count() == 1
 
 
 def test_internationalised_hosts_are_one_host_in_punycode():

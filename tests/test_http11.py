@@ -72,8 +72,10 @@ class Harness:
         return self.start_peer(script, **kwargs)
 
     def client(self, *, read_timeout: float = 5.0, total_timeout: float = 15.0,
-               max_body: int = 64 * 1024, keepalive: float = 30.0, **kwargs) -> http11.Client:
-        client = http11.Client(self.resolve, connect_timeout=5.0, read_timeout=read_timeout,
+               max_body: int = 64 * 1024, keepalive: float = 30.0, connect_timeout: float = 5.0,
+               **kwargs) -> http11.Client:
+        client = http11.Client(self.resolve, connect_timeout=connect_timeout,
+                               read_timeout=read_timeout,
                                total_timeout=total_timeout, max_body=max_body,
                                keepalive=keepalive, **kwargs)
         self.clients.append(client)
@@ -378,17 +380,20 @@ def silent(conn: Conn) -> None:
     conn.wait_closed(30)
 
 
-def timed_post(h: Harness, client: http11.Client, url: str) -> float:
+def timed_post(h: Harness, client: http11.Client, url: str, limit: str, message: str
+               ) -> float:
+    """How long a POST took to fail with the ``limit`` timeout, whose message is ``message``."""
     started = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(http11.Timeout) as raised:
         h.post(client, url)
+    assert (raised.value.limit, str(raised.value)) == (limit, message)
     return time.monotonic() - started
 
 
 def test_a_peer_trickling_bytes_hits_the_total_timeout(h):
     peer = h.peer(trickle)
     client = h.client(read_timeout=5.0, total_timeout=0.6)
-    took = timed_post(h, client, peer.url())
+    took = timed_post(h, client, peer.url(), "total", "response not complete within 0.6 s")
     assert 0.6 <= took < 5.0
     assert peer.wait_for(lambda p: 0 in p.client_closed)
     assert h.idle(client) == 0
@@ -397,9 +402,28 @@ def test_a_peer_trickling_bytes_hits_the_total_timeout(h):
 def test_a_peer_that_never_answers_hits_the_read_timeout(h):
     peer = h.peer(silent)
     client = h.client(read_timeout=0.3, total_timeout=20.0)
-    took = timed_post(h, client, peer.url())
+    took = timed_post(h, client, peer.url(), "read", "no response within 0.3 s")
     assert 0.3 <= took < 5.0
     assert peer.wait_for(lambda p: 0 in p.client_closed)
+
+
+def test_a_peer_that_stops_mid_response_hits_the_read_timeout(h):
+    def stalls(conn: Conn) -> None:
+        conn.read_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Len")
+        conn.wait_closed(30)
+
+    client = h.client(read_timeout=0.3, total_timeout=20.0)
+    took = timed_post(h, client, h.peer(stalls).url(), "read",
+                      "response stalled: no further bytes within 0.3 s")
+    assert 0.3 <= took < 5.0
+
+
+def test_a_connect_that_hangs_hits_the_connect_timeout(h, full_backlog):
+    client = h.client(connect_timeout=0.3)
+    took = timed_post(h, client, full_backlog.url(), "connect",
+                      "connect did not complete within 0.3 s")
+    assert 0.3 <= took < 5.0
 
 
 def test_the_read_timeout_restarts_with_every_byte(h):

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from activity_queue import receive
+from activity_queue import enqueue, receive
 from activity_queue.exceptions import InvalidActivity
 from activity_queue.models import Activity
-from activity_queue.validation import content_id
+from activity_queue.validation import MAX_DEPTH, content_id
 
 INBOX = "/inbox/"
 LD = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
@@ -92,6 +92,32 @@ def test_refusals(client, applied, body, content_type, status, detail):
     assert response.status_code == status, response.content
     assert detail in response.json()["detail"]
     assert not applied and Activity.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_enqueue_and_the_inbox_agree_on_nesting(client, applied):
+    """At the limit both take an activity, one level deeper both refuse it: we do not send
+    what our own inbox (a server like us) would refuse."""
+    def at_depth(levels: int) -> dict:
+        value = "https://a.example/tags/1/"
+        for _ in range(levels - 1):  # the activity itself is the first level
+            value = [value]
+        return with_id(levels, tag=value)
+
+    for levels, status in ((MAX_DEPTH, 201), (MAX_DEPTH + 1, 400)):
+        activity = at_depth(levels)
+        if status == 201:
+            (row,) = enqueue(activity, to="https://b.example/inbox/")
+            body = json.dumps(row.payload).encode()
+        else:
+            with pytest.raises(InvalidActivity, match=f"nested more than {MAX_DEPTH} levels"):
+                enqueue(activity, to="https://b.example/inbox/")
+            body = json.dumps(activity).encode()
+        response = post(client, body)
+        assert response.status_code == status, (levels, response.content)
+    assert response.json() == {"detail": f"the activity is nested more than {MAX_DEPTH} "
+                                         "levels deep"}
+    assert len(applied) == 1
 
 
 @pytest.mark.django_db

@@ -1,14 +1,22 @@
 """The inbox's shape rules, as a table over plain values (no HTTP, no database)."""
 
+import json
+
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from activity_queue.exceptions import InvalidActivity
 from activity_queue.validation import (
     CONTENT_ID_PREFIX,
     MAX_DEPTH,
+    NUL,
+    SURROGATE,
     check,
     content_id,
     decode,
+    dumped_problem,
     origin_mismatch,
     problem,
     summarize,
@@ -89,8 +97,8 @@ PROBLEMS = [
     (act(summary="a\x00b"), "a string value contains a NUL character"),
     (act(summary="\ud800"), "unpaired surrogate"),
     (act(**{"k\x00": 1}), "a key contains a NUL character"),
-    (act(extra=nested(MAX_DEPTH)), "nested more than"),
-    (act(extra=nested(MAX_DEPTH - 2)), None),
+    (act(extra=nested(MAX_DEPTH)), f"nested more than {MAX_DEPTH} levels deep"),
+    (act(extra=nested(MAX_DEPTH - 1)), None),  # the activity, then MAX_DEPTH - 1 levels
 ]
 
 
@@ -169,3 +177,54 @@ def test_summary_prefers_the_actor_for_the_host():
 def test_origin_mismatch(fields, mismatch):
     found = origin_mismatch(act(**fields), "https://a.example/actor#main-key")
     assert (found is None) if mismatch is None else (mismatch in found)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("a\x00b", NUL),
+    ("\ud800", SURROGATE),
+    ("\udc00", SURROGATE),
+    ("\ude00\ud83d", SURROGATE),
+    ("😀\ud83d", SURROGATE),
+    ("\\\x00", NUL),
+    ("\\\\\udbff", SURROGATE),
+    ("😀", None),
+    ("\ud83d\ude00", None),  # two code points, one character once in JSON
+    ("\\u0000", None),
+    ("\\ud800", None),
+    ("\\\\u0000", None),
+    ("\\\\ud800\\udc00", None),
+    ("é\x01\U0010ffff", None),
+])
+def test_dumped_problem_table(value, expected):
+    found = dumped_problem(json.dumps({"k": value}))
+    assert (found is None) if expected is None else found.startswith(expected + " (…")
+    found = dumped_problem(json.dumps({value: [1]}))
+    assert (found is None) if expected is None else found.startswith(expected + " (…")
+
+
+#: Characters that make and unmake escapes, and any other (surrogates included).
+tricky = st.sampled_from(["\x00", "\\", "u", "0", "d", "8", "c", "\ud800", "\udc00",
+                          "\ud83d", "\ude00", "😀", "é"])
+strings = st.text(tricky | st.characters(exclude_categories=()), max_size=12)
+
+
+def kinds(text: str) -> set[str]:
+    """What the inbox's rule finds in ``text`` as a receiver decodes it (JSON joins a high
+    and a low surrogate into one character), each kind looked for on its own."""
+    received = json.loads(json.dumps(text))
+    found = {NUL} if "\x00" in received else set()
+    if SURROGATE in (problem(act(summary=received.replace("\x00", ""))) or ""):
+        found.add(SURROGATE)
+    return found
+
+
+@hypothesis_settings(max_examples=500)
+@given(values=st.lists(strings, max_size=3), key=strings)
+def test_dumped_text_gets_the_verdict_of_its_strings(values, key):
+    """enqueue()'s check on the JSON text agrees with the inbox's check on the values."""
+    expected = set().union(*map(kinds, [key, *values]))
+    found = dumped_problem(json.dumps({key: values}))
+    if not expected:
+        assert found is None
+    else:
+        assert found is not None and found.split(" (…")[0] in expected, (found, expected)
