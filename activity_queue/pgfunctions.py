@@ -11,9 +11,9 @@ always looks cheaper than the generic one (measured: 0.78 against 0.50 ms).
 Unlike client-side prepared statements, this works through PgBouncer in
 transaction mode.
 
-The function is (re)created by a ``post_migrate`` handler rather than a
-migration, so that it also exists in databases built without migrations
-(``pytest --nomigrations``) and always matches the installed code.
+Migration 0005 creates the function, and a ``post_migrate`` handler recreates
+it after every ``migrate``, so that it also exists in databases built without
+migrations (``pytest --nomigrations``) and always matches the installed code.
 """
 
 from __future__ import annotations
@@ -60,17 +60,26 @@ $fn$
 """
 
 
+def _ours(using: str) -> bool:
+    return (connections[using].vendor == "postgresql"
+            and router.allow_migrate_model(using, ScheduledActivity))
+
+
 def install(using: str = DEFAULT_DB_ALIAS) -> bool:
     """Create or replace the function on ``using`` if it is a PostgreSQL database that
     holds our tables; whether it did."""
-    connection = connections[using]
-    if connection.vendor != "postgresql":
+    if not _ours(using):
         return False
-    if not router.allow_migrate_model(using, ScheduledActivity):
-        return False
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(enqueue_function_sql())
     return True
+
+
+def uninstall(using: str = DEFAULT_DB_ALIAS) -> None:
+    if _ours(using):
+        with connections[using].cursor() as cursor:
+            cursor.execute(f"DROP FUNCTION IF EXISTS {ENQUEUE_FUNCTION}"
+                           "(text, text, text, text, timestamptz, timestamptz, text[], text[])")
 
 
 def on_post_migrate(sender, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:

@@ -256,16 +256,32 @@ def memory(task: dict) -> dict:
 
 
 def enqueue_cost(task: dict) -> dict:
-    """Request-path cost: ``with transaction.atomic(): enqueue(activity, to=inbox)``."""
+    """Request-path cost: ``with transaction.atomic(): enqueue(activity, to=inbox)``.
+
+    Three loops run interleaved, one call of each in turn, so that they meet the same
+    machine: ``enqueue()`` as the transaction's first statement; ``enqueue()`` after the
+    caller's own first statement (as in a view that saves its object first; on
+    PostgreSQL psycopg's ``BEGIN`` round trip is then paid); and the floor under it, the
+    same row written by one plain ``INSERT … VALUES`` through Django's cursor, with no
+    checks, no ``has_predecessor`` probes and no wake-up.
+    """
     reset()
     inbox = task["inboxes"][0]
+    m = task["m"]
     # Warm-up objects come after the measured ones: an activity about an object already
     # queued would take the drop path, and 200 of the measured calls with it.
-    for i in range(task["m"], task["m"] + 200):
+    for i in range(3 * m, 3 * m + 200):
         with transaction.atomic():
             enqueue(activity(i, "warm"), to=inbox)
-    calls, blocks = [], []
-    for i in range(task["m"]):
+    table = ScheduledActivity._meta.db_table
+    pg = connection.vendor == "postgresql"
+    raw_sql = (f"INSERT INTO {table} (activity_id, activity_type, object_id, payload, "
+               f"created_at, next_attempt_at, inbox, host, attempts, last_error, leased_by, "
+               f"has_predecessor) VALUES (%s, %s, %s, {'CAST(%s AS jsonb)' if pg else '%s'}, "
+               f"%s, %s, %s, %s, 0, '', '', FALSE) RETURNING id")
+    host = origin(inbox)
+    calls, blocks, after, raw = [], [], [], []
+    for i in range(m):
         body = activity(i, "enq")
         t0 = time.perf_counter_ns()
         with transaction.atomic():
@@ -275,47 +291,28 @@ def enqueue_cost(task: dict) -> dict:
         t3 = time.perf_counter_ns()
         calls.append((t2 - t1) / 1000)
         blocks.append((t3 - t0) / 1000)
-    # In a view, enqueue() follows the caller's own writes: the transaction is open
-    # (on PostgreSQL, psycopg's BEGIN round trip is paid) before it is called.
-    after = []
-    for i in range(task["m"] + 200, 2 * task["m"] + 200):  # objects of their own
-        body = activity(i, "enq")
+
+        body = activity(m + i, "enq")  # an object of its own
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             t1 = time.perf_counter_ns()
             enqueue(body, to=inbox)
             after.append((time.perf_counter_ns() - t1) / 1000)
-    return {"m": task["m"], "enqueue_us": percentiles(calls),
-            "atomic_block_us": percentiles(blocks),
-            "enqueue_in_open_transaction_us": percentiles(after),
-            "raw_insert_us": percentiles(raw_insert(task["m"], inbox))}
 
-
-def raw_insert(m: int, inbox: str) -> list[float]:
-    """The floor under ``enqueue()``: the same row written by one plain ``INSERT … VALUES``
-    through Django's cursor, with no checks, no ``has_predecessor`` probes and no wake-up,
-    in the same loop (the transaction already open)."""
-    table = ScheduledActivity._meta.db_table
-    pg = connection.vendor == "postgresql"
-    sql = (f"INSERT INTO {table} (activity_id, activity_type, object_id, payload, created_at, "
-           f"next_attempt_at, inbox, host, attempts, last_error, leased_by, has_predecessor) "
-           f"VALUES (%s, %s, %s, {'CAST(%s AS jsonb)' if pg else '%s'}, %s, %s, %s, %s, 0, "
-           f"'', '', FALSE) RETURNING id")
-    host = origin(inbox)
-    out = []
-    for i in range(2 * m + 200, 3 * m + 200):
-        body = activity(i, "raw")
+        body = activity(2 * m + i, "raw")
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
                 t1 = time.perf_counter_ns()
                 now = connection.ops.adapt_datetimefield_value(timezone.now())
-                cursor.execute(sql, [body["id"], body["type"], body["object"]["@id"],
-                                     json.dumps(body), now, now, inbox, host])
+                cursor.execute(raw_sql, [body["id"], body["type"], body["object"]["@id"],
+                                         json.dumps(body), now, now, inbox, host])
                 cursor.fetchone()
-                out.append((time.perf_counter_ns() - t1) / 1000)
-    return out
+                raw.append((time.perf_counter_ns() - t1) / 1000)
+    return {"m": m, "enqueue_us": percentiles(calls), "atomic_block_us": percentiles(blocks),
+            "enqueue_in_open_transaction_us": percentiles(after),
+            "raw_insert_us": percentiles(raw)}
 
 
 def latency(task: dict) -> dict:
