@@ -86,7 +86,8 @@ class ScheduledActivity(models.Model):
         verbose_name_plural = "scheduled activities"
         indexes = [
             models.Index(fields=["next_attempt_at"], name="aq_sched_due"),
-            models.Index(fields=["host"], name="aq_sched_host"),
+            # A host's due rows in order: the probation claim (store.claim), per-host counts.
+            models.Index(fields=["host", "next_attempt_at"], name="aq_sched_host_due"),
             models.Index(fields=["activity_id"], name="aq_sched_activity"),
             models.Index(fields=["inbox", "object_id"], name="aq_sched_inbox_object"),
         ]

@@ -42,15 +42,21 @@ def _placeholders(n: int) -> str:
 
 
 def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = None,
-          room: dict[str, int] | None = None, exclude_hosts: Iterable[str] = (),
-          exclude_ids: Iterable[int] = (), now: datetime | None = None) -> list[Job]:
+          room: dict[str, int] | None = None, probation: dict[str, int] | None = None,
+          exclude_hosts: Iterable[str] = (), exclude_ids: Iterable[int] = (),
+          now: datetime | None = None) -> list[Job]:
     """Lease up to ``limit`` due rows, oldest due first, at most ``per_host`` for one host.
 
-    ``room`` lowers that cap for hosts the caller already holds rows of (a
-    half-open host gets room for one probe); paused and excluded hosts are
-    skipped. The per-host cap is applied in SQL, over a bounded window of the
-    oldest due rows, so a backlog on one host neither crowds out the others
-    nor makes the caller lease rows only to give them back.
+    ``room`` lowers that cap for hosts the caller already holds rows of; paused
+    and excluded hosts are skipped. The per-host cap is applied in SQL, over a
+    bounded window of the oldest due rows, so a backlog on one host neither
+    crowds out the others nor makes the caller lease rows only to give them back.
+
+    Hosts on ``probation`` (timing out, or a half-open circuit letting one probe
+    through) get at most their given number of rows, read from their own range of
+    the ``(host, next_attempt_at)`` index: the backlog of a dead host is usually the
+    oldest due rows, and in the main window it would fill the window while
+    yielding a row or two. Keep it to a few hosts: one subquery each.
     """
     if limit <= 0:
         return []
@@ -60,15 +66,39 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     pg = connection.vendor == "postgresql"
     table = ScheduledActivity._meta.db_table
     hosts_table = Host._meta.db_table
-    exclude = sorted(set(exclude_hosts))
-    filters = f"AND host NOT IN ({_placeholders(len(exclude))})" if exclude else ""
+    probation = {h: n for h, n in (probation or {}).items() if n > 0}
+    exclude = sorted(set(exclude_hosts) | set(probation))
     skip_ids = sorted(exclude_ids)
+    id_filter, id_params = "", []
     if skip_ids:
-        filters += (" AND NOT (id = ANY(%s))" if pg
-                    else f" AND id NOT IN ({_placeholders(len(skip_ids))})")
-    rooms, room_params = _values(connection, [["", 0], *([h, n] for h, n in (room or {}).items())],
+        id_filter = (" AND NOT (id = ANY(%s))" if pg
+                     else f" AND id NOT IN ({_placeholders(len(skip_ids))})")
+        id_params = [skip_ids] if pg else skip_ids
+    rooms, room_params = _values(connection, [["", 0], *([h, n] for h, n in
+                                                        {**(room or {}), **probation}.items())],
                                  ["varchar(255)", "integer"])
     collate = ' COLLATE "C"' if pg else ""
+    lock = "FOR UPDATE SKIP LOCKED" if pg else ""
+    stamp = _dt(connection, now)
+    due = f"""
+        SELECT id, host, next_attempt_at FROM {table}
+        WHERE next_attempt_at <= %s
+          AND (leased_until IS NULL OR leased_until < %s)
+          AND host NOT IN (SELECT host FROM {hosts_table} WHERE paused_until > %s)
+          {id_filter}"""
+    window = min(max(4 * limit, per_host), 20 * limit, 10_000)
+    candidates = f"""
+        SELECT * FROM ({due}
+            {f"AND host NOT IN ({_placeholders(len(exclude))})" if exclude else ""}
+            ORDER BY next_attempt_at LIMIT %s {lock}) main"""
+    candidate_params = [stamp, stamp, stamp, *id_params, *exclude, window]
+    for i, host in enumerate(sorted(probation)):
+        # One short range of the (host, next_attempt_at) index per host on probation.
+        candidates += f"""
+        UNION ALL
+        SELECT * FROM ({due} AND host = %s
+            ORDER BY next_attempt_at LIMIT %s {lock}) p{i}"""
+        candidate_params += [stamp, stamp, stamp, *id_params, host, probation[host]]
     sql = f"""
         WITH r(host, room) AS ({rooms})
         UPDATE {table} SET leased_by = %s, leased_until = %s
@@ -77,16 +107,7 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
                 SELECT c.id, c.next_attempt_at, COALESCE(r.room, %s) AS room,
                        ROW_NUMBER() OVER (PARTITION BY c.host{collate}
                                           ORDER BY c.next_attempt_at, c.id) AS rn
-                FROM (
-                    SELECT id, host, next_attempt_at FROM {table}
-                    WHERE next_attempt_at <= %s
-                      AND (leased_until IS NULL OR leased_until < %s)
-                      AND host NOT IN (SELECT host FROM {hosts_table} WHERE paused_until > %s)
-                      {filters}
-                    ORDER BY next_attempt_at
-                    LIMIT %s
-                    {"FOR UPDATE SKIP LOCKED" if pg else ""}
-                ) c LEFT JOIN r ON r.host = c.host
+                FROM ({candidates}) c LEFT JOIN r ON r.host = c.host
             ) ranked
             WHERE rn <= room
             ORDER BY next_attempt_at
@@ -95,11 +116,8 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
         RETURNING id, inbox, host, {"payload::text" if pg else "payload"}, attempts,
                   activity_type, activity_id, object_id, has_predecessor
     """
-    stamp = _dt(connection, now)
-    window = min(max(4 * limit, per_host), 20 * limit, 10_000)
     params = [*room_params, worker_id, _dt(connection, now + timedelta(seconds=lease)),
-              per_host, stamp, stamp, stamp, *exclude,
-              *([skip_ids] if pg and skip_ids else skip_ids), window, limit]
+              per_host, *candidate_params, limit]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

@@ -34,6 +34,8 @@ from .sentry import report_final_failure
 from .writer import BackgroundWriter, Written
 
 logger = logging.getLogger(__name__)
+#: Hosts on probation (store.claim) read in one claim at most: one subquery each.
+PROBATION_PER_CLAIM = 32
 failure_logger = logging.getLogger("activity_queue.failures")
 
 
@@ -76,6 +78,7 @@ class Worker:
         self._answering: set[str] = set()
         #: Claiming while deliveries are in flight (run_forever, run_until_idle).
         self._pipelined = False
+        self._probation_turn = 0
         self._unresolved: list[Outcome] = []
         self._writer: BackgroundWriter | None = None
         self._tripped: set[str] = set()
@@ -267,16 +270,25 @@ class Worker:
         if now - self._tripped_checked > 1.0:
             self._tripped = store.tripped_hosts(cfg.CIRCUIT_THRESHOLD)
             self._tripped_checked = now
-        cap = self.host_backlog
         full = {h for h, n in self._per_host.items() if n >= self._cap(h)} | self._probing
         room = {h: self._cap(h) - n for h, n in self._per_host.items() if n < self._cap(h)}
-        room.update((h, self.config.PER_HOST) for h in self._faulty
-                    if h not in full and h not in room)
-        room.update((h, 1) for h in self._tripped if h not in full)
+        # Hosts that time out, and half-open circuits (one probe), are claimed from a
+        # window of their own: their backlog would fill the main one.
+        probation = {h: cfg.PER_HOST - self._per_host.get(h, 0) for h in self._faulty
+                     if h not in full}
+        probation.update((h, 1) for h in self._tripped if h not in full)
+        if len(probation) > PROBATION_PER_CLAIM:  # the others wait for a later claim
+            turn = sorted(probation)
+            start = self._probation_turn % len(turn)
+            waiting = (turn[start:] + turn[:start])[PROBATION_PER_CLAIM:]
+            full |= set(waiting)
+            for host in waiting:
+                del probation[host]
+            self._probation_turn = start + PROBATION_PER_CLAIM
         # Rows in the writer's hands may already be back in the queue, due; they are
         # still held here until the writer reports, so they are not claimed twice.
-        jobs = store.claim(self.id, limit, cfg.LEASE, per_host=cap, room=room,
-                           exclude_hosts=full,
+        jobs = store.claim(self.id, limit, cfg.LEASE, per_host=self.host_backlog, room=room,
+                           probation=probation, exclude_hosts=full,
                            exclude_ids=self._writer.ids if self._writer else ())
         if not jobs:
             return []
@@ -338,9 +350,11 @@ class Worker:
                     self._faulty.discard(host)
                 self._answering.add(host)
         new = faulty - self._faulty
-        for known in (self._faulty, self._answering):
-            if len(known) > 10_000:
-                known.clear()
+        # Bounded: every claim lists the faulty hosts (a few parameters each).
+        if len(self._faulty) > 2_000:
+            self._faulty.clear()
+        if len(self._answering) > 10_000:
+            self._answering.clear()
         self._faulty |= faulty
         if new and self.transport is not None:
             self.transport.trim(new)

@@ -48,6 +48,35 @@ def test_limit_is_total_and_oldest_first():
     assert {r.id for r in first} <= {j.id for j in jobs}
 
 
+def test_a_dead_hosts_backlog_does_not_crowd_out_the_others():
+    """Its rows are the oldest due ones: in the main window they would fill it."""
+    backlog("dead.example", 200)
+    backlog("live.example", 20)
+    with_room = store.claim("w", 10, 30, per_host=10, room={"https://dead.example": 1})
+    assert [j.host for j in with_room] == ["https://dead.example"]  # a window of dead rows
+    store.release("w", [j.id for j in with_room])
+    jobs = store.claim("w", 10, 30, per_host=10, probation={"https://dead.example": 1})
+    hosts = [j.host for j in jobs]
+    assert (hosts.count("https://dead.example"), hosts.count("https://live.example")) == (1, 9)
+    oldest = ScheduledActivity.objects.filter(host="https://dead.example").order_by(
+        "next_attempt_at", "id").first()
+    assert oldest.id in {j.id for j in jobs}
+    assert leased_by("w") == 10
+
+
+def test_probation_honours_exclusions_and_pauses():
+    backlog("dead.example", 5)
+    backlog("paused.example", 5)
+    Host.objects.create(host="https://paused.example", consecutive_failures=9,
+                        paused_until="2999-01-01T00:00:00Z")
+    ids = sorted(ScheduledActivity.objects.filter(host="https://dead.example")
+                 .values_list("id", flat=True))
+    jobs = store.claim("w", 10, 30, probation={"https://dead.example": 2,
+                                               "https://paused.example": 2},
+                       exclude_ids=ids[:1])
+    assert [j.id for j in jobs] == ids[1:3]
+
+
 def test_excluded_rows_are_skipped():
     backlog("one.example", 4)
     ids = sorted(ScheduledActivity.objects.values_list("id", flat=True))
@@ -91,3 +120,19 @@ def test_queue_table_leaves_room_for_hot_updates_on_postgresql():
                        [ScheduledActivity._meta.db_table])
         (options,) = cursor.fetchone()
     assert "fillfactor=70" in (options or [])
+
+
+def test_the_worker_reads_at_most_32_hosts_on_probation_per_claim_in_turn(worker):
+    from activity_queue.worker import PROBATION_PER_CLAIM, Report
+
+    hosts = [f"dead{i:02d}.example" for i in range(PROBATION_PER_CLAIM + 8)]
+    for host in hosts:
+        backlog(host, 3)
+    w = worker()
+    w._faulty = {f"https://{h}" for h in hosts}
+    first = {j.host for j in w._claim(500, Report())}
+    second = {j.host for j in w._claim(500, Report())}
+    assert len(first) == PROBATION_PER_CLAIM
+    assert first | second == w._faulty  # the ones left out come next
+    per_host = ScheduledActivity.objects.filter(leased_by=w.id).values_list("host", flat=True)
+    assert max(list(per_host).count(h) for h in w._faulty) <= w.config.PER_HOST
