@@ -219,7 +219,7 @@ class Worker:
             handled = True
         self._renew_leases()
         dispatch.poll()
-        room = self.max_held - len(self._held)
+        room = self.max_held - len(self._held) + self._stalled()
         jobs: list[Job] = []
         if claim and (room >= min(self.config.BATCH_SIZE, self.max_held // 2)
                       or not self._held):
@@ -322,6 +322,19 @@ class Worker:
         report.claimed += len(keep)
         report.released += len(surplus)
         return keep
+
+    def _stalled(self) -> int:
+        """Rows held for hosts that do not answer (PER_HOST each at most), up to a quarter
+        of ``max_held``: they are left out of the pipeline the claims keep full.
+
+        Counted in, two dead hosts' 16 rows kept ``max_held - 16`` from ever leaving room
+        for a whole batch until every healthy delivery was done: the claim came late and
+        the network side ran dry once per batch (black-hole run, bench/).
+        """
+        stalled = sum(n for host, n in self._per_host.items()
+                      if self._cap(host) == self.config.PER_HOST
+                      and self.config.PER_HOST < self.host_backlog)
+        return min(stalled, self.max_held // 4)
 
     def _cap(self, host: str) -> int:
         """Rows held for one host: a long line for a host that answers, PER_HOST for one

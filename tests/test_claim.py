@@ -6,6 +6,8 @@ from django.db import transaction
 from activity_queue import enqueue, store
 from activity_queue.models import Host, ScheduledActivity
 
+from .conftest import aq_settings
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -136,3 +138,24 @@ def test_the_worker_reads_at_most_32_hosts_on_probation_per_claim_in_turn(worker
     assert first | second == w._faulty  # the ones left out come next
     per_host = ScheduledActivity.objects.filter(leased_by=w.id).values_list("host", flat=True)
     assert max(list(per_host).count(h) for h in w._faulty) <= w.config.PER_HOST
+
+
+def test_rows_held_for_hosts_that_do_not_answer_leave_the_pipeline_room(worker):
+    """Counted in, a dead host's rows kept the next claim from coming until every
+    healthy delivery was done: the network side ran dry once per batch."""
+    from activity_queue.jobs import Job
+
+    with aq_settings(PER_HOST=2, BATCH_SIZE=20, WORKERS=4):
+        w = worker()
+    w._pipelined = True
+    w._answering = {"https://live.example"}
+    w._faulty = {"https://dead.example"}
+    for i in range(22):
+        host = "https://dead.example" if i < 2 else "https://live.example"
+        w._held[i] = (Job(i, host + "/inbox", host, b"{}", 0, "Create", str(i), ""), 0.0)
+        w._per_host[host] = w._per_host.get(host, 0) + 1
+    assert w.max_held == 40
+    assert w._stalled() == 2  # room 40 - 22 + 2 = 20: a whole batch, the claim comes now
+    w._faulty = {f"https://dead{i}.example" for i in range(30)}
+    w._per_host = {host: 2 for host in w._faulty}
+    assert w._stalled() == w.max_held // 4  # many dead hosts: bounded
