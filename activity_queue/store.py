@@ -213,6 +213,36 @@ def release(worker_id: str, ids: Sequence[int]) -> int:
     return _set_lease(worker_id, ids, None)
 
 
+def defer_backlog(hosts: Iterable[str], until: datetime, *, limit: int = 2_000,
+                  now: datetime | None = None) -> int:
+    """Move the oldest due rows nobody holds of hosts that do not answer to ``until``.
+
+    No attempt is counted. A dead host's backlog is usually the oldest due rows:
+    left there, every claim would scan past it, row by row. ``until`` is when the
+    worker will know more (its probe timed out or was answered); up to ``limit``
+    rows per host per call, read from the ``(host, next_attempt_at)`` index.
+    """
+    hosts = sorted(set(hosts))
+    if not hosts:
+        return 0
+    now = now or timezone.now()
+    connection = connections[_alias()]
+    table = ScheduledActivity._meta.db_table
+    lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    stamp = _dt(connection, now)
+    moved = 0
+    with connection.cursor() as cursor:
+        for host in hosts:
+            cursor.execute(
+                f"UPDATE {table} SET next_attempt_at = %s WHERE id IN ("
+                f"SELECT id FROM {table} WHERE host = %s AND next_attempt_at <= %s"
+                f" AND (leased_until IS NULL OR leased_until < %s)"
+                f" ORDER BY next_attempt_at LIMIT %s {lock})",
+                [_dt(connection, until), host, stamp, stamp, limit])
+            moved += cursor.rowcount
+    return moved
+
+
 def _set_lease(worker_id: str, ids: Sequence[int], until: datetime | None) -> int:
     connection = connections[_alias()]
     table = ScheduledActivity._meta.db_table

@@ -371,6 +371,8 @@ class Worker:
         self._faulty |= faulty
         if new and self.transport is not None:
             self.transport.trim(new)
+        if faulty:
+            store.defer_backlog(faulty, timezone.now() + timedelta(seconds=self.config.TIMEOUT))
 
     def _renew_leases(self) -> None:
         now = time.monotonic()

@@ -159,3 +159,22 @@ def test_rows_held_for_hosts_that_do_not_answer_leave_the_pipeline_room(worker):
     w._faulty = {f"https://dead{i}.example" for i in range(30)}
     w._per_host = {host: 2 for host in w._faulty}
     assert w._stalled() == w.max_held // 4  # many dead hosts: bounded
+
+
+def test_defer_backlog_moves_only_the_due_rows_nobody_holds():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    backlog("dead.example", 6)
+    backlog("live.example", 2)
+    held = store.claim("w", 2, 30, per_host=2, room={"https://live.example": 0})
+    assert {j.host for j in held} == {"https://dead.example"}
+    until = timezone.now() + timedelta(seconds=60)
+    assert store.defer_backlog(["https://dead.example"], until, limit=3) == 3
+    dead = ScheduledActivity.objects.filter(host="https://dead.example")
+    assert dead.filter(next_attempt_at=until).count() == 3
+    assert {r.id for r in dead.filter(next_attempt_at=until)}.isdisjoint(j.id for j in held)
+    assert dead.filter(next_attempt_at__lt=until).count() == 3  # 2 held, 1 past the limit
+    assert not ScheduledActivity.objects.filter(host="https://live.example",
+                                                next_attempt_at=until).exists()

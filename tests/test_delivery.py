@@ -634,6 +634,27 @@ def test_a_host_that_never_answered_gets_only_per_host_rows_held(peer, worker):
     assert not ScheduledActivity.objects.filter(leased_by=w.id).exists()
 
 
+def test_a_timing_out_hosts_backlog_waits_until_it_can_be_probed_again(peer, worker):
+    """Left due, a dead host's backlog (the oldest rows) is scanned by every claim."""
+    silent = Concurrency(answer_after=None)
+    server = peer(silent)
+    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(60)])
+    with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=0.5, CIRCUIT_THRESHOLD=1000,
+                     POLL_INTERVAL=0.05):
+        w = worker()
+        runner = _run_in_thread(w)
+        try:
+            def waiting() -> int:
+                return ScheduledActivity.objects.filter(
+                    leased_by="", next_attempt_at__gt=timezone.now()).count()
+
+            assert wait_until(lambda: waiting() >= 50, timeout=10)
+        finally:
+            w.stop()
+            runner.join(30)
+    assert not ScheduledActivity.objects.filter(attempts__gt=2).exists()
+
+
 def test_a_host_that_answers_gets_a_longer_line_of_rows(peer, worker):
     slow = Concurrency(answer_after=0.02)
     server = peer(slow)
