@@ -332,8 +332,7 @@ class Worker:
         the network side ran dry once per batch (black-hole run, bench/).
         """
         stalled = sum(n for host, n in self._per_host.items()
-                      if self._cap(host) == self.config.PER_HOST
-                      and self.config.PER_HOST < self.host_backlog)
+                      if self._cap(host) == self.config.PER_HOST)
         return min(stalled, self.max_held // 4)
 
     def _cap(self, host: str) -> int:

@@ -1,4 +1,7 @@
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -112,3 +115,15 @@ def aq_settings(**overrides):
 
     base = dict(getattr(settings, "ACTIVITY_QUEUE", {}))
     return override_settings(ACTIVITY_QUEUE={**base, **overrides})
+
+
+@contextmanager
+def running(w: Worker) -> Iterator[None]:
+    """``w.run_forever()`` in a thread for the block; stopped and joined after it."""
+    runner = threading.Thread(target=w.run_forever)
+    runner.start()
+    try:
+        yield
+    finally:
+        w.stop()
+        runner.join(30)

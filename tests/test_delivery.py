@@ -14,7 +14,7 @@ from activity_queue.conf import get_config
 from activity_queue.delivery import CONTENT_TYPE
 from activity_queue.models import Activity, ScheduledActivity
 
-from .conftest import aq_settings, wait_until
+from .conftest import aq_settings, running, wait_until
 from .peer import Conn, drop_the_second_request, keep_alive
 from .receiver import Receiver, Rule
 
@@ -596,12 +596,8 @@ def test_an_answering_host_opens_up_to_per_host_slots(peer, worker):
     assert slow.most == 4
 
 
-def _run_in_thread(w):
-    import threading
-
-    runner = threading.Thread(target=w.run_forever)
-    runner.start()
-    return runner
+def leased(w) -> int:
+    return ScheduledActivity.objects.filter(leased_by=w.id).count()
 
 
 def test_a_host_that_never_answered_gets_only_per_host_rows_held(peer, worker):
@@ -612,11 +608,7 @@ def test_a_host_that_never_answered_gets_only_per_host_rows_held(peer, worker):
                      POLL_INTERVAL=0.05):
         w = worker()
         assert w.host_backlog == 50
-        runner = _run_in_thread(w)
-        try:
-            def leased() -> int:
-                return ScheduledActivity.objects.filter(leased_by=w.id).count()
-
+        with running(w):
             most = 0
 
             def timed_out() -> bool:
@@ -628,11 +620,8 @@ def test_a_host_that_never_answered_gets_only_per_host_rows_held(peer, worker):
 
             # Until its first timeouts and after them: PER_HOST rows held, not a backlog of 50.
             assert wait_until(timed_out, timeout=10)
-            assert wait_until(lambda: 0 < leased() <= 2 and silent.most == 2, timeout=10)
+            assert wait_until(lambda: 0 < leased(w) <= 2 and silent.most == 2, timeout=10)
             assert 0 < most <= 2
-        finally:
-            w.stop()
-            runner.join(30)
     assert not ScheduledActivity.objects.filter(leased_by=w.id).exists()
 
 
@@ -644,16 +633,12 @@ def test_a_timing_out_hosts_backlog_waits_until_it_can_be_probed_again(peer, wor
     with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=0.5, CIRCUIT_THRESHOLD=1000,
                      POLL_INTERVAL=0.05):
         w = worker()
-        runner = _run_in_thread(w)
-        try:
+        with running(w):
             def waiting() -> int:
                 return ScheduledActivity.objects.filter(
                     leased_by="", next_attempt_at__gt=timezone.now()).count()
 
             assert wait_until(lambda: waiting() >= 50, timeout=10)
-        finally:
-            w.stop()
-            runner.join(30)
     assert not ScheduledActivity.objects.filter(attempts__gt=2).exists()
 
 
@@ -663,14 +648,9 @@ def test_a_host_that_answers_gets_a_longer_line_of_rows(peer, worker):
     enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(300)])
     with aq_settings(PER_HOST=2, BATCH_SIZE=200, POLL_INTERVAL=0.05):
         w = worker()
-        runner = _run_in_thread(w)
-        try:
+        with running(w):
             # PER_HOST in the first claim; once the host has answered, up to host_backlog.
-            assert wait_until(lambda: ScheduledActivity.objects.filter(
-                leased_by=w.id).count() > 2 * 2, timeout=10)
-        finally:
-            w.stop()
-            runner.join(30)
+            assert wait_until(lambda: leased(w) > 2 * 2, timeout=10)
     assert not ScheduledActivity.objects.filter(leased_by=w.id).exists()
 
 
@@ -692,20 +672,13 @@ def test_a_host_that_stops_answering_gets_few_rows_held(peer, worker):
     with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=1.0, CIRCUIT_THRESHOLD=1000,
                      POLL_INTERVAL=0.05):
         w = worker()
-        runner = _run_in_thread(w)
-        try:
-            def leased() -> int:
-                return ScheduledActivity.objects.filter(leased_by=w.id).count()
-
+        with running(w):
             assert wait_until(lambda: Activity.objects.filter(status="sent").exists(),
                               timeout=10)
             answering["yes"] = False
             enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(120)])
             w.wake()
-            assert wait_until(lambda: leased() > 2, timeout=10)  # it had answered: a line
+            assert wait_until(lambda: leased(w) > 2, timeout=10)  # it had answered: a line
             # After its first timeouts the rest goes back to the queue: PER_HOST held at most.
-            assert wait_until(lambda: 0 < leased() <= 2, timeout=10)
-        finally:
-            w.stop()
-            runner.join(30)
+            assert wait_until(lambda: 0 < leased(w) <= 2, timeout=10)
     assert not ScheduledActivity.objects.filter(leased_by=w.id).exists()

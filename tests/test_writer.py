@@ -10,7 +10,7 @@ from activity_queue.jobs import Job, Outcome, Verdict
 from activity_queue.models import Activity, ScheduledActivity
 from activity_queue.writer import BackgroundWriter
 
-from .conftest import wait_until
+from .conftest import running, wait_until
 
 NOTE = {"type": "Create", "object": "https://here.example/notes/1"}
 
@@ -56,14 +56,9 @@ def test_worker_on_postgresql_writes_from_its_writer_thread(receiver, worker):
     enqueue(NOTE, to=[receiver.url(f"/inbox/{i}") for i in range(30)])
     w = worker()
     names = []
-    runner = threading.Thread(target=w.run_forever)
-    runner.start()
-    try:
+    with running(w):
         assert wait_until(lambda: Activity.objects.filter(status="sent").count() == 30, 20)
         names = [t.name for t in threading.enumerate()]
-    finally:
-        w.stop()
-        runner.join(30)
     assert "activity-queue-writer" in names
     assert not ScheduledActivity.objects.exists()
     assert len(receiver.received) == 30
