@@ -553,20 +553,39 @@ def test_https_to_an_untrusted_certificate_is_retried(peer, worker, ca, monkeypa
 
 
 class Concurrency:
-    """A peer script wrapper that records how many requests it held at once."""
+    """A peer script wrapper that records how many requests it held at once.
+
+    A request counts as held until it is answered or its client has closed the
+    connection. The close is read from the socket when the next request arrives, so a
+    close the peer's own thread has not noticed yet is not counted as held.
+    """
 
     def __init__(self, answer_after: float | None) -> None:
         import threading
 
         self.answer_after = answer_after
         self.lock = threading.Lock()
-        self.now = self.most = 0
+        self.held: list[Conn] = []
+        self.most = 0
+
+    @staticmethod
+    def _closed_by_client(conn: Conn) -> bool:
+        import select
+        import socket
+
+        try:
+            if not select.select([conn.sock], [], [], 0)[0]:
+                return False
+            return conn.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def __call__(self, conn: Conn) -> None:
         while conn.read_request() is not None:
             with self.lock:
-                self.now += 1
-                self.most = max(self.most, self.now)
+                self.held = [c for c in self.held if not self._closed_by_client(c)]
+                self.held.append(conn)
+                self.most = max(self.most, len(self.held))
             try:
                 if self.answer_after is None:  # a black hole: keep the request until dropped
                     conn.wait_closed()
@@ -575,7 +594,7 @@ class Concurrency:
                 conn.answer(202)
             finally:
                 with self.lock:
-                    self.now -= 1
+                    self.held = [c for c in self.held if c is not conn]
 
 
 def test_a_silent_host_holds_two_slots_not_per_host(peer, worker):
