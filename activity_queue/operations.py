@@ -226,11 +226,20 @@ def resume_hosts(hosts: Iterable[str]) -> int:
     """Close the circuit of the given hosts now; their waiting rows become claimable.
 
     A host's health row only exists while it is troubled (a success deletes
-    it), so closing the circuit is deleting the row.
+    it), so closing the circuit is deleting the row. Rows the worker moved to
+    the end of the pause (:func:`activity_queue.store.defer_paused`), and any
+    other row due before then, become due now; later retries keep their time.
     """
     using = _alias()
+    now = timezone.now()
     with transaction.atomic(using=using):
-        removed, _ = Host.objects.filter(host__in=list(hosts)).delete()
+        troubled = Host.objects.filter(host__in=list(hosts))
+        for host, until in troubled.filter(paused_until__gt=now).values_list("host",
+                                                                           "paused_until"):
+            (ScheduledActivity.objects.filter(host=host, next_attempt_at__gt=now,
+                                              next_attempt_at__lte=until)
+             .filter(_not_leased(now)).update(next_attempt_at=now))
+        removed, _ = troubled.delete()
         if removed:
             transaction.on_commit(partial(backends.wake, using), using=using)
     return removed

@@ -222,25 +222,49 @@ def defer_backlog(hosts: Iterable[str], until: datetime, *, limit: int = 2_000,
     worker will know more (its probe timed out or was answered); up to ``limit``
     rows per host per call, read from the ``(host, next_attempt_at)`` index.
     """
-    hosts = sorted(set(hosts))
-    if not hosts:
-        return 0
     now = now or timezone.now()
     connection = connections[_alias()]
+    with connection.cursor() as cursor:
+        return sum(_move(cursor, connection, host, now, until, limit, now)
+                   for host in sorted(set(hosts)))
+
+
+def defer_paused(*, limit: int = 5_000, now: datetime | None = None) -> int:
+    """Move rows nobody holds of paused hosts to the end of their host's pause.
+
+    No attempt is counted: nothing can be sent to a paused host before then
+    anyway. Left due, a paused host's backlog is skipped row by row by every
+    claim until the pause ends (measured: claims 4-5 times slower with 100,000
+    such rows). Up to ``limit`` rows per call, so that a large backlog is moved
+    over several calls rather than in one long write; rows queued during a
+    pause are moved by a later call.
+    """
+    now = now or timezone.now()
+    connection = connections[_alias()]
+    paused = Host.objects.using(connection.alias).filter(paused_until__gt=now)
+    moved = 0
+    with connection.cursor() as cursor:
+        for host, until in paused.order_by("host").values_list("host", "paused_until"):
+            if moved >= limit:
+                break
+            moved += _move(cursor, connection, host, until, until, limit - moved, now)
+    return moved
+
+
+def _move(cursor, connection, host: str, before: datetime, until: datetime, limit: int,
+          now: datetime) -> int:
+    """Set ``next_attempt_at = until`` on up to ``limit`` of ``host``'s rows due before
+    ``before`` that nobody holds, oldest first: one range of the host's index."""
     table = ScheduledActivity._meta.db_table
     lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     stamp = _dt(connection, now)
-    moved = 0
-    with connection.cursor() as cursor:
-        for host in hosts:
-            cursor.execute(
-                f"UPDATE {table} SET next_attempt_at = %s WHERE id IN ("
-                f"SELECT id FROM {table} WHERE host = %s AND next_attempt_at <= %s"
-                f" AND (leased_until IS NULL OR leased_until < %s)"
-                f" ORDER BY next_attempt_at LIMIT %s {lock})",
-                [_dt(connection, until), host, stamp, stamp, limit])
-            moved += cursor.rowcount
-    return moved
+    cursor.execute(
+        f"UPDATE {table} SET next_attempt_at = %s WHERE id IN ("
+        f"SELECT id FROM {table} WHERE host = %s AND next_attempt_at < %s"
+        f" AND (leased_until IS NULL OR leased_until < %s)"
+        f" ORDER BY next_attempt_at LIMIT %s {lock})",
+        [_dt(connection, until), host, _dt(connection, before), stamp, limit])
+    return cursor.rowcount
 
 
 def _set_lease(worker_id: str, ids: Sequence[int], until: datetime | None) -> int:

@@ -36,6 +36,9 @@ from .writer import BackgroundWriter, Written
 logger = logging.getLogger(__name__)
 #: Hosts on probation (store.claim) read in one claim at most: one subquery each.
 PROBATION_PER_CLAIM = 32
+#: Rows of paused hosts moved to the end of their pause before a claim (store.defer_paused);
+#: a larger backlog is moved over the following claims.
+DEFER_PER_CLAIM = 5_000
 failure_logger = logging.getLogger("activity_queue.failures")
 
 
@@ -85,6 +88,7 @@ class Worker:
         #: Hosts the transport was told to pause; resumed once the database lets them through.
         self._paused: set[str] = set()
         self._tripped_checked = 0.0
+        self._deferring = False
         self._next_renewal = 0.0
         #: Seconds in-flight deliveries get to finish when stopping.
         self.grace = self.config.TIMEOUT + 1
@@ -270,6 +274,9 @@ class Worker:
         if now - self._tripped_checked > 1.0:
             self._tripped = store.tripped_hosts(cfg.CIRCUIT_THRESHOLD)
             self._tripped_checked = now
+            self._deferring = bool(self._tripped)
+        if self._deferring:  # paused hosts' backlogs, moved out of the claims' way
+            self._deferring = store.defer_paused(limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM
         full = {h for h, n in self._per_host.items() if n >= self._cap(h)} | self._probing
         room = {h: self._cap(h) - n for h, n in self._per_host.items() if n < self._cap(h)}
         # Hosts that time out, and half-open circuits (one probe), are claimed from a
@@ -425,6 +432,7 @@ class Worker:
             logger.warning("activity_queue: pausing deliveries to %s", ", ".join(opened))
             self.transport.pause(opened)
             self._paused.update(opened)
+            self._tripped_checked = 0.0  # the next claim defers their backlogs
         for o in written:
             if o.verdict is Verdict.SENT:
                 report.sent += 1

@@ -192,6 +192,29 @@ class Bench:
         best = max(runs, key=lambda r: r.get("per_second", 0))
         return {**best, "runs": [r.get("per_second") for r in runs]}
 
+    def interleaved(self, jobs: dict[str, tuple[str, object]], repeat: int) -> dict:
+        """Rate measurements taken in turn, one run of each per round, each kept as the
+        best of ``repeat`` (see :meth:`attempt`). The black-hole ratio compares two of
+        them: taken in turn, both meet the same machine, where three runs of one and
+        then three of the other met whatever changed in between."""
+        runs: dict[str, list[dict]] = {key: [] for key in jobs}
+        for i in range(repeat):
+            for key, (label, fn) in jobs.items():
+                if runs[key] is None:
+                    continue
+                result = self.attempt(f"{label}{f' ({i + 1}/{repeat})' if repeat > 1 else ''}",
+                                      fn)
+                if result is None:
+                    runs[key] = None
+                else:
+                    runs[key].append(result)
+        out = {}
+        for key, done in runs.items():
+            if done:
+                best = max(done, key=lambda r: r.get("per_second", 0))
+                out[key] = {**best, "runs": [r.get("per_second") for r in done]}
+        return out
+
     def ceilings(self) -> None:
         args, pids = self.args, self.receiver.worker_pids
         self.results["ceilings"]["aiohttp"] = self.attempt("aiohttp ceiling", lambda: child(
@@ -249,12 +272,13 @@ class Bench:
             return {**res, "black_hole_connections": self.hole.accepted - before}
 
         out["versions"] = self.attempt(f"{db}: versions", lambda: task("versions"))
+        rates = {}
         if "throughput" not in skip:
-            out["throughput"] = self.attempt(
-                f"{db}: throughput, {args.n} rows",
-                lambda: task("throughput", n=args.n, inboxes=self.inboxes), args.repeat)
+            rates["throughput"] = (f"{db}: throughput, {args.n} rows",
+                                   lambda: task("throughput", n=args.n, inboxes=self.inboxes))
         if "black-hole" not in skip:
-            out["black_hole"] = self.attempt(f"{db}: black-hole run", holed, args.repeat)
+            rates["black_hole"] = (f"{db}: black-hole run", holed)
+        out.update(self.interleaved(rates, args.repeat))
         if "enqueue" not in skip:
             out["enqueue"] = self.attempt(f"{db}: enqueue cost", lambda: task(
                 "enqueue", m=args.enqueue_calls, inboxes=self.inboxes))

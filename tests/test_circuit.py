@@ -35,7 +35,12 @@ def make_due() -> None:
 
 
 def end_pause(host: str) -> None:
-    Host.objects.filter(host=host).update(paused_until=timezone.now() - timedelta(seconds=1))
+    """Travel to the end of the pause: the rows the worker moved there are due too."""
+    ended = timezone.now() - timedelta(seconds=1)
+    until = Host.objects.get(host=host).paused_until
+    ScheduledActivity.objects.filter(host=host, next_attempt_at__lte=until).update(
+        next_attempt_at=ended)
+    Host.objects.filter(host=host).update(paused_until=ended)
 
 
 def attempts() -> list[int]:
@@ -96,6 +101,22 @@ def test_open_half_open_and_close(receiver, worker):
         assert report.sent == 4
         assert not ScheduledActivity.objects.exists()
     assert receiver.calls["/inbox/"] == 9
+
+
+def test_the_backlog_of_a_paused_host_waits_for_the_end_of_the_pause(receiver, worker):
+    receiver.rules["/inbox/"] = Rule(status=503)
+    with aq_settings(**CIRCUIT):
+        w = worker()
+        send(receiver, 3)
+        assert w.run_once(timeout=20).retried == 3  # the circuit opens
+        send(receiver, 5)  # queued during the pause, due now
+        assert w.run_once(timeout=20).claimed == 0
+    until = Host.objects.get().paused_until
+    # Retries due before the end of the pause, and the new rows, wait for it: claims no
+    # longer skip them one by one, and no attempt is counted.
+    assert list(ScheduledActivity.objects.values_list("next_attempt_at", flat=True)) == [until] * 8
+    assert attempts() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert receiver.calls["/inbox/"] == 3
 
 
 def test_a_fresh_worker_also_probes_once(receiver, worker):

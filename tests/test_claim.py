@@ -178,3 +178,34 @@ def test_defer_backlog_moves_only_the_due_rows_nobody_holds():
     assert dead.filter(next_attempt_at__lt=until).count() == 3  # 2 held, 1 past the limit
     assert not ScheduledActivity.objects.filter(host="https://live.example",
                                                 next_attempt_at=until).exists()
+
+
+def test_defer_paused_moves_what_waits_for_the_pause_out_of_the_claims_way():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    backlog("down.example", 6)
+    backlog("live.example", 2)
+    now = timezone.now()
+    until = now + timedelta(minutes=10)
+    Host.objects.create(host="https://down.example", consecutive_failures=5, trips=1,
+                        paused_until=until)
+    down = ScheduledActivity.objects.filter(host="https://down.example").order_by("id")
+    held, late = down[0].id, down[1].id
+    ScheduledActivity.objects.filter(id=held).update(leased_by="other",
+                                                     leased_until=now + timedelta(minutes=1))
+    ScheduledActivity.objects.filter(id=late).update(next_attempt_at=until + timedelta(hours=1))
+    assert store.defer_paused(limit=3) == 3
+    assert store.defer_paused(limit=3) == 1  # the rest, in a later call
+    assert store.defer_paused() == 0
+    assert down.filter(next_attempt_at=until).count() == 4
+    assert down.get(id=held).next_attempt_at < until
+    assert down.get(id=late).next_attempt_at == until + timedelta(hours=1)
+    assert set(down.values_list("attempts", flat=True)) == {0}
+    assert not ScheduledActivity.objects.filter(host="https://live.example",
+                                                next_attempt_at=until).exists()
+    # Once the pause is over (its end moved back here), they are the host's backlog again.
+    Host.objects.update(paused_until=None, consecutive_failures=0)
+    assert store.defer_paused() == 0
+    assert store.claim("w", 10, 30, per_host=10, now=until) != []

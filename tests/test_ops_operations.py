@@ -126,6 +126,24 @@ def test_resume_hosts_closes_the_circuit():
     assert not Host.objects.exists()
 
 
+def test_resume_hosts_makes_the_rows_waiting_for_the_pause_due_now():
+    now = timezone.now()
+    until = now + timedelta(hours=1)
+    Host.objects.create(host="https://a.example", consecutive_failures=5, trips=1,
+                        paused_until=until)
+    deferred = queued(inbox="https://a.example/inbox/", next_attempt_at=until)
+    later = queued(inbox="https://a.example/inbox/", next_attempt_at=until + timedelta(hours=1))
+    held = queued(inbox="https://a.example/inbox/", next_attempt_at=until, leased_by="w",
+                  leased_until=now + timedelta(minutes=1))
+    elsewhere = queued(inbox="https://b.example/inbox/", next_attempt_at=until)
+    assert operations.resume_hosts(["https://a.example"]) == 1
+    deferred.refresh_from_db()
+    assert now <= deferred.next_attempt_at <= timezone.now()
+    for row, at in ((later, until + timedelta(hours=1)), (held, until), (elsewhere, until)):
+        row.refresh_from_db()
+        assert row.next_attempt_at == at
+
+
 @pytest.mark.django_db(transaction=True)
 def test_retry_now_wakes_the_in_process_worker(receiver):
     # With a one-minute poll, only the wake-up can make this delivery happen quickly.
