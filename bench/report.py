@@ -41,6 +41,9 @@ def add_ratios(results: dict) -> None:
             "black_hole_vs_healthy_paired_median": _paired_median(
                 _get(db, "black_hole", "runs"), _get(db, "throughput", "runs")),
             "enqueue_vs_raw_insert": opened / raw if opened and raw else None,
+            **{f"{key}_vs_healthy": (_get(db, key, "per_second") / ours
+                                     if ours and _get(db, key, "per_second") else None)
+               for key in ("paused", "paused_moved")},
             "memory_run_vs_aiohttp": (_get(db, "memory", "per_second") / aio
                                       if aio and _get(db, "memory", "per_second") else None),
             **{f"vs_{key}": ours / rate if ours and rate else None
@@ -162,6 +165,14 @@ def markdown(results: dict) -> str:
         + _mark(d["targets"]["black_hole_vs_healthy >= 0.9"]))
     row("the same, median of the runs taken in turn (black-hole run / all-healthy run)",
         lambda d: _ratio(d["ratios"].get("black_hole_vs_healthy_paired_median")))
+    if p.get("paused_n"):
+        row(f"healthy deliveries/s behind a paused host's {p['paused_n']:,} older due rows, "
+            "× all-healthy run",
+            lambda d: f"{_n(_get(d, 'paused', 'per_second'))}, "
+                      f"{_ratio(d['ratios'].get('paused_vs_healthy'))}")
+        row("the same once the worker has moved them to the end of the pause",
+            lambda d: f"{_n(_get(d, 'paused_moved', 'per_second'))}, "
+                      f"{_ratio(d['ratios'].get('paused_moved_vs_healthy'))}")
     row(f"enqueue() inside atomic, p50 / p99 µs ({p['enqueue_calls']:,} calls; "
         "target p50 < 500)", lambda d: _pair(d["enqueue"]["enqueue_us"])
         + _mark(d["targets"]["enqueue p50 < 500 us"]))

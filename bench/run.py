@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--enqueue-calls", type=int, help="default 3000; quick 1000")
     p.add_argument("--latency-count", type=int, help="default 1000; quick 200")
     p.add_argument("--latency-rate", type=float, default=200.0, help="activities per second")
+    p.add_argument("--paused-n", type=int, help="rows of a paused host in the paused-backlog "
+                   "run (default 100000; quick 0 = skipped)")
     p.add_argument("--memory-n", type=int, help="backlog of the memory run "
                    "(default 100000; quick 0 = skipped)")
     p.add_argument("--ceiling-n", type=int, help="aiohttp POSTs (default 40000; quick 8000); "
@@ -87,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--celery-n", type=int, help="tasks of the Celery peer "
                    "(default 5000; quick 1000)")
     p.add_argument("--skip", default="", help="comma-separated: ceilings,celery,throughput,"
-                   "black-hole,enqueue,latency,memory")
+                   "black-hole,paused,enqueue,latency,memory")
     p.add_argument("--repeat", type=int, help="runs of each rate measurement, the best kept "
                    "(default 3; quick 1)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -96,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.n = args.n or (5000 if quick else 20000)
     args.enqueue_calls = args.enqueue_calls or (1000 if quick else 3000)
     args.latency_count = args.latency_count or (200 if quick else 1000)
+    if args.paused_n is None:
+        args.paused_n = 0 if quick else 100_000
     if args.memory_n is None:
         args.memory_n = 0 if quick else 100_000
     args.ceiling_n = args.ceiling_n or (8_000 if quick else 40_000)
@@ -141,7 +145,8 @@ class Bench:
                        "black_hole_timeout": args.black_hole_timeout,
                        "enqueue_calls": args.enqueue_calls,
                        "latency_count": args.latency_count, "latency_rate": args.latency_rate,
-                       "memory_n": args.memory_n, "ceiling_n": args.ceiling_n,
+                       "memory_n": args.memory_n, "paused_n": args.paused_n,
+                       "ceiling_n": args.ceiling_n,
                        "celery_n": args.celery_n,
                        "repeat": args.repeat, "payload_bytes": 1024},
             "ceilings": {}, "peers": {}, "databases": {}, "errors": [],
@@ -279,6 +284,12 @@ class Bench:
         if "black-hole" not in skip:
             rates["black_hole"] = (f"{db}: black-hole run", holed)
         out.update(self.interleaved(rates, args.repeat))
+        if args.paused_n and "paused" not in skip:
+            for key, moved in (("paused", False), ("paused_moved", True)):
+                out[key] = self.attempt(
+                    f"{db}: {args.n} rows behind a paused backlog{', moved' if moved else ''}",
+                    lambda moved=moved: task("throughput", n=args.n, inboxes=self.inboxes,
+                                             paused_backlog=args.paused_n, paused_moved=moved))
         if "enqueue" not in skip:
             out["enqueue"] = self.attempt(f"{db}: enqueue cost", lambda: task(
                 "enqueue", m=args.enqueue_calls, inboxes=self.inboxes))

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import django
@@ -206,11 +207,29 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
     }
 
 
+#: The inbox of the paused host in the ``paused_backlog`` run: never contacted.
+PAUSED_INBOX = "http://127.0.0.1:9/inbox/"
+
+
 def throughput(task: dict) -> dict:
-    """Persisted deliveries per second through our worker, from a backlog of ``n`` rows."""
+    """Persisted deliveries per second through our worker, from a backlog of ``n`` rows.
+
+    ``black_holes``: every tenth row to a host that never answers. ``paused_backlog``:
+    that many older rows queued for a host whose circuit is open for the next hour, due
+    (the worker moves them out of the due range as it goes) or, with ``paused_moved``,
+    already moved to the end of the pause.
+    """
     reset()
     n = task["n"]
     black_holes = task.get("black_holes") or []
+    paused = task.get("paused_backlog", 0)
+    if paused:  # older than the healthy rows: at the front of the due range, as in life
+        fill(paused, [PAUSED_INBOX], run="p")
+        Host.objects.create(host=origin(PAUSED_INBOX), consecutive_failures=5, trips=1,
+                            paused_until=timezone.now() + timedelta(hours=1))
+        # As a worker that has run through the pause so far leaves them (not timed).
+        while task.get("paused_moved") and store.defer_paused(limit=10_000) == 10_000:
+            pass
     healthy = fill(n, task["inboxes"], black_holes)
     healthy_hosts = {origin(u) for u in task["inboxes"]}
     config = {"TIMEOUT": task["timeout"]} if task.get("timeout") else {}
@@ -221,7 +240,8 @@ def throughput(task: dict) -> dict:
         store_stats = install()
     result = drain(healthy, receiver_pids=task["receiver_pids"],
                    timeout_s=max(120.0, n / 100),
-                   counts=(lambda o: o.job.host in healthy_hosts) if black_holes else None,
+                   counts=((lambda o: o.job.host in healthy_hosts)
+                           if black_holes or paused else None),
                    **config)
     result.update(
         n=n, healthy_rows=healthy, black_hole_rows=n - healthy, hosts=len(healthy_hosts),
@@ -231,6 +251,8 @@ def throughput(task: dict) -> dict:
     )
     if task.get("instrument"):
         result["store"] = store_stats
+    result["paused_backlog"] = paused
+    result["left_in_queue"] -= paused
     if not black_holes and (result["left_in_queue"] or result["logged_sent"] != n):
         result["error"] = (f"{result['left_in_queue']} rows left, "
                            f"{result['logged_sent']} of {n} logged as sent")
