@@ -64,6 +64,14 @@ def _paired_median(holed: list | None, healthy: list | None) -> float | None:
     return statistics.median(pairs) if pairs else None
 
 
+def _claims(db: dict, size: int) -> str:
+    row = _get(db, "claims", "claims", str(size))
+    if not row:
+        return "–"
+    moving = f" (moving: {row['move_us_per_row']:.0f} µs/row)" if size else ""
+    return f"{row['claim_ms_due']:.1f} / {row['claim_ms_moved']:.1f}{moving}"
+
+
 def _meets(value: float | None, target: float) -> bool | None:
     return None if value is None else value >= target
 
@@ -165,7 +173,7 @@ def markdown(results: dict) -> str:
         + _mark(d["targets"]["black_hole_vs_healthy >= 0.9"]))
     row("the same, median of the runs taken in turn (black-hole run / all-healthy run)",
         lambda d: _ratio(d["ratios"].get("black_hole_vs_healthy_paired_median")))
-    if p.get("paused_n"):
+    if any(_get(d, "paused") for d in results["databases"].values()):
         row(f"healthy deliveries/s behind a paused host's {p['paused_n']:,} older due rows, "
             "× all-healthy run",
             lambda d: f"{_n(_get(d, 'paused', 'per_second'))}, "
@@ -173,6 +181,12 @@ def markdown(results: dict) -> str:
         row("the same once the worker has moved them to the end of the pause",
             lambda d: f"{_n(_get(d, 'paused_moved', 'per_second'))}, "
                       f"{_ratio(d['ratios'].get('paused_moved_vs_healthy'))}")
+    sizes = sorted({int(k) for d in results["databases"].values()
+                    for k in (_get(d, "claims", "claims") or {})})
+    for size in sizes:
+        row(f"a 500-row claim behind a paused host's {size:,} older rows, due / moved, "
+            "p50 ms", lambda d, size=size: _claims(d, size))
+
     row(f"enqueue() inside atomic, p50 / p99 µs ({p['enqueue_calls']:,} calls; "
         "target p50 < 500)", lambda d: _pair(d["enqueue"]["enqueue_us"])
         + _mark(d["targets"]["enqueue p50 < 500 us"]))

@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--celery-n", type=int, help="tasks of the Celery peer "
                    "(default 5000; quick 1000)")
     p.add_argument("--skip", default="", help="comma-separated: ceilings,celery,throughput,"
-                   "black-hole,paused,enqueue,latency,memory")
+                   "black-hole,paused,claims,enqueue,latency,memory")
     p.add_argument("--repeat", type=int, help="runs of each rate measurement, the best kept "
                    "(default 3; quick 1)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -284,6 +284,10 @@ class Bench:
         if "black-hole" not in skip:
             rates["black_hole"] = (f"{db}: black-hole run", holed)
         out.update(self.interleaved(rates, args.repeat))
+        if args.paused_n and "claims" not in skip:
+            out["claims"] = self.attempt(f"{db}: claim cost behind a paused backlog", lambda: task(
+                "claim_cost", paused=sorted({0, args.paused_n // 5, args.paused_n}),
+                inboxes=self.inboxes))
         if args.paused_n and "paused" not in skip:
             for key, moved in (("paused", False), ("paused_moved", True)):
                 out[key] = self.attempt(

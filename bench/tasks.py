@@ -259,6 +259,35 @@ def throughput(task: dict) -> dict:
     return result
 
 
+def claim_cost(task: dict) -> dict:
+    """What a paused host's backlog costs each claim: the p50 of a 500-row claim (leased,
+    then given back) in front of ``paused`` older rows of a paused host, due, then moved
+    to the end of the pause by ``store.defer_paused``, which is timed too."""
+    out = {}
+    for paused in task["paused"]:
+        reset()
+        fill(paused, [PAUSED_INBOX], run="p")
+        Host.objects.create(host=origin(PAUSED_INBOX), consecutive_failures=5, trips=1,
+                            paused_until=timezone.now() + timedelta(hours=1))
+        fill(task.get("n", 20_000), task["inboxes"], run="h")
+        row = {}
+        for state in ("due", "moved"):
+            if state == "moved":
+                t0 = time.perf_counter()
+                while store.defer_paused(limit=10_000) == 10_000:
+                    pass
+                row["move_us_per_row"] = (time.perf_counter() - t0) * 1e6 / max(1, paused)
+            times = []
+            for _ in range(task.get("claims", 15)):
+                t0 = time.perf_counter()
+                jobs = store.claim("bench", 500, 60, per_host=125)
+                times.append((time.perf_counter() - t0) * 1000)
+                store.release("bench", [j.id for j in jobs])
+            row[f"claim_ms_{state}"] = percentiles(times)["p50"]
+        out[str(paused)] = row
+    return {"claims": out}
+
+
 def fill_only(task: dict) -> dict:
     reset()
     t0 = time.perf_counter()
@@ -398,7 +427,7 @@ def versions() -> dict:
                 "django": django.get_version()}
 
 
-TASKS = {"throughput": throughput, "fill": fill_only, "memory": memory,
+TASKS = {"throughput": throughput, "claim_cost": claim_cost, "fill": fill_only, "memory": memory,
          "enqueue": enqueue_cost, "latency": latency, "versions": lambda task: versions()}
 
 
