@@ -18,7 +18,7 @@ from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import backends, signals
+from . import backends, signals, store
 from .exceptions import InvalidActivity
 from .lifecycle import State
 from .models import Activity, Host, ScheduledActivity
@@ -227,18 +227,15 @@ def resume_hosts(hosts: Iterable[str]) -> int:
 
     A host's health row only exists while it is troubled (a success deletes
     it), so closing the circuit is deleting the row. Rows the worker moved to
-    the end of the pause (:func:`activity_queue.store.defer_paused`), and any
-    other row due before then, become due now; later retries keep their time.
+    the end of the pause (:func:`activity_queue.store.defer_paused`) become due
+    now; retries keep their own time.
     """
     using = _alias()
     now = timezone.now()
     with transaction.atomic(using=using):
-        troubled = Host.objects.filter(host__in=list(hosts))
-        for host, until in troubled.filter(paused_until__gt=now).values_list("host",
-                                                                           "paused_until"):
-            (ScheduledActivity.objects.filter(host=host, next_attempt_at__gt=now,
-                                              next_attempt_at__lte=until)
-             .filter(_not_leased(now)).update(next_attempt_at=now))
+        troubled = Host.objects.using(using).filter(host__in=list(hosts))
+        store.undefer(dict(troubled.filter(paused_until__gt=now)
+                           .values_list("host", "paused_until")), now=now)
         removed, _ = troubled.delete()
         if removed:
             transaction.on_commit(partial(backends.wake, using), using=using)

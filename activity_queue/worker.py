@@ -39,6 +39,8 @@ PROBATION_PER_CLAIM = 32
 #: Rows of paused hosts moved to the end of their pause before a claim (store.defer_paused);
 #: a larger backlog is moved over the following claims.
 DEFER_PER_CLAIM = 5_000
+#: Seconds between passes over every paused host, for rows that came due during a pause.
+DEFER_EVERY = 10.0
 failure_logger = logging.getLogger("activity_queue.failures")
 
 
@@ -88,7 +90,8 @@ class Worker:
         #: Hosts the transport was told to pause; resumed once the database lets them through.
         self._paused: set[str] = set()
         self._tripped_checked = 0.0
-        self._deferring = False
+        self._just_paused: set[str] = set()
+        self._next_defer = 0.0
         self._next_renewal = 0.0
         #: Seconds in-flight deliveries get to finish when stopping.
         self.grace = self.config.TIMEOUT + 1
@@ -274,9 +277,7 @@ class Worker:
         if now - self._tripped_checked > 1.0:
             self._tripped = store.tripped_hosts(cfg.CIRCUIT_THRESHOLD)
             self._tripped_checked = now
-            self._deferring = bool(self._tripped)
-        if self._deferring:  # paused hosts' backlogs, moved out of the claims' way
-            self._deferring = store.defer_paused(limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM
+        self._defer_paused(now)
         full = {h for h, n in self._per_host.items() if n >= self._cap(h)} | self._probing
         room = {h: self._cap(h) - n for h, n in self._per_host.items() if n < self._cap(h)}
         # Hosts that time out, and half-open circuits (one probe), are claimed from a
@@ -329,6 +330,18 @@ class Worker:
         report.claimed += len(keep)
         report.released += len(surplus)
         return keep
+
+    def _defer_paused(self, now: float) -> None:
+        """Move paused hosts' due rows out of the claims' way (store.defer_paused): those
+        of hosts whose circuit just opened at once, the others' every DEFER_EVERY seconds,
+        DEFER_PER_CLAIM rows per claim until none is left."""
+        if self._just_paused:
+            hosts, self._just_paused = self._just_paused, set()
+            if store.defer_paused(hosts, limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM:
+                self._next_defer = 0.0
+        if self._tripped and now >= self._next_defer:
+            full = store.defer_paused(limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM
+            self._next_defer = 0.0 if full else now + DEFER_EVERY
 
     def _stalled(self) -> int:
         """Rows held for hosts that do not answer (PER_HOST each at most), up to a quarter
@@ -432,7 +445,7 @@ class Worker:
             logger.warning("activity_queue: pausing deliveries to %s", ", ".join(opened))
             self.transport.pause(opened)
             self._paused.update(opened)
-            self._tripped_checked = 0.0  # the next claim defers their backlogs
+            self._just_paused.update(opened)  # the next claim defers their backlogs
         for o in written:
             if o.verdict is Verdict.SENT:
                 report.sent += 1

@@ -38,8 +38,9 @@ def end_pause(host: str) -> None:
     """Travel to the end of the pause: the rows the worker moved there are due too."""
     ended = timezone.now() - timedelta(seconds=1)
     until = Host.objects.get(host=host).paused_until
-    ScheduledActivity.objects.filter(host=host, next_attempt_at__lte=until).update(
-        next_attempt_at=ended)
+    if until is not None:
+        ScheduledActivity.objects.filter(host=host, next_attempt_at__lte=until).update(
+            next_attempt_at=ended)
     Host.objects.filter(host=host).update(paused_until=ended)
 
 
@@ -112,11 +113,38 @@ def test_the_backlog_of_a_paused_host_waits_for_the_end_of_the_pause(receiver, w
         send(receiver, 5)  # queued during the pause, due now
         assert w.run_once(timeout=20).claimed == 0
     until = Host.objects.get().paused_until
-    # Retries due before the end of the pause, and the new rows, wait for it: claims no
-    # longer skip them one by one, and no attempt is counted.
-    assert list(ScheduledActivity.objects.values_list("next_attempt_at", flat=True)) == [until] * 8
-    assert attempts() == [0, 0, 0, 0, 0, 1, 1, 1]
+    # The rows that were due wait for the end of the pause: claims no longer skip them one
+    # by one, and no attempt is counted. The retries keep their own time.
+    fresh = ScheduledActivity.objects.filter(attempts=0)
+    assert list(fresh.values_list("next_attempt_at", flat=True)) == [until] * 5
+    retries = ScheduledActivity.objects.filter(attempts=1)
+    assert retries.count() == 3
+    assert all(at < until for at in retries.values_list("next_attempt_at", flat=True))
     assert receiver.calls["/inbox/"] == 3
+
+
+def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
+    from activity_queue import store
+    from activity_queue.jobs import Job, Outcome, Verdict
+
+    send(receiver, 3)
+    now = timezone.now()
+    until = now + timedelta(minutes=10)
+    Host.objects.create(host=receiver.base, consecutive_failures=3, trips=1, paused_until=until)
+    retry = ScheduledActivity.objects.order_by("id").first()
+    ScheduledActivity.objects.filter(id=retry.id).update(
+        next_attempt_at=now + timedelta(minutes=5))
+    ScheduledActivity.objects.exclude(id=retry.id).update(next_attempt_at=now)
+    assert store.defer_paused() == 2
+    # A request already in flight when the circuit opened is answered: the circuit closes.
+    job = Job(0, receiver.url("/inbox/"), receiver.base, b"{}", 0, "Create", "a", "", False)
+    store.resolve("w", [Outcome(job, Verdict.SENT, status_code=202)], circuit_threshold=3,
+                  circuit_cooldown=10.0, cooldown_max=3600.0)
+    assert not Host.objects.exists()
+    later = timezone.now()
+    moved_back = ScheduledActivity.objects.exclude(id=retry.id)
+    assert all(now < at <= later for at in moved_back.values_list("next_attempt_at", flat=True))
+    assert ScheduledActivity.objects.get(id=retry.id).next_attempt_at == now + timedelta(minutes=5)
 
 
 def test_a_fresh_worker_also_probes_once(receiver, worker):

@@ -136,10 +136,12 @@ def test_resume_hosts_makes_the_rows_waiting_for_the_pause_due_now():
     held = queued(inbox="https://a.example/inbox/", next_attempt_at=until, leased_by="w",
                   leased_until=now + timedelta(minutes=1))
     elsewhere = queued(inbox="https://b.example/inbox/", next_attempt_at=until)
+    retry = queued(inbox="https://a.example/inbox/", next_attempt_at=now + timedelta(minutes=5))
     assert operations.resume_hosts(["https://a.example"]) == 1
     deferred.refresh_from_db()
     assert now <= deferred.next_attempt_at <= timezone.now()
-    for row, at in ((later, until + timedelta(hours=1)), (held, until), (elsewhere, until)):
+    for row, at in ((later, until + timedelta(hours=1)), (held, until), (elsewhere, until),
+                    (retry, now + timedelta(minutes=5))):
         row.refresh_from_db()
         assert row.next_attempt_at == at
 
