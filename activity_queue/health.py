@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
 from .lifecycle import State
@@ -25,6 +25,9 @@ class QueueStats:
     due: int
     #: Due rows whose host's circuit is open: they wait for the host, not for a worker.
     due_paused: int
+    #: Rows of hosts whose circuit is open that are due by the end of the pause: the due
+    #: ones, and those the worker moved to the end of the pause (store.defer_paused).
+    waiting_for_paused: int
     in_flight: int
     #: ``created_at`` of the earliest-enqueued row still queued.
     oldest_pending: datetime | None
@@ -59,6 +62,8 @@ def queue_stats(now: datetime | None = None) -> QueueStats:
         depth=queue.count(),
         due=due.count(),
         due_paused=due.filter(host__in=paused).count(),
+        waiting_for_paused=queue.filter(host__in=paused, next_attempt_at__lte=Subquery(
+            Host.objects.filter(host=OuterRef("host")).values("paused_until")[:1])).count(),
         in_flight=queue.leased(now).count(),
         oldest_pending=oldest,
         oldest_due=oldest_due,

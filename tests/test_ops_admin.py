@@ -225,6 +225,7 @@ def test_dashboard_numbers(operator):
     ctx = response.context
     stats = ctx["stats"]
     assert (stats.depth, stats.due, stats.due_paused, stats.in_flight) == (5, 3, 1, 1)
+    assert stats.waiting_for_paused == 1
     assert stats.oldest_pending == first.created_at
     assert stats.oldest_due == first.next_attempt_at  # the paused host's row does not count
     assert (ctx["sent_24h"], ctx["failed_24h"], ctx["success_rate"]) == (7, 3, 70.0)

@@ -170,8 +170,9 @@ def test_status_reports_and_fails_on_lag():
     call_command("activity_status", "--json", "--max-lag", "15m", stdout=out)
     report = json.loads(out.getvalue())
     assert report["healthy"] is True and report["problems"] == []
-    assert {k: report["queue"][k] for k in ("depth", "due", "due_paused", "in_flight")} == {
-        "depth": 2, "due": 1, "due_paused": 0, "in_flight": 1}
+    assert {k: report["queue"][k] for k in ("depth", "due", "due_paused", "waiting_for_paused",
+                                            "in_flight")} == {
+        "depth": 2, "due": 1, "due_paused": 0, "waiting_for_paused": 0, "in_flight": 1}
     assert 3590 < report["queue"]["oldest_pending_age_s"] < 3700
     assert report["dropped"] == 1
     assert report["failures"]["hosts"] == [
@@ -187,13 +188,17 @@ def test_status_other_rules_and_paused_hosts():
     Host.objects.create(host="https://down.example", paused_until=now + timedelta(minutes=5),
                         trips=1, consecutive_failures=5, last_error="connection refused")
     queued(inbox="https://down.example/inbox/", next_attempt_at=now - timedelta(hours=2))
+    queued(inbox="https://down.example/inbox/", next_attempt_at=now + timedelta(minutes=5))
+    queued(inbox="https://down.example/inbox/", next_attempt_at=now + timedelta(minutes=6))
     queued(next_attempt_at=now + timedelta(hours=1))
     out, _ = run("activity_status")  # the paused host's overdue row is not our lag
     assert "due now         1 (1 for paused hosts)" in out
+    # The due row and the one moved to the end of the pause; not the later retry.
+    assert "paused hosts    2 rows wait for the end of a pause" in out
     assert "  https://down.example  open       5 failures in a row" in out
     with pytest.raises(CommandError, match="circuit open for https://down.example"):
         run("activity_status", "--fail-on-open-circuit")
-    with pytest.raises(CommandError, match=r"2 rows queued \(max 1\)"):
+    with pytest.raises(CommandError, match=r"4 rows queued \(max 1\)"):
         run("activity_status", "--max-depth", "1")
 
 

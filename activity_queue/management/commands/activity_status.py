@@ -70,6 +70,7 @@ class Command(BaseCommand):
             "now": _iso(now),
             "queue": {
                 "depth": stats.depth, "due": stats.due, "due_paused": stats.due_paused,
+                "waiting_for_paused": stats.waiting_for_paused,
                 "in_flight": stats.in_flight, "oldest_pending": _iso(stats.oldest_pending),
                 "oldest_pending_age_s": stats.oldest_pending_age, "lag_s": stats.lag,
             },
@@ -99,6 +100,8 @@ class Command(BaseCommand):
             f"queue depth     {q['depth']}",
             f"due now         {q['due']}" + (f" ({q['due_paused']} for paused hosts)"
                                              if q["due_paused"] else ""),
+            *([f"paused hosts    {q['waiting_for_paused']} rows wait for the end of a pause"]
+              if q["waiting_for_paused"] else []),
             f"in flight       {q['in_flight']}",
             f"oldest pending  {oldest}",
             f"overdue by      {q['lag_s']:.0f}s",
