@@ -231,12 +231,8 @@ def resume_hosts(hosts: Iterable[str]) -> int:
     now; retries keep their own time.
     """
     using = _alias()
-    now = timezone.now()
     with transaction.atomic(using=using):
-        troubled = Host.objects.using(using).filter(host__in=list(hosts))
-        store.undefer(dict(troubled.filter(paused_until__gt=now)
-                           .values_list("host", "paused_until")), now=now)
-        removed, _ = troubled.delete()
+        removed = store.close_circuits(hosts)
         if removed:
             transaction.on_commit(partial(backends.wake, using), using=using)
     return removed

@@ -601,10 +601,16 @@ class Concurrency:
             conn.answer(202)
 
 
-def test_a_silent_host_holds_two_slots_not_per_host(peer, worker):
+def silent_host(peer, inboxes: int) -> Concurrency:
+    """A peer that never answers, with ``inboxes`` activities queued for it."""
     silent = Concurrency(answer_after=None)
     server = peer(silent)
-    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(5)])
+    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(inboxes)])
+    return silent
+
+
+def test_a_silent_host_holds_two_slots_not_per_host(peer, worker):
+    silent = silent_host(peer, inboxes=5)
     report, _, _ = step(worker, PER_HOST=8, TIMEOUT=0.4, CIRCUIT_THRESHOLD=100)
     assert report.retried == 5
     assert silent.most == 2  # the first window; each timeout then halves it
@@ -624,9 +630,7 @@ def leased(w) -> int:
 
 
 def test_a_host_that_never_answered_gets_only_per_host_rows_held(peer, worker):
-    silent = Concurrency(answer_after=None)
-    server = peer(silent)
-    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(120)])
+    silent = silent_host(peer, inboxes=120)
     with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=1.0, CIRCUIT_THRESHOLD=1000,
                      POLL_INTERVAL=0.05):
         w = worker()
@@ -650,9 +654,7 @@ def test_a_host_that_never_answered_gets_only_per_host_rows_held(peer, worker):
 
 def test_a_timing_out_hosts_backlog_waits_until_it_can_be_probed_again(peer, worker):
     """Left due, a dead host's backlog (the oldest rows) is scanned by every claim."""
-    silent = Concurrency(answer_after=None)
-    server = peer(silent)
-    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(60)])
+    silent_host(peer, inboxes=60)
     with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=0.5, CIRCUIT_THRESHOLD=1000,
                      POLL_INTERVAL=0.05):
         w = worker()
