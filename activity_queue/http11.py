@@ -29,6 +29,9 @@ from .addresses import ascii_host
 #: Response head (status line and headers) larger than this is refused.
 MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Seconds a loop timer may fire before its due time: uvloop's (libuv's) clock counts
+#: whole milliseconds, so a timeout armed for ``t`` can fire just under ``t``.
+TIMER_SLACK = 0.001
 PATH_SAFE = "/%:@!$&'()*+,;=?~-._"
 
 #: ``resolve(host, port) -> [address, ...]``: the addresses it is safe to connect to.
@@ -248,7 +251,7 @@ class _Connection(asyncio.Protocol):
                 return
             read_due = self.last_data + read_timeout
             due = min(read_due, give_up)
-            if loop.time() < due - 0.001:
+            if loop.time() < due - TIMER_SLACK:
                 timer[0] = loop.call_at(due, check)
                 return
             self.close()
@@ -341,7 +344,8 @@ class Client:
                     return conn, True
                 conn.close()
         try:
-            async with asyncio.timeout(self.connect_timeout) as limit:
+            # Armed a tick late, so that it never fires before connect_timeout.
+            async with asyncio.timeout(self.connect_timeout + TIMER_SLACK) as limit:
                 return await self._connect(where), False
         except TimeoutError:
             if limit.expired():  # not a TimeoutError of the system's own (ETIMEDOUT)
