@@ -206,12 +206,16 @@ def on_enqueue(rows: list[ScheduledActivity], *, using: str, now: datetime
         return rows
     queued, delivered = found
     decisions: list[tuple[dict[Hashable, Drop], dict[Hashable, str]]] = []
+    in_flight: list[int] = []
     for pair in pairs:
         group = queued.get(pair, [])
         drops = decide([Entry(q.id, q.type, fingerprint(q.payload), q.id, movable=not q.holder)
                         for q in group], delivered.get(pair))
         if drops:
             decisions.append((drops, {q.id: q.type for q in group}))
+        in_flight += [q.id for q in group if q.holder and q.id not in drops]
+    if in_flight:
+        _flag(using, in_flight)
     if not decisions:
         return rows
     gone = _drop(using, decisions, None, now)
@@ -274,6 +278,14 @@ def on_claim(worker_id: str, jobs: list[Job], using: str) -> tuple[list[Job], in
         _hold_back(using, worker_id, waiting, now + timedelta(seconds=ORDER_WAIT))
     keep = [job for job in jobs if job.id not in gone_ids and job.id not in waiting]
     return keep, len(gone_ids), len(waiting)
+
+
+def _flag(using: str, ids: list[int]) -> None:
+    """Mark older rows that were in flight when a newer row about their object was
+    queued, so that their next claim looks at the pair (they were not decided now: a
+    row a worker holds cannot be dropped). Unmarked, a retry of a lone ``Create`` could
+    be claimed without its pending ``Delete`` being seen."""
+    ScheduledActivity.objects.using(using).filter(id__in=ids).update(has_predecessor=True)
 
 
 def _hold_back(using: str, worker_id: str, ids: set[int], until: datetime) -> None:

@@ -135,6 +135,24 @@ def test_in_flight_rows_are_never_dropped(inbox):
     assert dropped() == [("Update", "replaced by a newer Update")]
 
 
+def test_a_row_in_flight_when_its_delete_came_is_checked_at_its_next_claim(inbox):
+    from activity_queue import dropping
+
+    enqueue(act("Create"), inbox)
+    [job] = store.claim("w", 10, 60)
+    assert not job.has_predecessor
+    enqueue({"type": "Delete", "object": {"@id": OBJ}}, inbox)  # the Create is in flight
+    assert [t for t, _ in queued()] == ["Create", "Delete"]
+    store.release("w", [job.id])  # it failed; the Delete waits behind it
+    # Its retry is claimed alone (as a half-open circuit's single probe is): it must not go
+    # out with its Delete pending.
+    [retry] = store.claim("w", 1, 60)
+    assert retry.id == job.id and retry.has_predecessor
+    keep, gone, _ = dropping.on_claim("w", [retry], "default")
+    assert (keep, gone) == ([], 2)
+    assert queued() == []
+
+
 def test_expired_lease_counts_as_pending(inbox):
     enqueue(act("Update", "u1"), inbox)
     store.claim("dead-worker", 10, 60)
