@@ -5,7 +5,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 
 from activity_queue import enqueue, pgfunctions
-from activity_queue.models import ScheduledActivity
+from activity_queue.models import Activity, ScheduledActivity
 
 NOTE = {"type": "Create", "object": {"@id": "https://here.example/notes/1", "@type": "Note"}}
 pg_only = pytest.mark.skipif(connection.vendor != "postgresql",
@@ -49,3 +49,44 @@ def test_the_function_sets_has_predecessor_and_keeps_the_order_of_inboxes():
 @pytest.mark.django_db
 def test_install_is_a_no_op_off_postgresql():
     assert pgfunctions.install() is (connection.vendor == "postgresql")
+
+
+def blocks_touched(sql: str, params: list) -> int:
+    """Shared buffers a statement read or hit, functions it calls included."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0][0]["Plan"]
+    return plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+
+
+@pg_only
+@pytest.mark.django_db
+def test_a_plan_made_on_empty_tables_still_probes_by_inbox_once_they_are_large():
+    """The connection keeps the function's plan for its life, planned at the first call.
+    A queue is often empty then; the probes must not become a scan of the whole queue
+    and log once they have grown (a backlog behind a dead host, months of log)."""
+    queue, log = ScheduledActivity._meta.db_table, Activity._meta.db_table
+    inbox = "https://remote.example/users/someone/inbox"
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {queue}")  # in this transaction: both tables are empty
+        cursor.execute(f"ANALYZE {log}")
+        cursor.execute("DISCARD PLANS")
+    enqueue(NOTE, to=inbox)  # plans the function's statements on the empty tables
+    other = "'https://here.example/notes/other-' || i"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {queue} (activity_id, activity_type, object_id, payload, created_at,"
+            " next_attempt_at, inbox, host, attempts, last_error, leased_by, has_predecessor)"
+            f" SELECT 'a' || i, 'Create', {other}, '{{}}', now(), now(), %s, %s, 0, '', '',"
+            " FALSE FROM generate_series(1, 30000) AS i", [inbox, "https://remote.example"])
+        cursor.execute(
+            f"INSERT INTO {log} (activity_id, activity_type, object_id, payload, created_at,"
+            " resolved_at, inbox, host, attempts, error, response_excerpt, direction, status)"
+            f" SELECT 'a' || i, 'Create', {other}, '{{}}', now(), now(), %s, %s, 1, '', '',"
+            " 'out', 'sent' FROM generate_series(1, 30000) AS i",
+            [inbox, "https://remote.example"])
+    touched = blocks_touched(
+        f"SELECT * FROM {pgfunctions.ENQUEUE_FUNCTION}(%s, %s, %s, %s, now(), now(), %s, %s)",
+        ["https://here.example/a/2", "Create", "https://here.example/notes/2", "{}", [inbox],
+         ["https://remote.example"]])
+    assert touched < 100, f"one enqueue touched {touched} blocks"
