@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from datetime import timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from django.conf import settings
@@ -43,7 +43,9 @@ def object_id_of(activity: dict[str, Any]) -> str:
     return ""
 
 
-def _inboxes(to: str | Iterable[str]) -> list[str]:
+def _destinations(to: str | Iterable[str]) -> list[tuple[str, str]]:
+    """``(inbox, host)`` for each distinct inbox in ``to``, in order, or an error naming the
+    bad one."""
     if isinstance(to, str):
         to = [to]
     elif isinstance(to, BINARY):
@@ -63,17 +65,28 @@ def _inboxes(to: str | Iterable[str]) -> list[str]:
             hint = "; decode it first" if isinstance(inbox, BINARY) else ""
             raise WrongType(f"an inbox must be a URL string, not {type(inbox).__name__} "
                             f"({inbox!r:.80}){hint}")
-        if len(inbox) > MAX_INBOX_LENGTH:
-            raise InvalidActivity(f"inbox URL is longer than {MAX_INBOX_LENGTH} characters")
-        try:
-            check_inbox(inbox)
-        except UnsafeDestination as exc:
-            raise InvalidActivity(str(exc)) from None
-        # Caught here, not by the database: PostgreSQL would abort the caller's transaction.
-        if len(origin(inbox)) > MAX_HOST_LENGTH:
-            raise InvalidActivity(f"inbox {inbox[:60]!r}…: its host is longer than "
-                                  f"{MAX_HOST_LENGTH} characters")
-    return inboxes
+    return [(inbox, _host_of_inbox(inbox)) for inbox in inboxes]
+
+
+@lru_cache(maxsize=4096)
+def _host_of_inbox(inbox: str) -> str:
+    """The inbox's origin once it passed the checks: a site sends to the same followers
+    over and over, and parsing each URL again was a tenth of ``enqueue()``'s own time."""
+    if len(inbox) > MAX_INBOX_LENGTH:
+        raise InvalidActivity(f"inbox URL is longer than {MAX_INBOX_LENGTH} characters")
+    try:
+        check_inbox(inbox)
+    except UnsafeDestination as exc:
+        raise InvalidActivity(str(exc)) from None
+    host = origin(inbox)
+    # Caught here, not by the database: PostgreSQL would abort the caller's transaction.
+    if len(host) > MAX_HOST_LENGTH:
+        raise InvalidActivity(f"inbox {inbox[:60]!r}…: its host is longer than "
+                              f"{MAX_HOST_LENGTH} characters")
+    return host
+
+
+CONTAINERS = (dict, list, tuple)
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -81,11 +94,11 @@ def _too_deep(value: Any, limit: int) -> bool:
     stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict | list | tuple):
-            if level > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
+        if level > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, CONTAINERS):
+                stack.append((child, level + 1))
     return False
 
 
@@ -112,8 +125,8 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     if "id" in activity and not isinstance(activity["id"], str):
         raise WrongType(f"an activity's 'id' must be a string, not "
                         f"{type(activity['id']).__name__}; leave it out to have one made")
-    inboxes = _inboxes(to)
-    if not inboxes:
+    destinations = _destinations(to)
+    if not destinations:
         return []
     if _too_deep(activity, MAX_DEPTH):
         raise InvalidActivity(f"activity is nested more than {MAX_DEPTH} levels deep")
@@ -141,7 +154,6 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
         "created_at": now,
         "next_attempt_at": due,
     }
-    destinations = [(inbox, origin(inbox)) for inbox in inboxes]
     # Outside a transaction, one of our own keeps the rows and the drops they cause together.
     with transaction.atomic(using=using) if transaction.get_autocommit(using) else nullcontext():
         rows = store.insert(using, common, payload, destinations)
