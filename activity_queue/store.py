@@ -22,6 +22,8 @@ from .models import Activity, Host, ScheduledActivity
 from .pgfunctions import ENQUEUE_FUNCTION
 
 CHUNK = 900
+#: Up to this many inboxes, enqueue() passes them to PostgreSQL as literals, not arrays.
+INLINE_ARRAY = 16
 
 
 def _alias() -> str:
@@ -144,11 +146,20 @@ def insert(using: str, common: dict[str, Any], payload: str,
     ids: dict[str, tuple[int, bool]] = {}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            inboxes = [inbox for inbox, _ in destinations]
+            hosts = [host for _, host in destinations]
+            if len(destinations) <= INLINE_ARRAY:
+                # psycopg binds a list at twice the cost of its strings; a large fan-out
+                # stays two parameters (the protocol's limit is 65,535 of them).
+                each = ", ".join(["%s"] * len(destinations))
+                arrays, arguments = f"ARRAY[{each}]::text[], ARRAY[{each}]::text[]", [
+                    *inboxes, *hosts]
+            else:
+                arrays, arguments = "%s, %s", [inboxes, hosts]
             cursor.execute(
-                f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s)",
+                f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, {arrays})",
                 [common["activity_id"], common["activity_type"], common["object_id"], payload,
-                 common["created_at"], common["next_attempt_at"],
-                 [inbox for inbox, _ in destinations], [host for _, host in destinations]])
+                 common["created_at"], common["next_attempt_at"], *arguments])
             ids.update((r[1], (r[0], r[2])) for r in cursor.fetchall())
         else:
             for chunk in _chunks(list(destinations), CHUNK // 2):
