@@ -225,18 +225,20 @@ def release(worker_id: str, ids: Sequence[int]) -> int:
 
 
 def defer_backlog(hosts: Iterable[str], until: datetime, *, limit: int = 2_000,
-                  now: datetime | None = None) -> int:
-    """Move the oldest due rows nobody holds of hosts that do not answer to ``until``.
+                  keep: int = 0, now: datetime | None = None) -> int:
+    """Move the oldest due rows nobody holds of hosts that do not answer to ``until``,
+    but for the ``keep`` oldest of each host, left due as its probes.
 
     No attempt is counted. A dead host's backlog is usually the oldest due rows:
-    left there, every claim would scan past it, row by row. ``until`` is when the
-    worker will know more (its probe timed out or was answered); up to ``limit``
-    rows per host per call, read from the ``(host, next_attempt_at)`` index.
+    left there, every claim would scan past it, row by row. Up to ``limit`` rows
+    per host per call, read from the ``(host, next_attempt_at)`` index; rows
+    already waiting (not due) are not touched, so calling again with the same
+    ``until`` only moves what came due since.
     """
     now = now or timezone.now()
     connection = connections[_alias()]
     with connection.cursor() as cursor:
-        return sum(_move(cursor, connection, host, now, until, limit, now)
+        return sum(_move(cursor, connection, host, now, until, limit, now, skip=keep)
                    for host in sorted(set(hosts)))
 
 
@@ -306,11 +308,12 @@ def close_circuits(hosts: Iterable[str], *, now: datetime | None = None) -> int:
 
 
 def _move(cursor, connection, host: str, before: datetime, until: datetime | None,
-          limit: int, now: datetime) -> int:
+          limit: int, now: datetime, skip: int = 0) -> int:
     """Set ``next_attempt_at = until`` on up to ``limit`` of ``host``'s rows due before
-    ``before`` that nobody holds, oldest first: one range of the host's index (ordered,
-    so that the planner keeps to it). ``until`` None: the end of the host's pause, read
-    in the statement itself, and nothing moves if it is no longer paused."""
+    ``before`` that nobody holds, oldest first after the ``skip`` oldest: one range of
+    the host's index (ordered, so that the planner keeps to it). ``until`` None: the end
+    of the host's pause, read in the statement itself, and nothing moves if it is no
+    longer paused."""
     table = ScheduledActivity._meta.db_table
     hosts_table = Host._meta.db_table
     lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
@@ -327,8 +330,8 @@ def _move(cursor, connection, host: str, before: datetime, until: datetime | Non
         f"UPDATE {table} SET next_attempt_at = {target} WHERE id IN ("
         f"SELECT id FROM {table} WHERE host = %s AND next_attempt_at < %s"
         f" AND (leased_until IS NULL OR leased_until < %s){paused}"
-        f" ORDER BY next_attempt_at LIMIT %s {lock})",
-        [*target_params, host, _dt(connection, before), stamp, *paused_params, limit])
+        f" ORDER BY next_attempt_at LIMIT %s OFFSET %s {lock})",
+        [*target_params, host, _dt(connection, before), stamp, *paused_params, limit, skip])
     return cursor.rowcount
 
 

@@ -11,7 +11,8 @@ import time
 
 from activity_queue import store
 
-TIMED = ("claim", "resolve", "renew", "release", "tripped_hosts")
+TIMED = ("claim", "resolve", "renew", "release", "tripped_hosts", "defer_backlog",
+         "defer_paused")
 
 
 def _rows(name: str, args: tuple, result) -> int:
@@ -21,6 +22,8 @@ def _rows(name: str, args: tuple, result) -> int:
         return len(args[1])
     if name in ("renew", "release"):
         return len(args[1])
+    if name in ("defer_backlog", "defer_paused"):
+        return result  # rows moved
     return 0
 
 

@@ -30,7 +30,8 @@ if str(ROOT) not in sys.path:
 from bench.receivers import BlackHole, Nginx, ensure_nginx, free_ports  # noqa: E402
 
 WORKER, HTTP = "bench-worker", "activity-queue-http"
-STORE_CALLS = ("claim", "resolve", "release", "renew", "tripped_hosts")
+STORE_CALLS = ("claim", "resolve", "release", "renew", "tripped_hosts", "defer_backlog",
+               "defer_paused")
 DRIVER_LEAVES = ("sqlite3/base.py", "django/db/utils.py", "psycopg/", "_commit (",
                  "BaseDatabaseWrapper.commit")
 

@@ -180,6 +180,24 @@ def test_defer_backlog_moves_only_the_due_rows_nobody_holds():
                                                 next_attempt_at=until).exists()
 
 
+def test_defer_backlog_leaves_the_oldest_rows_due_and_moves_each_row_once():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    backlog("dead.example", 6)
+    dead = ScheduledActivity.objects.filter(host="https://dead.example").order_by("id")
+    now = timezone.now()
+    for age, row in enumerate(reversed(dead)):  # the first row is the oldest
+        ScheduledActivity.objects.filter(id=row.id).update(
+            next_attempt_at=now - timedelta(seconds=age + 1))
+    oldest = [r.id for r in dead[:2]]
+    until = now + timedelta(seconds=60)
+    assert store.defer_backlog(["https://dead.example"], until, keep=2) == 4
+    assert set(dead.exclude(next_attempt_at=until).values_list("id", flat=True)) == set(oldest)
+    assert store.defer_backlog(["https://dead.example"], until, keep=2) == 0  # nothing new
+
+
 def test_defer_paused_moves_what_waits_for_the_pause_out_of_the_claims_way():
     from datetime import timedelta
 

@@ -652,19 +652,54 @@ def test_a_host_that_never_answered_gets_only_per_host_rows_held(peer, worker):
     assert not ScheduledActivity.objects.filter(leased_by=w.id).exists()
 
 
-def test_a_timing_out_hosts_backlog_waits_until_it_can_be_probed_again(peer, worker):
-    """Left due, a dead host's backlog (the oldest rows) is scanned by every claim."""
+def test_a_timing_out_hosts_backlog_waits_for_an_answer_moved_once(peer, worker):
+    """Left due, a dead host's backlog (the oldest rows) is scanned by every claim; moved
+    again at every timeout, the same rows would be rewritten over and over."""
     silent_host(peer, inboxes=60)
-    with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=0.5, CIRCUIT_THRESHOLD=1000,
+    with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=0.3, CIRCUIT_THRESHOLD=1000,
+                     CIRCUIT_COOLDOWN=30, BACKOFF_FACTOR=60, POLL_INTERVAL=0.05):
+        w = worker()
+        with running(w):
+            def waiting() -> set:
+                return set(ScheduledActivity.objects.filter(
+                    leased_by="", attempts=0,
+                    next_attempt_at__gt=timezone.now() + timedelta(seconds=20),
+                ).values_list("id", "next_attempt_at"))
+
+            assert wait_until(lambda: len(waiting()) >= 50, timeout=10)
+            first = waiting()
+            assert len({when for _, when in first}) == 1  # one time for the host
+            # The rows left due as probes time out in turn; the others stay where they are.
+            assert wait_until(lambda: ScheduledActivity.objects.filter(
+                attempts__gte=1).count() >= 4, timeout=10)
+            assert first <= waiting()
+    assert not ScheduledActivity.objects.filter(attempts__gt=1).exists()
+
+
+def test_a_host_that_answers_again_gets_its_waiting_backlog_back_at_once(peer, worker):
+    answering = {"yes": False}
+
+    def script(conn: Conn) -> None:
+        while conn.read_request() is not None:
+            if not answering["yes"]:
+                conn.wait_closed()
+                return
+            conn.answer(202)
+
+    server = peer(script)
+    enqueue(NOTE, to=[server.url(f"/users/{n}/inbox") for n in range(40)])
+    with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=0.3, CIRCUIT_THRESHOLD=1000,
+                     CIRCUIT_COOLDOWN=60, BACKOFF_FACTOR=0.2, BACKOFF_MAX=0.5,
                      POLL_INTERVAL=0.05):
         w = worker()
         with running(w):
-            def waiting() -> int:
-                return ScheduledActivity.objects.filter(
-                    leased_by="", next_attempt_at__gt=timezone.now()).count()
-
-            assert wait_until(lambda: waiting() >= 50, timeout=10)
-    assert not ScheduledActivity.objects.filter(attempts__gt=2).exists()
+            assert wait_until(lambda: ScheduledActivity.objects.filter(
+                next_attempt_at__gt=timezone.now() + timedelta(seconds=30)).count() >= 30,
+                timeout=10)
+            answering["yes"] = True
+            # A probe is answered: the rest no longer waits for the end of CIRCUIT_COOLDOWN.
+            assert wait_until(lambda: Activity.objects.filter(status="sent").count() == 40,
+                              timeout=15)
 
 
 def test_a_host_that_answers_gets_a_longer_line_of_rows(peer, worker):
