@@ -388,6 +388,12 @@ def _values(connection, rows: list[list], casts: Sequence[str]) -> tuple[str, li
     return sql, [p for row in rows for p in row]
 
 
+#: The lease holder, as a joined row rather than a constant in the ``WHERE``: given a
+#: constant filter on the queue, SQLite (3.38+, with ``ANALYZE`` statistics) builds a Bloom
+#: filter over the whole queue table for each statement that joins a batch to it, which
+#: made every resolve a scan of the queue (90 against 2 ms for 500 rows, 120,000 queued).
+HOLDER = "w(worker) AS (VALUES (%s))"
+
 LOG_COLUMNS = """activity_id, activity_type, object_id, inbox, host, payload, direction,
                  status, status_code, error, response_excerpt, attempts, created_at,
                  resolved_at, duration_ms"""
@@ -406,15 +412,14 @@ def _finish(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now) -
     )
     cursor.execute(
         f"""
-        WITH v(id, status, status_code, error, excerpt, duration_ms) AS ({values})
+        WITH v(id, status, status_code, error, excerpt, duration_ms) AS ({values}), {HOLDER}
         INSERT INTO {log} ({LOG_COLUMNS})
         SELECT s.activity_id, s.activity_type, s.object_id, s.inbox, s.host, s.payload,
                %s, v.status, v.status_code, v.error, v.excerpt, s.attempts + 1,
                s.created_at, %s, v.duration_ms
-        FROM {table} s JOIN v ON s.id = v.id
-        WHERE s.leased_by = %s
+        FROM v JOIN w JOIN {table} s ON s.id = v.id AND s.leased_by = w.worker
         """,
-        [*params, Activity.Direction.OUTBOUND.value, _dt(connection, now), worker_id],
+        [*params, worker_id, Activity.Direction.OUTBOUND.value, _dt(connection, now)],
     )
     ids = [o.job.id for o in chunk]
     cursor.execute(
@@ -477,10 +482,10 @@ def _reschedule(cursor, connection, worker_id: str, chunk: Sequence[Outcome],
         setters = ""
     cursor.execute(
         f"""
-        WITH v(id, next_at, status_code, error) AS ({values})
+        WITH v(id, next_at, status_code, error) AS ({values}), {HOLDER}
         UPDATE {table} SET {setters}next_attempt_at = v.next_at,
                leased_by = '', leased_until = NULL
-        FROM v WHERE {table}.id = v.id AND {table}.leased_by = %s
+        FROM v, w WHERE {table}.id = v.id AND {table}.leased_by = w.worker
         RETURNING {table}.id
         """,
         [*params, worker_id],

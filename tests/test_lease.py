@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from activity_queue import enqueue, store
@@ -119,3 +120,39 @@ def test_resolve_writes_the_holders_outcomes_in_one_batch(receiver):
     deferred = ScheduledActivity.objects.get(id=jobs[3].id)
     assert (deferred.attempts, deferred.last_error, deferred.leased_until) == (0, "", None)
 
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="a plan of SQLite's")
+def test_resolve_looks_rows_up_by_id_however_large_the_queue(receiver):
+    """With ``ANALYZE`` statistics, SQLite answered a lease check written as a constant
+    by building a Bloom filter over the whole queue table: every resolve was a scan of
+    the queue, slower with each row waiting behind a dead or paused host."""
+    enqueue(NOTE, to=[f"https://paused.example/users/{n}/inbox" for n in range(1000)])
+    enqueue(NOTE, to=[receiver.url(f"/inbox/{n}") for n in range(500)])  # a whole batch
+    jobs = store.claim("w1", 500, lease=30, exclude_hosts=["https://paused.example"])
+    assert len(jobs) == 500
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    later = timezone.now() + timedelta(seconds=60)
+    outcomes = [Outcome(j, Verdict.SENT, status_code=202) for j in jobs[:250]] + [
+        Outcome(j, Verdict.RETRY, status_code=503, retry_at=later) for j in jobs[250:]]
+    with connection.execute_wrapper(record):
+        written, _ = store.resolve("w1", outcomes, **RESOLVE)
+    assert len(written) == 500
+    queue = ScheduledActivity._meta.db_table
+    plans = []
+    with connection.cursor() as cursor:
+        for sql, params in statements:
+            if queue not in sql:
+                continue
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+            plans += [row[-1] for row in cursor.fetchall()]
+    assert plans, "no statement on the queue was planned"
+    scans = [p for p in plans if queue in p and ("SCAN" in p or "BLOOM" in p)]
+    assert scans == [], scans
