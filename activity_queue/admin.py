@@ -346,7 +346,7 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
     ordering = ("host",)
     actions = ("resume",)
     readonly_fields = ("host", "circuit", "consecutive_failures", "trips", "paused_until",
-                       "last_error", "updated_at")
+                       "deferred_until", "last_error", "updated_at")
     fields = readonly_fields
 
     @admin.display(description="last error")

@@ -164,6 +164,9 @@ class Host(models.Model):
     consecutive_failures = models.PositiveIntegerField(default=0)
     trips = models.PositiveIntegerField(default=0, help_text="times the circuit opened in a row")
     paused_until = models.DateTimeField(null=True, blank=True)
+    deferred_until = models.DateTimeField(
+        null=True, blank=True,
+        help_text="where the host's backlog waits for its next answer while it fails")
     last_error = models.TextField(blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 

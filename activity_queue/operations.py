@@ -226,9 +226,10 @@ def resume_hosts(hosts: Iterable[str]) -> int:
     """Close the circuit of the given hosts now; their waiting rows become claimable.
 
     A host's health row only exists while it is troubled (a success deletes
-    it), so closing the circuit is deleting the row. Rows the worker moved to
-    the end of the pause (:func:`activity_queue.store.defer_paused`) become due
-    now; retries keep their own time.
+    it), so closing the circuit is deleting the row. Rows the worker moved
+    aside to wait for the host (:func:`activity_queue.store.defer_paused`,
+    :func:`activity_queue.store.defer_backlog`) become due now; retries keep
+    their own time.
     """
     using = _alias()
     with transaction.atomic(using=using):

@@ -54,13 +54,15 @@ BEGIN
                               has_predecessor)
     SELECT p_activity_id, p_type, p_object_id, CAST(p_payload AS jsonb), p_created, p_due,
            v.inbox, v.host, 0, '', '',
-           p_object_id <> '' AND (queued.found OR delivered.found) IS TRUE
+           (queued.found OR delivered.found) IS TRUE
     FROM unnest(p_inboxes, p_hosts) AS v(inbox, host)
     LEFT JOIN LATERAL (SELECT TRUE AS found FROM {queue} q
-                       WHERE q.inbox = v.inbox AND q.object_id = p_object_id
+                       WHERE p_object_id <> '' AND q.inbox = v.inbox
+                         AND q.object_id = p_object_id
                        LIMIT 1) AS queued ON TRUE
     LEFT JOIN LATERAL (SELECT TRUE AS found FROM {log} d
-                       WHERE d.inbox = v.inbox AND d.object_id = p_object_id
+                       WHERE p_object_id <> '' AND d.inbox = v.inbox
+                         AND d.object_id = p_object_id
                          AND d.direction = '{Activity.Direction.OUTBOUND.value}'
                          AND d.status = '{State.SENT.value}'
                        LIMIT 1) AS delivered ON TRUE

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.db import close_old_connections, connections, router
 from django.utils import timezone
@@ -79,8 +79,6 @@ class Worker:
         self._probing: set[str] = set()
         #: Hosts whose last answer was a timeout or a connection failure: few rows held for them.
         self._faulty: set[str] = set()
-        #: Where the backlog of each faulty host waits (store.defer_backlog).
-        self._deferred: dict[str, datetime] = {}
         #: Hosts that have answered this worker: a long line of rows may be held for them.
         self._answering: set[str] = set()
         #: Claiming while deliveries are in flight (run_forever, run_until_idle).
@@ -372,7 +370,7 @@ class Worker:
         return self.host_backlog
 
     def _track_faults(self, outcomes: list[Outcome]) -> None:
-        faulty, recovered = set(), set()
+        faulty = set()
         for o in outcomes:
             host = o.job.host
             if o.host_fault:
@@ -382,7 +380,6 @@ class Worker:
                 if o.verdict is Verdict.SENT:
                     faulty.discard(host)
                     self._faulty.discard(host)
-                    recovered.add(host)
                 self._answering.add(host)
         new = faulty - self._faulty
         # Bounded: every claim lists the faulty hosts (a few parameters each).
@@ -393,37 +390,6 @@ class Worker:
         self._faulty |= faulty
         if new and self.transport is not None:
             self.transport.trim(new)
-        self._defer_backlogs(faulty, recovered - faulty)
-
-    def _defer_backlogs(self, faulty: set[str], recovered: set[str]) -> None:
-        """Keep the backlog of hosts that time out out of the claims' way (store.defer_backlog)
-        until they answer again, and bring it back as soon as one does.
-
-        Left due, a dead host's backlog stays the oldest rows, and every claim scans
-        past it row by row. Each row is moved once per episode, to one time per host:
-        moving a row rewrites it, and moving the same rows again at every timeout cost
-        more than the scans it saved (``bench/``: 24,000 rewrites for 6,000 rows). The
-        host's oldest rows stay due, as probes; its first answer brings the rest back
-        (:func:`store.undefer`), and without one they come back after
-        ``CIRCUIT_COOLDOWN``, the time a paused host waits too.
-        """
-        back = {h: self._deferred.pop(h) for h in recovered if h in self._deferred}
-        if back:
-            store.undefer(back)
-        if not faulty:
-            return
-        now = timezone.now()
-        if len(self._deferred) > 2_000:
-            self._deferred.clear()
-        horizon = timedelta(seconds=max(self.config.TIMEOUT, self.config.CIRCUIT_COOLDOWN))
-        by_until: dict[datetime, list[str]] = {}
-        for host in sorted(faulty):
-            until = self._deferred.get(host)
-            if until is None or until <= now:
-                until = self._deferred[host] = now + horizon
-            by_until.setdefault(until, []).append(host)
-        for until, hosts in by_until.items():
-            store.defer_backlog(hosts, until, keep=self.config.PER_HOST, now=now)
 
     def _renew_leases(self) -> None:
         now = time.monotonic()
@@ -466,6 +432,7 @@ class Worker:
         return store.resolve(
             self.id, outcomes, circuit_threshold=cfg.CIRCUIT_THRESHOLD,
             circuit_cooldown=cfg.CIRCUIT_COOLDOWN, cooldown_max=cfg.BACKOFF_MAX,
+            defer_for=max(cfg.TIMEOUT, cfg.CIRCUIT_COOLDOWN), probes=cfg.PER_HOST,
         )
 
     def _written(self, outcomes: list[Outcome], written: list[Outcome], opened: list[str],

@@ -147,6 +147,63 @@ def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
     assert ScheduledActivity.objects.get(id=retry.id).next_attempt_at == now + timedelta(minutes=5)
 
 
+def failing_host_backlog(receiver, n: int):
+    """``n`` rows of one host, oldest first, and a resolve in which one of them timed out."""
+    from activity_queue import store
+    from activity_queue.jobs import Outcome, Verdict
+
+    send(receiver, n)
+    now = timezone.now()
+    rows = list(ScheduledActivity.objects.order_by("id"))
+    for age, row in enumerate(reversed(rows)):
+        ScheduledActivity.objects.filter(id=row.id).update(
+            next_attempt_at=now - timedelta(seconds=age + 1))
+    (job,) = store.claim("w1", 1, 30)
+    store.resolve("w1", [Outcome(job, Verdict.RETRY, error="timed out", host_fault=True,
+                                 retry_at=now + timedelta(minutes=30))],
+                  defer_for=600.0, probes=2, **RESOLVE)
+    return rows[1:]  # the rows that did not time out, oldest first
+
+
+RESOLVE = {"circuit_threshold": 5, "circuit_cooldown": 10.0, "cooldown_max": 3600.0}
+
+
+def test_a_failing_hosts_backlog_waits_for_its_answer_but_for_probes(receiver):
+    rest = failing_host_backlog(receiver, 6)
+    until = Host.objects.get().deferred_until
+    assert until > timezone.now() + timedelta(minutes=9)
+    assert {r.id for r in ScheduledActivity.objects.filter(next_attempt_at=until)} == {
+        r.id for r in rest[2:]}  # the two oldest stay due: they are the next probes
+
+
+@pytest.mark.parametrize("answer", [202, 410])
+def test_any_worker_that_hears_the_host_answer_brings_its_backlog_back(receiver, answer):
+    from activity_queue import store
+    from activity_queue.jobs import Job, Outcome, Verdict
+
+    rest = failing_host_backlog(receiver, 6)
+    before = timezone.now()
+    # Another worker's probe is answered, with a success or not: the host is alive.
+    job = Job(0, receiver.url("/inbox/"), receiver.base, b"{}", 0, "Create", "a", "", False)
+    verdict = Verdict.SENT if answer == 202 else Verdict.FAILED
+    store.resolve("w2", [Outcome(job, verdict, status_code=answer)], defer_for=600.0,
+                  probes=2, **RESOLVE)
+    waiting = ScheduledActivity.objects.filter(id__in=[r.id for r in rest],
+                                               next_attempt_at__gt=timezone.now())
+    assert not waiting.exists()
+    assert ScheduledActivity.objects.filter(next_attempt_at__gte=before).count() == 4
+    assert not Host.objects.filter(deferred_until__isnull=False).exists()
+
+
+def test_resuming_a_host_brings_its_waiting_backlog_back(receiver):
+    from activity_queue import operations
+
+    failing_host_backlog(receiver, 6)
+    assert operations.resume_hosts([receiver.base]) == 1
+    assert not ScheduledActivity.objects.filter(
+        attempts=0, next_attempt_at__gt=timezone.now()).exists()
+
+
 def test_a_fresh_worker_also_probes_once(receiver, worker):
     receiver.rules["/inbox/"] = Rule(status=503)
     send(receiver, 4)

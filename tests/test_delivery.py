@@ -656,6 +656,7 @@ def test_a_timing_out_hosts_backlog_waits_for_an_answer_moved_once(peer, worker)
     """Left due, a dead host's backlog (the oldest rows) is scanned by every claim; moved
     again at every timeout, the same rows would be rewritten over and over."""
     silent_host(peer, inboxes=60)
+    start = timezone.now()
     with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=0.3, CIRCUIT_THRESHOLD=1000,
                      CIRCUIT_COOLDOWN=30, BACKOFF_FACTOR=60, POLL_INTERVAL=0.05):
         w = worker()
@@ -663,7 +664,7 @@ def test_a_timing_out_hosts_backlog_waits_for_an_answer_moved_once(peer, worker)
             def waiting() -> set:
                 return set(ScheduledActivity.objects.filter(
                     leased_by="", attempts=0,
-                    next_attempt_at__gt=timezone.now() + timedelta(seconds=20),
+                    next_attempt_at__gte=start + timedelta(seconds=30),
                 ).values_list("id", "next_attempt_at"))
 
             assert wait_until(lambda: len(waiting()) >= 50, timeout=10)

@@ -1,5 +1,7 @@
 """Leases: a live lease keeps a row from other workers; an expired one gives it back."""
 
+import re
+import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -122,7 +124,8 @@ def test_resolve_writes_the_holders_outcomes_in_one_batch(receiver):
 
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="a plan of SQLite's")
+@pytest.mark.skipif(connection.vendor != "sqlite" or sqlite3.sqlite_version_info < (3, 38),
+                    reason="a plan of SQLite's, which has Bloom filters since 3.38")
 def test_resolve_looks_rows_up_by_id_however_large_the_queue(receiver):
     """With ``ANALYZE`` statistics, SQLite answered a lease check written as a constant
     by building a Bloom filter over the whole queue table: every resolve was a scan of
@@ -154,5 +157,7 @@ def test_resolve_looks_rows_up_by_id_however_large_the_queue(receiver):
             cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
             plans += [row[-1] for row in cursor.fetchall()]
     assert plans, "no statement on the queue was planned"
-    scans = [p for p in plans if queue in p and ("SCAN" in p or "BLOOM" in p)]
+    # The queue appears as itself or as "s"; the batch and the holder are the CTEs v and w.
+    scans = [p for p in plans
+             if "BLOOM" in p or re.match(rf"SCAN ({queue}|s)\b", p)]
     assert scans == [], scans
