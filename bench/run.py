@@ -198,13 +198,15 @@ class Bench:
         return {**best, "runs": [r.get("per_second") for r in runs]}
 
     def interleaved(self, jobs: dict[str, tuple[str, object]], repeat: int) -> dict:
-        """Rate measurements taken in turn, one run of each per round, each kept as the
-        best of ``repeat`` (see :meth:`attempt`). The black-hole ratio compares two of
-        them: taken in turn, both meet the same machine, where three runs of one and
-        then three of the other met whatever changed in between."""
+        """Rate measurements taken in turn, one run of each per round (every other round
+        in reverse order), each kept as the best of ``repeat`` (see :meth:`attempt`). The
+        black-hole ratio compares two of them: taken in turn, both meet the same machine,
+        where three runs of one and then three of the other met whatever changed in
+        between."""
         runs: dict[str, list[dict]] = {key: [] for key in jobs}
         for i in range(repeat):
-            for key, (label, fn) in jobs.items():
+            # Every other round in reverse order, so that neither run always follows the other.
+            for key, (label, fn) in list(jobs.items())[::-1 if i % 2 else 1]:
                 if runs[key] is None:
                     continue
                 result = self.attempt(f"{label}{f' ({i + 1}/{repeat})' if repeat > 1 else ''}",
