@@ -282,9 +282,7 @@ def undefer(waits: Iterable[tuple[str, datetime | None]], *,
     stamp = _dt(connection, now)
     made = 0
     with connection.cursor() as cursor:
-        for host, until in sorted(set(waits), key=lambda w: (w[0], w[1] or now)):
-            if until is None or until <= now:
-                continue
+        for host, until in sorted({(h, u) for h, u in waits if u is not None and u > now}):
             cursor.execute(
                 f"UPDATE {table} SET next_attempt_at = %s WHERE host = %s"
                 f" AND next_attempt_at = %s AND (leased_until IS NULL OR leased_until < %s)",
@@ -521,8 +519,8 @@ def _update_hosts(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
             touched.setdefault(o.job.host, []).append(o)
         elif o.status_code is not None:
             answered.add(o.job.host)  # alive, if not well: a 404 is an answer too
-    if answered - set(touched):
-        _bring_back(answered - set(touched), now)
+    if answered := answered - touched.keys():
+        _bring_back(answered, now)
     if not touched:
         return []
     troubled = [h for h, seq in touched.items() if any(o.host_fault for o in seq)]
