@@ -19,6 +19,7 @@ from django.utils import timezone
 from .jobs import Job, Outcome, Verdict
 from .lifecycle import State
 from .models import Activity, Host, ScheduledActivity
+from .pgbegin import fetch_opening
 from .pgfunctions import ENQUEUE_FUNCTION
 
 CHUNK = 900
@@ -156,11 +157,15 @@ def insert(using: str, common: dict[str, Any], payload: str,
                     *inboxes, *hosts]
             else:
                 arrays, arguments = "%s, %s", [inboxes, hosts]
-            cursor.execute(
-                f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, {arrays})",
-                [common["activity_id"], common["activity_type"], common["object_id"], payload,
-                 common["created_at"], common["next_attempt_at"], *arguments])
-            ids.update((r[1], (r[0], r[2])) for r in cursor.fetchall())
+            sql = f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, {arrays})"
+            params = [common["activity_id"], common["activity_type"], common["object_id"],
+                      payload, common["created_at"], common["next_attempt_at"], *arguments]
+            opened = fetch_opening(connection, sql, params)
+            if opened is None:
+                cursor.execute(sql, params)
+                ids.update((r[1], (r[0], r[2])) for r in cursor.fetchall())
+            else:
+                ids.update((r[1], (int(r[0]), r[2] == "t")) for r in opened)
         else:
             for chunk in _chunks(list(destinations), CHUNK // 2):
                 cursor.execute(*_insert_statement(connection, common, payload, chunk))
