@@ -29,13 +29,15 @@ from typing import Any
 def fetch_opening(connection, sql: str, params: Sequence[Any]) -> list[tuple[str, ...]] | None:
     """The rows of ``sql`` in PostgreSQL's text format, ``None`` when it was not sent (see
     the module docstring: the caller then runs it on a cursor)."""
+    raw = connection.connection
+    pgconn = getattr(raw, "pgconn", None)  # psycopg 3's; psycopg2 has no such door
+    if pgconn is None or raw.autocommit or connection.queries_logged or (
+            connection.execute_wrappers):
+        return None
     from psycopg import ClientCursor, errors, pq
 
-    raw = connection.connection
-    if (raw is None or raw.autocommit or connection.queries_logged
-            or connection.execute_wrappers
-            or raw.pgconn.transaction_status != pq.TransactionStatus.IDLE
-            or raw.pgconn.pipeline_status != pq.PipelineStatus.OFF
+    if (pgconn.transaction_status != pq.TransactionStatus.IDLE
+            or pgconn.pipeline_status != pq.PipelineStatus.OFF
             or raw.isolation_level is not None or raw.read_only is not None
             or raw.deferrable is not None):
         return None
@@ -43,7 +45,7 @@ def fetch_opening(connection, sql: str, params: Sequence[Any]) -> list[tuple[str
     encoding = raw.info.encoding
     query = ClientCursor(raw).mogrify(sql, params).encode(encoding)
     with connection.wrap_database_errors:
-        result = raw.pgconn.exec_(b"BEGIN; " + query)
+        result = pgconn.exec_(b"BEGIN; " + query)
         if result.status != pq.ExecStatus.TUPLES_OK:
             raise errors.error_from_result(result, encoding=encoding)
     width = result.nfields
