@@ -28,6 +28,9 @@ class QueueStats:
     #: Rows of hosts whose circuit is open that are due by the end of the pause: the due
     #: ones, and those the worker moved to the end of the pause (store.defer_paused).
     waiting_for_paused: int
+    #: Rows of hosts that fail (timeouts, refused connections, 5xx) moved out of the claims'
+    #: way until the host answers or ``Host.deferred_until`` (store.defer_backlog).
+    waiting_for_failing: int
     in_flight: int
     #: ``created_at`` of the earliest-enqueued row still queued.
     oldest_pending: datetime | None
@@ -52,6 +55,7 @@ def queue_stats(now: datetime | None = None) -> QueueStats:
     now = now or timezone.now()
     queue = ScheduledActivity.objects
     paused = Host.objects.filter(paused_until__gt=now).values("host")
+    failing = Host.objects.filter(deferred_until__gt=now).values("host")
     due = queue.due(now)
     # Enqueue stamps created_at as it inserts, so the lowest id is the oldest row.
     oldest = queue.order_by("id").values_list("created_at", flat=True).first()
@@ -64,6 +68,10 @@ def queue_stats(now: datetime | None = None) -> QueueStats:
         due_paused=due.filter(host__in=paused).count(),
         waiting_for_paused=queue.filter(host__in=paused, next_attempt_at__lte=Subquery(
             Host.objects.filter(host=OuterRef("host")).values("paused_until")[:1])).count(),
+        waiting_for_failing=queue.filter(
+            host__in=failing, next_attempt_at__gt=now, next_attempt_at__lte=Subquery(
+                Host.objects.filter(host=OuterRef("host")).values("deferred_until")[:1])
+        ).count(),
         in_flight=queue.leased(now).count(),
         oldest_pending=oldest,
         oldest_due=oldest_due,

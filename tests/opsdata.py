@@ -7,8 +7,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from activity_queue import store
 from activity_queue.addresses import origin
-from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.models import Activity, Host, ScheduledActivity
 
 _serial = itertools.count(1)
 
@@ -54,3 +55,17 @@ def queued(**fields) -> ScheduledActivity:
     }
     values.update(fields)
     return ScheduledActivity.objects.create(**values)
+
+
+def moved_backlog(host: str, rows: int, *, keep: int = 1) -> int:
+    """``rows`` due rows of a host that fails, moved out of the claims' way as a worker
+    moves them (store.defer_backlog) but for ``keep`` probes; plus one retry due after the
+    wait, which is not the failing host's doing. Returns how many were moved."""
+    now = timezone.now()
+    until = now + timedelta(minutes=10)
+    Host.objects.create(host=host, consecutive_failures=1, deferred_until=until,
+                        last_error="timed out")
+    for _ in range(rows):
+        queued(inbox=f"{host}/inbox/", next_attempt_at=now - timedelta(seconds=30))
+    queued(inbox=f"{host}/inbox/", next_attempt_at=until + timedelta(minutes=5))
+    return store.defer_backlog([host], until, keep=keep, now=now)

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from activity_queue.models import Activity, Follower, Host, PendingDiscovery, ScheduledActivity
 
-from .opsdata import log_row, queued
+from .opsdata import log_row, moved_backlog, queued
 
 pytestmark = pytest.mark.django_db
 
@@ -316,3 +316,10 @@ def test_pending_discoveries_are_listed_filtered_and_read_only(admin_client):
 def test_followers_and_discoveries_are_in_the_app_index(admin_client):
     page = admin_client.get(reverse("admin:app_list", args=["activity_queue"])).content.decode()
     assert str(FOLLOWERS) in page and str(DISCOVERIES) in page
+
+
+def test_dashboard_counts_the_rows_waiting_for_a_failing_host(operator):
+    moved_backlog("https://down.example", 4)
+    page = operator(*VIEW_ALL).get(DASHBOARD)
+    assert page.context["stats"].waiting_for_failing == 3
+    assert "3 wait for failing hosts to answer" in page.content.decode()

@@ -18,7 +18,7 @@ from activity_queue.conf import get_config
 from activity_queue.management.commands.activity_status import Command as StatusCommand
 from activity_queue.models import Activity, Host, ScheduledActivity
 
-from .opsdata import log_row, queued
+from .opsdata import log_row, moved_backlog, queued
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,3 +272,13 @@ def test_retention_settings_are_checked(value, ok):
     if not ok:
         assert messages[0].id == "activity_queue.E002"
         assert "RETENTION_FAILED_DAYS must be a number of days >= 1, or None" in messages[0].hint
+
+
+def test_status_counts_the_rows_waiting_for_a_failing_host():
+    assert moved_backlog("https://down.example", 4) == 3
+    out = StringIO()
+    call_command("activity_status", "--json", stdout=out)
+    queue = json.loads(out.getvalue())["queue"]
+    assert (queue["depth"], queue["due"], queue["waiting_for_failing"]) == (5, 1, 3)
+    text, _ = run("activity_status")
+    assert "failing hosts   3 rows wait for their host to answer" in text

@@ -71,6 +71,7 @@ class Command(BaseCommand):
             "queue": {
                 "depth": stats.depth, "due": stats.due, "due_paused": stats.due_paused,
                 "waiting_for_paused": stats.waiting_for_paused,
+                "waiting_for_failing": stats.waiting_for_failing,
                 "in_flight": stats.in_flight, "oldest_pending": _iso(stats.oldest_pending),
                 "oldest_pending_age_s": stats.oldest_pending_age, "lag_s": stats.lag,
             },
@@ -102,6 +103,8 @@ class Command(BaseCommand):
                                              if q["due_paused"] else ""),
             *([f"paused hosts    {q['waiting_for_paused']} rows wait for the end of a pause"]
               if q["waiting_for_paused"] else []),
+            *([f"failing hosts   {q['waiting_for_failing']} rows wait for their host to answer"]
+              if q["waiting_for_failing"] else []),
             f"in flight       {q['in_flight']}",
             f"oldest pending  {oldest}",
             f"overdue by      {q['lag_s']:.0f}s",
