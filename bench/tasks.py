@@ -141,6 +141,18 @@ def fill(n: int, inboxes: list[str], black_holes: list[str] = (), every: int = 1
     return healthy
 
 
+def timeline(marks: list[tuple[float, int]], t0: float, seconds: float,
+             step: float = 0.5) -> list[int]:
+    """Counted deliveries per ``step`` seconds of the run: where a slower run lost its time."""
+    slots = [0] * (int(seconds / step) + 1)
+    last = 0
+    for at, counted in marks:
+        index = min(len(slots) - 1, max(0, int((at - t0) / step)))
+        slots[index] += counted - last
+        last = counted
+    return slots
+
+
 def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
           counts: Callable[[Outcome], bool] | None = None, **config) -> dict:
     """Time ``Worker.run_forever`` in a thread until ``expected`` counted rows were delivered.
@@ -155,6 +167,8 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
     tally = {"sent": 0, "counted": 0, "failed": 0}
     resolve = store.resolve
 
+    marks: list[tuple[float, int]] = []
+
     def counting_resolve(*args, **kwargs):
         written, opened = resolve(*args, **kwargs)
         for o in written:
@@ -164,6 +178,7 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
                     tally["counted"] += 1
             elif o.verdict is Verdict.FAILED:
                 tally["failed"] += 1
+        marks.append((time.perf_counter(), tally["counted"]))
         if tally["counted"] >= expected:
             done.set()
         return written, opened
@@ -194,6 +209,7 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
     store.resolve = resolve
     counted = tally["counted"]
     return {
+        "timeline": timeline(marks, t0, seconds),
         "complete": finished, "delivered": counted, "seconds": seconds,
         "per_second": counted / seconds, "cpu_ms_per_delivery": cpu * 1000 / max(1, counted),
         "cpu_share": cpu / seconds, "failed": tally["failed"],
