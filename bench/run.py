@@ -142,6 +142,8 @@ class Bench:
             "commit": git_commit(),
             "params": {"n": args.n, "hosts": args.hosts,
                        "black_hole_hosts": args.black_hole_hosts, "black_hole_share": 0.1,
+                       # Since 2026-11-24: n healthy rows in both runs, the black-holed on top.
+                       "black_hole_rows_on_top": True,
                        "black_hole_timeout": args.black_hole_timeout,
                        "enqueue_calls": args.enqueue_calls,
                        "latency_count": args.latency_count, "latency_rate": args.latency_rate,
