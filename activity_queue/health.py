@@ -55,7 +55,9 @@ def queue_stats(now: datetime | None = None) -> QueueStats:
     now = now or timezone.now()
     queue = ScheduledActivity.objects
     paused = Host.objects.filter(paused_until__gt=now).values("host")
-    failing = Host.objects.filter(deferred_until__gt=now).values("host")
+    # A paused host's rows are counted as waiting for the pause, not twice.
+    failing = (Host.objects.filter(deferred_until__gt=now).exclude(paused_until__gt=now)
+               .values("host"))
     due = queue.due(now)
     # Enqueue stamps created_at as it inserts, so the lowest id is the oldest row.
     oldest = queue.order_by("id").values_list("created_at", flat=True).first()

@@ -11,7 +11,8 @@ syncs after the ``BEGIN`` it queues.
 
 So, only when the transaction has not started yet, the ``BEGIN`` and the
 statement go to the server as one simple query, with the parameters bound
-on the client as psycopg's ``ClientCursor`` (Django's default) binds them.
+on the client as psycopg's ``ClientCursor`` (Django's default) binds them,
+and the answer is read through psycopg's own wait loop.
 psycopg reads the transaction status from libpq and so sees the transaction
 open afterwards: it sends no ``BEGIN`` of its own and commits or rolls back
 as usual. In every other case (a transaction already open, an isolation
@@ -34,7 +35,7 @@ def fetch_opening(connection, sql: str, params: Sequence[Any]) -> list[tuple[str
     if pgconn is None or raw.autocommit or connection.queries_logged or (
             connection.execute_wrappers):
         return None
-    from psycopg import ClientCursor, errors, pq
+    from psycopg import ClientCursor, errors, generators, pq
 
     if (pgconn.transaction_status != pq.TransactionStatus.IDLE
             or pgconn.pipeline_status != pq.PipelineStatus.OFF
@@ -43,11 +44,20 @@ def fetch_opening(connection, sql: str, params: Sequence[Any]) -> list[tuple[str
         return None
     connection.validate_no_broken_transaction()
     encoding = raw.info.encoding
-    query = ClientCursor(raw).mogrify(sql, params).encode(encoding)
-    with connection.wrap_database_errors:
-        result = pgconn.exec_(b"BEGIN; " + query)
+    query = b"BEGIN; " + ClientCursor(raw).mogrify(sql, params).encode(encoding)
+    # Through psycopg's own wait loop, as its cursors do, not libpq's blocking PQexec: a
+    # signal interrupts it (and cancels the query), gevent can switch meanwhile, and a
+    # lost connection keeps its SQLSTATE (OperationalError, not a bare DatabaseError).
+    with connection.wrap_database_errors, raw.lock:
+        pgconn.send_query(query)
+        results = raw.wait(generators.execute(pgconn))
+        for result in results:
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                raise errors.error_from_result(result, encoding=encoding)
+        result = results[-1]
         if result.status != pq.ExecStatus.TUPLES_OK:
-            raise errors.error_from_result(result, encoding=encoding)
+            raise errors.InterfaceError(f"unexpected answer to {sql[:40]!r}…: "
+                                        f"{pq.ExecStatus(result.status).name}")
     width = result.nfields
     return [tuple(result.get_value(i, j).decode(encoding) for j in range(width))
             for i in range(result.ntuples)]

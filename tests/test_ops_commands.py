@@ -282,3 +282,13 @@ def test_status_counts_the_rows_waiting_for_a_failing_host():
     assert (queue["depth"], queue["due"], queue["waiting_for_failing"]) == (5, 1, 3)
     text, _ = run("activity_status")
     assert "failing hosts   3 rows wait for their host to answer" in text
+
+
+def test_a_failing_host_that_is_also_paused_is_counted_once():
+    moved_backlog("https://down.example", 4)
+    Host.objects.filter(host="https://down.example").update(
+        paused_until=timezone.now() + timedelta(minutes=20), consecutive_failures=5, trips=1)
+    out = StringIO()
+    call_command("activity_status", "--json", stdout=out)
+    queue = json.loads(out.getvalue())["queue"]
+    assert (queue["waiting_for_paused"], queue["waiting_for_failing"]) == (5, 0)
