@@ -81,6 +81,10 @@ def check_inbox(url: str) -> None:
     """
     if isinstance(url, str) and any(ord(c) < 32 or ord(c) == 127 for c in url):
         raise UnsafeDestination(f"inbox {url[:100]!r} contains control characters")
+    if isinstance(url, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in url):
+        # Not text: no database stores it (UTF-8 has no encoding for it), no client sends it.
+        raise UnsafeDestination(f"inbox {url[:100]!r} contains an unpaired surrogate "
+                                "(not a character); decode the URL properly")
     check_url(url)
     if "#" in url:
         raise UnsafeDestination(f"inbox {url[:100]!r} has a fragment ('#…'); an inbox URL "

@@ -153,6 +153,8 @@ def nested(levels: int) -> dict:
     (ValueError, NOTE, "https://a.example/in\x00box/", "contains control characters"),
     (ValueError, NOTE, "https://a.example/in\tbox/", "contains control characters"),
     (ValueError, NOTE, "https://a.example/inbox/\x7f", "contains control characters"),
+    (ValueError, NOTE, "https://a.example/inbox/\ud800", "contains an unpaired surrogate"),
+    (ValueError, NOTE, "https://a.example/\udfff/inbox/", "contains an unpaired surrogate"),
     (ValueError, NOTE, "\x00https://a.example/inbox/", "contains control characters"),
     (TypeError, {**NOTE, "id": 42}, "https://a.example/inbox/",
      "'id' must be a string, not int; leave it out"),
