@@ -68,16 +68,19 @@ def queue_stats(now: datetime | None = None) -> QueueStats:
         depth=queue.count(),
         due=due.count(),
         due_paused=due.filter(host__in=paused).count(),
-        waiting_for_paused=queue.filter(host__in=paused, next_attempt_at__lte=Subquery(
-            Host.objects.filter(host=OuterRef("host")).values("paused_until")[:1])).count(),
-        waiting_for_failing=queue.filter(
-            host__in=failing, next_attempt_at__gt=now, next_attempt_at__lte=Subquery(
-                Host.objects.filter(host=OuterRef("host")).values("deferred_until")[:1])
-        ).count(),
+        waiting_for_paused=_due_by_their_hosts(paused, "paused_until").count(),
+        waiting_for_failing=_due_by_their_hosts(failing, "deferred_until").filter(
+            next_attempt_at__gt=now).count(),
         in_flight=queue.leased(now).count(),
         oldest_pending=oldest,
         oldest_due=oldest_due,
     )
+
+
+def _due_by_their_hosts(hosts, until: str):
+    """Queued rows of ``hosts`` due by the time in their host's ``until`` field."""
+    return ScheduledActivity.objects.filter(host__in=hosts, next_attempt_at__lte=Subquery(
+        Host.objects.filter(host=OuterRef("host")).values(until)[:1]))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,12 @@ def run(*args) -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
+def status_json() -> dict:
+    """``activity_status --json`` of a healthy queue, parsed."""
+    out, _ = run("activity_status", "--json")
+    return json.loads(out)
+
+
 def queued_ids() -> set[str]:
     return set(ScheduledActivity.objects.values_list("activity_id", flat=True))
 
@@ -276,9 +282,7 @@ def test_retention_settings_are_checked(value, ok):
 
 def test_status_counts_the_rows_waiting_for_a_failing_host():
     assert moved_backlog("https://down.example", 4) == 3
-    out = StringIO()
-    call_command("activity_status", "--json", stdout=out)
-    queue = json.loads(out.getvalue())["queue"]
+    queue = status_json()["queue"]
     assert (queue["depth"], queue["due"], queue["waiting_for_failing"]) == (5, 1, 3)
     text, _ = run("activity_status")
     assert "failing hosts   3 rows wait for their host to answer" in text
@@ -288,7 +292,5 @@ def test_a_failing_host_that_is_also_paused_is_counted_once():
     moved_backlog("https://down.example", 4)
     Host.objects.filter(host="https://down.example").update(
         paused_until=timezone.now() + timedelta(minutes=20), consecutive_failures=5, trips=1)
-    out = StringIO()
-    call_command("activity_status", "--json", stdout=out)
-    queue = json.loads(out.getvalue())["queue"]
+    queue = status_json()["queue"]
     assert (queue["waiting_for_paused"], queue["waiting_for_failing"]) == (5, 0)
