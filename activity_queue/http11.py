@@ -30,7 +30,8 @@ from .addresses import ascii_host
 MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Seconds a loop timer may fire before its due time: uvloop's (libuv's) clock counts
-#: whole milliseconds, so a timeout armed for ``t`` can fire just under ``t``.
+#: whole milliseconds, so a timeout armed for ``t`` can fire just under ``t``. Timeouts
+#: are armed this much later, so that none ends before its limit.
 TIMER_SLACK = 0.001
 PATH_SAFE = "/%:@!$&'()*+,;=?~-._"
 
@@ -251,8 +252,8 @@ class _Connection(asyncio.Protocol):
                 return
             read_due = self.last_data + read_timeout
             due = min(read_due, give_up)
-            if loop.time() < due - TIMER_SLACK:
-                timer[0] = loop.call_at(due, check)
+            if loop.time() < due:
+                timer[0] = loop.call_at(due + TIMER_SLACK, check)
                 return
             self.close()
             if give_up < read_due:
@@ -263,7 +264,7 @@ class _Connection(asyncio.Protocol):
             else:
                 waiter.set_exception(Timeout("read", read_timeout, "no response"))
 
-        timer.append(loop.call_at(min(start + read_timeout, give_up), check))
+        timer.append(loop.call_at(min(start + read_timeout, give_up) + TIMER_SLACK, check))
         self.transport.write(request)
         try:
             return await waiter
