@@ -1,0 +1,70 @@
+"""On SQLite the worker leaves the copying of the write-ahead log to a thread of its own.
+
+What is checked is where the data goes: the worker's commits no longer copy the
+log into the database file (its connection's ``wal_autocheckpoint`` is 0), and
+yet what it wrote reaches that file soon after, well below SQLite's automatic
+threshold of 1,000 pages.
+"""
+
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection, connections, transaction
+
+from activity_queue import enqueue, signals
+from activity_queue.models import Activity
+from activity_queue.worker import Worker
+
+from .conftest import running, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+THREAD = "activity-queue-checkpoint"
+
+
+def checkpointers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD and t.is_alive()]
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write-ahead log")
+def test_what_the_worker_writes_reaches_the_database_file_through_the_checkpoint_thread(
+        receiver, worker):
+    with connection.cursor() as cursor:  # an empty log: nothing is copied by accident
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert cursor.fetchone()[0] == 0
+    database = Path(connection.settings_dict["NAME"])
+    settings_seen: list[int] = []
+
+    def on_delivered(sender, outcome, **kwargs):  # sent from the worker's own thread
+        with connections["default"].cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            settings_seen.append(cursor.fetchone()[0])
+
+    signals.activity_delivered.connect(on_delivered)
+    w = worker()
+    try:
+        with running(w):
+            marker = "checkpointed-by-its-own-thread"
+            with transaction.atomic():
+                for i in range(5):
+                    enqueue({"type": "Create", "object": f"https://o.example/{marker}/{i}"},
+                            to=receiver.url("/inbox/"))
+            assert wait_until(lambda: Activity.objects.filter(status="sent").count() == 5)
+            assert len(checkpointers()) == 1
+            assert wait_until(lambda: marker.encode() in database.read_bytes(), timeout=10), \
+                "the log was not copied into the database file"
+    finally:
+        signals.activity_delivered.disconnect(on_delivered)
+    assert settings_seen and set(settings_seen) == {0}
+    assert not checkpointers(), "the thread ends with the worker"
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="only SQLite has the thread")
+def test_other_databases_have_no_checkpoint_thread(receiver, worker):
+    w: Worker = worker()
+    with running(w):
+        enqueue({"type": "Create", "object": "https://o.example/no-thread"},
+                to=receiver.url("/inbox/"))
+        assert wait_until(lambda: Activity.objects.filter(status="sent").exists())
+        assert not checkpointers()
