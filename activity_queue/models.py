@@ -54,6 +54,28 @@ class ScheduledActivityQuerySet(models.QuerySet):
         return min((t for t in times if t is not None), default=None)
 
 
+class DueIndex(models.Index):
+    """The index of "what is due", in ``next_attempt_at`` order; on SQLite it also holds
+    each row's ``id``, ``host`` and ``leased_until``.
+
+    There a claim reads the due range in this index alone: it rejects a row that is
+    in flight, or whose host is paused or already busy, without reading the row
+    (1.2 KB for a 1 KB activity). Behind the rows of a host that never answers, a
+    500-row claim took 6.4 instead of 10.3 ms (bench/), and the healthy throughput
+    with black-holed hosts went from 0.88-0.92x to 0.94-0.96x that of an all-healthy
+    run. Not on PostgreSQL: a claim sets ``leased_until``, and an update of an
+    indexed column cannot be a HOT update there (see migration 0004).
+    """
+
+    SQLITE_COVERS = ("id", "host", "leased_until")
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        if schema_editor.connection.vendor == "sqlite":
+            wide = models.Index(fields=[*self.fields, *self.SQLITE_COVERS], name=self.name)
+            return wide.create_sql(model, schema_editor, using, **kwargs)
+        return super().create_sql(model, schema_editor, using, **kwargs)
+
+
 class ScheduledActivity(models.Model):
     """One activity waiting to be delivered to one inbox."""
 
@@ -85,7 +107,7 @@ class ScheduledActivity(models.Model):
         verbose_name = "scheduled activity"
         verbose_name_plural = "scheduled activities"
         indexes = [
-            models.Index(fields=["next_attempt_at"], name="aq_sched_due"),
+            DueIndex(fields=["next_attempt_at"], name="aq_sched_due"),
             # A host's due rows in order: the probation claim (store.claim), per-host counts.
             models.Index(fields=["host", "next_attempt_at"], name="aq_sched_host_due"),
             models.Index(fields=["activity_id"], name="aq_sched_activity"),

@@ -124,6 +124,37 @@ def test_queue_table_leaves_room_for_hot_updates_on_postgresql():
     assert "fillfactor=70" in (options or [])
 
 
+def test_on_sqlite_a_claim_reads_the_due_range_from_its_index_alone():
+    """Rows of busy or paused hosts and rows in flight are rejected without reading them."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("on PostgreSQL the due index stays narrow, for HOT updates")
+    backlog("busy.example", 300)
+    backlog("live.example", 300)
+    Host.objects.create(host="https://paused.example", consecutive_failures=9,
+                        paused_until="2999-01-01T00:00:00Z")
+    store.claim("w0", 100, 30, per_host=100, exclude_hosts=["https://busy.example"])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        jobs = store.claim("w1", 100, 30, per_host=100, exclude_hosts=["https://busy.example"])
+    assert len(jobs) == 100 and {j.host for j in jobs} == {"https://live.example"}
+    (sql, params), = statements
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        plan = [row[-1] for row in cursor.fetchall()]
+    table = ScheduledActivity._meta.db_table
+    reads = [p for p in plan if table in p and "USING INTEGER PRIMARY KEY" not in p]
+    assert reads and all("USING COVERING INDEX aq_sched_due" in p for p in reads), plan
+
+
 def test_the_worker_reads_at_most_32_hosts_on_probation_per_claim_in_turn(worker):
     from activity_queue.worker import PROBATION_PER_CLAIM, Report
 
