@@ -127,3 +127,27 @@ def running(w: Worker) -> Iterator[None]:
     finally:
         w.stop()
         runner.join(30)
+
+
+@contextmanager
+def recorded_statements() -> Iterator[list[tuple[str, object]]]:
+    """``(sql, params)`` of every statement run on the default connection in the block."""
+    from django.db import connection
+
+    seen: list[tuple[str, object]] = []
+
+    def record(execute, sql, params, many, context):
+        seen.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        yield seen
+
+
+def sqlite_plan(sql: str, params) -> list[str]:
+    """The lines of SQLite's ``EXPLAIN QUERY PLAN`` for a statement."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        return [row[-1] for row in cursor.fetchall()]

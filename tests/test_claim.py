@@ -6,7 +6,7 @@ from django.db import transaction
 from activity_queue import enqueue, store
 from activity_queue.models import Host, ScheduledActivity
 
-from .conftest import aq_settings
+from .conftest import aq_settings, recorded_statements, sqlite_plan
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -137,19 +137,11 @@ def test_on_sqlite_a_claim_reads_the_due_range_from_its_index_alone():
     store.claim("w0", 100, 30, per_host=100, exclude_hosts=["https://busy.example"])
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    statements = []
-
-    def record(execute, sql, params, many, context):
-        statements.append((sql, params))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(record):
+    with recorded_statements() as statements:
         jobs = store.claim("w1", 100, 30, per_host=100, exclude_hosts=["https://busy.example"])
     assert len(jobs) == 100 and {j.host for j in jobs} == {"https://live.example"}
     (sql, params), = statements
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
-        plan = [row[-1] for row in cursor.fetchall()]
+    plan = sqlite_plan(sql, params)
     table = ScheduledActivity._meta.db_table
     reads = [p for p in plan if table in p and "USING INTEGER PRIMARY KEY" not in p]
     assert reads and all("USING COVERING INDEX aq_sched_due" in p for p in reads), plan

@@ -12,6 +12,8 @@ from activity_queue import enqueue, store
 from activity_queue.jobs import Outcome, Verdict
 from activity_queue.models import Activity, ScheduledActivity
 
+from .conftest import recorded_statements, sqlite_plan
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NOTE = {"type": "Create", "object": "https://here.example/notes/1"}
@@ -136,26 +138,15 @@ def test_resolve_looks_rows_up_by_id_however_large_the_queue(receiver):
     assert len(jobs) == 500
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    statements = []
-
-    def record(execute, sql, params, many, context):
-        statements.append((sql, params))
-        return execute(sql, params, many, context)
-
     later = timezone.now() + timedelta(seconds=60)
     outcomes = [Outcome(j, Verdict.SENT, status_code=202) for j in jobs[:250]] + [
         Outcome(j, Verdict.RETRY, status_code=503, retry_at=later) for j in jobs[250:]]
-    with connection.execute_wrapper(record):
+    with recorded_statements() as statements:
         written, _ = store.resolve("w1", outcomes, **RESOLVE)
     assert len(written) == 500
     queue = ScheduledActivity._meta.db_table
-    plans = []
-    with connection.cursor() as cursor:
-        for sql, params in statements:
-            if queue not in sql:
-                continue
-            cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
-            plans += [row[-1] for row in cursor.fetchall()]
+    plans = [line for sql, params in statements if queue in sql
+             for line in sqlite_plan(sql, params)]
     assert plans, "no statement on the queue was planned"
     # The queue appears as itself or as "s"; the batch and the holder are the CTEs v and w.
     scans = [p for p in plans
