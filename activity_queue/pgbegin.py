@@ -17,7 +17,8 @@ psycopg reads the transaction status from libpq and so sees the transaction
 open afterwards: it sends no ``BEGIN`` of its own and commits or rolls back
 as usual. In every other case (a transaction already open, an isolation
 level or read-only mode set on the connection, pipeline mode, Django's
-query logging or execute wrappers, which must see every statement) the
+query logging or execute wrappers, which must see every statement, and
+``server_side_binding``, whose values must stay out of the query text) the
 statement is left to the ordinary cursor.
 """
 
@@ -33,7 +34,8 @@ def fetch_opening(connection, sql: str, params: Sequence[Any]) -> list[tuple[str
     raw = connection.connection
     pgconn = getattr(raw, "pgconn", None)  # psycopg 3's; psycopg2 has no such door
     if pgconn is None or raw.autocommit or connection.queries_logged or (
-            connection.execute_wrappers):
+            connection.execute_wrappers) or (
+            connection.settings_dict["OPTIONS"].get("server_side_binding")):
         return None
     from psycopg import ClientCursor, errors, generators, pq
 

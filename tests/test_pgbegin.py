@@ -144,6 +144,22 @@ def test_an_isolation_level_set_on_the_connection_is_kept():
     assert queries[0] == "BEGIN ISOLATION LEVEL SERIALIZABLE"
 
 
+def test_server_side_binding_keeps_the_values_out_of_the_query_text():
+    """A site that asked for server-side binding gets it: the values go as parameters."""
+    options = connection.settings_dict["OPTIONS"]
+    connection.close()
+    options["server_side_binding"] = True
+    try:
+        with sent_queries() as queries, transaction.atomic():
+            enqueue(NOTE, to=INBOX)
+    finally:
+        del options["server_side_binding"]
+        connection.close()
+    assert queries[0] == "BEGIN"
+    assert not [q for q in queries if INBOX in q]
+    assert ScheduledActivity.objects.get().inbox == INBOX
+
+
 def test_after_the_callers_own_statement_there_is_no_second_begin():
     with sent_queries() as queries:
         with transaction.atomic():
