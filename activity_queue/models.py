@@ -73,7 +73,11 @@ class DueIndex(models.Index):
 
     def create_sql(self, model, schema_editor, using="", **kwargs):
         if schema_editor.connection.vendor == "sqlite":
-            wide = models.Index(fields=[*self.fields, *self.SQLITE_COVERS], name=self.name)
+            # Names the model (as a migration sees it) no longer has are left out: a
+            # later migration that renames one still rebuilds the table.
+            names = {f.name for f in model._meta.get_fields()}
+            covers = [name for name in self.SQLITE_COVERS if name in names]
+            wide = models.Index(fields=[*self.fields, *covers], name=self.name)
             return wide.create_sql(model, schema_editor, using, **kwargs)
         return super().create_sql(model, schema_editor, using, **kwargs)
 

@@ -289,7 +289,7 @@ def undefer(waits: Iterable[tuple[str, datetime | None]], *,
     with connection.cursor() as cursor:
         for host, until in sorted({(h, u) for h, u in waits if u is not None and u > now}):
             cursor.execute(
-                f"UPDATE {table} SET next_attempt_at = %s WHERE host = %s"
+                f"UPDATE {table}{_host_range(connection)} SET next_attempt_at = %s WHERE host = %s"
                 f" AND next_attempt_at = %s AND (leased_until IS NULL OR leased_until < %s)",
                 [stamp, host, _dt(connection, until), stamp])
             made += cursor.rowcount
@@ -334,11 +334,23 @@ def _move(cursor, connection, host: str, before: datetime, until: datetime | Non
         target, target_params, paused, paused_params = "%s", [_dt(connection, until)], "", []
     cursor.execute(
         f"UPDATE {table} SET next_attempt_at = {target} WHERE id IN ("
-        f"SELECT id FROM {table} WHERE host = %s AND next_attempt_at < %s"
+        f"SELECT id FROM {table}{_host_range(connection)} WHERE host = %s AND next_attempt_at < %s"
         f" AND (leased_until IS NULL OR leased_until < %s){paused}"
         f" ORDER BY next_attempt_at LIMIT %s OFFSET %s {lock})",
         [*target_params, host, _dt(connection, before), stamp, *paused_params, limit, skip])
     return cursor.rowcount
+
+
+def _host_range(connection) -> str:
+    """On SQLite, read one host's rows from its range of ``(host, next_attempt_at)``.
+
+    Rows of many hosts share one ``next_attempt_at`` (a fan-out; the hosts of a batch
+    that failed together wait until one time), and SQLite's planner may prefer the
+    covering due index (:class:`~activity_queue.models.DueIndex`), which holds
+    ``host`` too, and read every row at that time: 1.2 ms instead of 0.02 ms for a
+    5-row host beside 20,000 others.
+    """
+    return " INDEXED BY aq_sched_host_due" if connection.vendor == "sqlite" else ""
 
 
 def _set_lease(worker_id: str, ids: Sequence[int], until: datetime | None) -> int:

@@ -251,3 +251,26 @@ def test_defer_paused_moves_what_waits_for_the_pause_out_of_the_claims_way():
     assert store.defer_paused() == 0
     # 4 moved, the one that was held (its lease is over by then) and the 2 live rows.
     assert len(store.claim("w", 10, 30, per_host=10, now=until)) == 7
+
+
+def test_on_sqlite_undefer_reads_only_its_hosts_rows_however_many_share_its_time():
+    """The hosts of a batch that failed together wait until one time; bringing back one
+    of them must not read the others' rows at that time."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    if connection.vendor != "sqlite":
+        pytest.skip("a plan of SQLite's")
+    backlog("many.example", 2000)
+    backlog("few.example", 5)
+    until = timezone.now() + timedelta(minutes=5)
+    ScheduledActivity.objects.update(next_attempt_at=until)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    with recorded_statements() as statements:
+        assert store.undefer([("https://few.example", until)]) == 5
+    (sql, params), = statements
+    plan = sqlite_plan(sql, params)
+    assert any("aq_sched_host_due (host=? AND next_attempt_at=?)" in p for p in plan), plan

@@ -7,19 +7,24 @@ from django.db import migrations, models
 
 import activity_queue.models
 
-
-def rebuild_on_sqlite(old, new):
-    def rebuild(apps, schema_editor):
-        if schema_editor.connection.vendor != "sqlite":
-            return
-        model = apps.get_model("activity_queue", "ScheduledActivity")
-        schema_editor.remove_index(model, old)
-        schema_editor.add_index(model, new)
-    return rebuild
-
-
 NARROW = models.Index(fields=["next_attempt_at"], name="aq_sched_due")
 COVERING = activity_queue.models.DueIndex(fields=["next_attempt_at"], name="aq_sched_due")
+
+
+def _rebuild(schema_editor, model, old, new) -> None:
+    if schema_editor.connection.vendor == "sqlite":
+        schema_editor.remove_index(model, old)
+        schema_editor.add_index(model, new)
+
+
+def widen_on_sqlite(apps, schema_editor):
+    _rebuild(schema_editor, apps.get_model("activity_queue", "ScheduledActivity"),
+             NARROW, COVERING)
+
+
+def narrow_on_sqlite(apps, schema_editor):
+    _rebuild(schema_editor, apps.get_model("activity_queue", "ScheduledActivity"),
+             COVERING, NARROW)
 
 
 class Migration(migrations.Migration):
@@ -31,9 +36,6 @@ class Migration(migrations.Migration):
                 migrations.RemoveIndex(model_name="scheduledactivity", name="aq_sched_due"),
                 migrations.AddIndex(model_name="scheduledactivity", index=COVERING),
             ],
-            database_operations=[
-                migrations.RunPython(rebuild_on_sqlite(NARROW, COVERING),
-                                     rebuild_on_sqlite(COVERING, NARROW), elidable=False),
-            ],
+            database_operations=[migrations.RunPython(widen_on_sqlite, narrow_on_sqlite)],
         ),
     ]
