@@ -88,6 +88,21 @@ def test_the_log_stays_bounded_while_a_backlog_drains(receiver, worker, monkeypa
     assert largest < 1.5 * 2**20, f"the log grew to {largest / 2**20:.1f} MB"
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write-ahead log")
+def test_only_the_running_threads_connection_gets_the_backstop(worker):
+    """A shutdown from another thread (a Celery signal handler) must not change the
+    checkpoints of that thread's connection, which is the site's."""
+    w = worker()
+    run = threading.Thread(target=w.run_once, kwargs={"timeout": 10})
+    run.start()
+    run.join(30)
+    assert w._checkpointer is not None
+    w._checkpointer.adopt()
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        assert cursor.fetchone()[0] == 1000  # SQLite's default
+
+
 @pytest.mark.skipif(connection.vendor == "sqlite", reason="only SQLite has the thread")
 def test_other_databases_have_no_checkpoint_thread(receiver, worker):
     w: Worker = worker()
