@@ -3,10 +3,10 @@
 Only this thread writes to the database on SQLite (so SQLite sees one writer
 from us), in batches, and a second one copies SQLite's log back into the
 database (:mod:`activity_queue.checkpoint`); on PostgreSQL outcomes are written
-by a second thread (:mod:`activity_queue.writer`) while this one claims. The transport's event
-loop only touches the network. The same
-``Worker`` runs in-process (see :mod:`activity_queue.runner`) and in the
-``activity_worker`` command.
+by a second thread (:mod:`activity_queue.writer`) while this one claims. The
+transport's event loop only touches the network. The same ``Worker`` runs
+in-process (see :mod:`activity_queue.backends.thread`) and in the ``activity_worker``
+command.
 """
 
 from __future__ import annotations
