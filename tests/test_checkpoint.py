@@ -89,6 +89,46 @@ def test_the_log_stays_bounded_while_a_backlog_drains(receiver, worker, monkeypa
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write-ahead log")
+def test_the_log_file_shrinks_back_after_a_long_reader(receiver, worker, monkeypatch):
+    """A read transaction held open elsewhere stops every checkpoint, so the log grows;
+    the checkpoint thread's connection keeps the file from being deleted, so once the
+    reader is gone it must be cut back, not left at its largest."""
+    import sqlite3
+
+    monkeypatch.setattr(checkpoint, "BACKSTOP_PAGES", 64)
+    monkeypatch.setattr(checkpoint, "LOG_FILE_LIMIT", 256 * 1024)
+    name = connection.settings_dict["NAME"]
+    log = Path(name + "-wal")
+    reader = sqlite3.connect(name, isolation_level=None)
+    w = worker()
+    try:
+        with running(w):
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM activity_queue_activity").fetchone()
+            with transaction.atomic():
+                for i in range(300):
+                    enqueue({"type": "Create", "object": f"https://o.example/{i}",
+                             "content": "x" * 3000}, to=receiver.url(f"/inbox/{i % 4}"))
+            assert wait_until(lambda: Activity.objects.filter(status="sent").count() == 300,
+                              timeout=30)
+            grown = os.path.getsize(log)
+            reader.execute("COMMIT")
+            for i in range(20):  # later batches restart the log and cut the file back
+                enqueue({"type": "Update", "object": f"https://o.example/{i}"},
+                        to=receiver.url("/inbox/"))
+                sent = 301 + i
+                assert wait_until(lambda n=sent: Activity.objects.filter(status="sent").count()
+                                  == n, timeout=10)
+                if os.path.getsize(log) <= checkpoint.LOG_FILE_LIMIT:
+                    break
+            shrunk = os.path.getsize(log)
+    finally:
+        reader.close()
+    assert grown > 1024 * 1024, grown
+    assert shrunk <= checkpoint.LOG_FILE_LIMIT, (grown, shrunk)
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write-ahead log")
 def test_only_the_running_threads_connection_gets_the_backstop(worker):
     """A shutdown from another thread (a Celery signal handler) must not change the
     checkpoints of that thread's connection, which is the site's."""
