@@ -5,7 +5,8 @@ SQLite does that copy (a checkpoint) inside whichever commit finds more than
 heaviest writer, so that was mostly its own resolve commits: reading and
 writing some 4 MB every few batches while its deliveries waited. Python's
 ``sqlite3`` releases the GIL while SQLite works, so here the copy runs beside
-the worker, on another core (bench/: 11,700 against 14,000 deliveries/s).
+the worker, on another core (bench/, measured in turn: +3-4 % deliveries/s, and
+with the covering due index the black-hole ratio 0.875x -> 0.945x, per round).
 
 The worker's own commits keep a backstop, :data:`BACKSTOP_PAGES`: the log only
 starts again from its beginning when a transaction begins with every page of
@@ -26,7 +27,7 @@ from django.db import connections
 logger = logging.getLogger(__name__)
 
 #: ``wal_autocheckpoint`` of the worker's own connection, in pages: 1,000 gave 13,200
-#: deliveries/s in bench/, 4,000 14,000 and 10,000 14,700, against 15,100 with none.
+#: deliveries/s in bench/, 4,000 14,000 and 10,000 14,700 (one sitting each).
 BACKSTOP_PAGES = 4_000
 #: ``journal_size_limit`` of the worker's connection, in bytes: the log file is cut back to
 #: this when the log restarts. This thread keeps a connection open, so the file is never
