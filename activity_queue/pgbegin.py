@@ -18,8 +18,9 @@ open afterwards: it sends no ``BEGIN`` of its own and commits or rolls back
 as usual. In every other case (a transaction already open, an isolation
 level or read-only mode set on the connection, pipeline mode, Django's
 query logging or execute wrappers, which must see every statement, and
-``server_side_binding``, whose values must stay out of the query text) the
-statement is left to the ordinary cursor.
+cursors that bind on the server, as with ``server_side_binding``, whose
+values must stay out of the query text) the statement is left to the
+ordinary cursor.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ def fetch_opening(connection, sql: str, params: Sequence[Any]) -> list[tuple[str
     raw = connection.connection
     pgconn = getattr(raw, "pgconn", None)  # psycopg 3's; psycopg2 has no such door
     if pgconn is None or raw.autocommit or connection.queries_logged or (
-            connection.execute_wrappers) or (
-            connection.settings_dict["OPTIONS"].get("server_side_binding")):
+            connection.execute_wrappers):
         return None
     from psycopg import ClientCursor, errors, generators, pq
 
-    if (pgconn.transaction_status != pq.TransactionStatus.IDLE
+    # When the connection's cursors bind on the server (``server_side_binding``, or a
+    # cursor_factory of the site's), the values must stay out of the query text.
+    if (not issubclass(raw.cursor_factory, ClientCursor)
+            or pgconn.transaction_status != pq.TransactionStatus.IDLE
             or pgconn.pipeline_status != pq.PipelineStatus.OFF
             or raw.isolation_level is not None or raw.read_only is not None
             or raw.deferrable is not None):
