@@ -29,19 +29,30 @@ def checkpointers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == THREAD and t.is_alive()]
 
 
+def empty_log() -> None:
+    """Copy the whole log into the database file and cut it to nothing, from this test's
+    connection: nothing written before counts, nothing is copied later by accident."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert cursor.fetchone()[0] == 0
+
+
+def autocheckpoint_pages(conn) -> int:
+    """``wal_autocheckpoint`` of a connection (a pragma of the connection, not the file)."""
+    with conn.cursor() as cursor:
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        return cursor.fetchone()[0]
+
+
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write-ahead log")
 def test_what_the_worker_writes_reaches_the_database_file_through_the_checkpoint_thread(
         receiver, worker):
-    with connection.cursor() as cursor:  # an empty log: nothing is copied by accident
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        assert cursor.fetchone()[0] == 0
+    empty_log()
     database = Path(connection.settings_dict["NAME"])
     settings_seen: list[int] = []
 
     def on_delivered(sender, outcome, **kwargs):  # sent from the worker's own thread
-        with connections["default"].cursor() as cursor:
-            cursor.execute("PRAGMA wal_autocheckpoint")
-            settings_seen.append(cursor.fetchone()[0])
+        settings_seen.append(autocheckpoint_pages(connections["default"]))
 
     signals.activity_delivered.connect(on_delivered)
     w = worker()
@@ -68,17 +79,13 @@ def test_the_log_stays_bounded_while_a_backlog_drains(receiver, worker, monkeypa
     it copied; a busy worker always begins its next one while the thread still copies.
     With no backstop of its own, the log grew by the size of everything written."""
     monkeypatch.setattr(checkpoint, "BACKSTOP_PAGES", 100)
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     log = Path(connection.settings_dict["NAME"] + "-wal")
     padding = "x" * 3000
     with transaction.atomic():  # not timed: about 3 MB of log by itself
         for i in range(1000):
             enqueue({"type": "Create", "object": f"https://o.example/{i}", "content": padding},
                     to=receiver.url(f"/inbox/{i % 8}"))
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        assert cursor.fetchone()[0] == 0
+    empty_log()
     w = worker()
     with running(w):
         assert wait_until(lambda: Activity.objects.filter(status="sent").count() == 1000,
@@ -138,9 +145,7 @@ def test_only_the_running_threads_connection_gets_the_backstop(worker):
     run.join(30)
     assert w._checkpointer is not None
     w._checkpointer.adopt()
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA wal_autocheckpoint")
-        assert cursor.fetchone()[0] == 1000  # SQLite's default
+    assert autocheckpoint_pages(connection) == 1000  # SQLite's default
 
 
 @pytest.mark.skipif(connection.vendor == "sqlite", reason="only SQLite has the thread")
