@@ -3,7 +3,6 @@ import sys
 
 from django.apps import AppConfig
 from django.core.signals import request_started
-from django.db.models.signals import post_migrate
 
 
 class ActivityQueueConfig(AppConfig):
@@ -15,9 +14,6 @@ class ActivityQueueConfig(AppConfig):
         from . import backlinks, checks  # noqa: F401  (register the handlers and checks)
         from .backends import thread
         from .conf import get_config
-        from .pgfunctions import on_post_migrate
-
-        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="aq.pgfunctions")
         config = get_config()
         mode = thread.autostart_mode(sys.argv, os.environ, testing=thread.under_tests(),
                                      autostart=config.AUTOSTART, backend=config.BACKEND)

@@ -13,11 +13,10 @@ import threading
 
 from django.db import connections
 
-from .pgfunctions import NOTIFY_CHANNEL
-
 logger = logging.getLogger(__name__)
 
-CHANNEL = NOTIFY_CHANNEL
+#: The channel ``enqueue()`` notifies (its stored function, migration 0009).
+CHANNEL = "activity_queue"
 
 
 class Listener:

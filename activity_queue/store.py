@@ -19,12 +19,10 @@ from django.utils import timezone
 from .jobs import Job, Outcome, Verdict
 from .lifecycle import State
 from .models import Activity, Host, ScheduledActivity
-from .pgbegin import fetch_opening
-from .pgfunctions import ENQUEUE_FUNCTION
 
 CHUNK = 900
-#: Up to this many inboxes, enqueue() passes them to PostgreSQL as literals, not arrays.
-INLINE_ARRAY = 16
+#: ``enqueue()``'s statement on PostgreSQL (migration 0009).
+ENQUEUE_FUNCTION = "activity_queue_enqueue_v2"
 
 
 def _alias() -> str:
@@ -131,7 +129,8 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
 
 def insert(using: str, common: dict[str, Any], payload: str,
            destinations: Sequence[tuple[str, str]]) -> list[ScheduledActivity]:
-    """Write one scheduled row per ``(inbox, host)``: one statement (on SQLite, one per chunk).
+    """Write one scheduled row per ``(inbox, host)`` in one statement (on SQLite, one per
+    450 inboxes).
 
     The payload is sent to the database once per statement, not once per inbox
     (the ORM's ``bulk_create`` would serialise and bind it for every row).
@@ -141,31 +140,18 @@ def insert(using: str, common: dict[str, Any], payload: str,
     them (see :mod:`activity_queue.dropping`) without a query of their own.
     The statement does not see the rows it writes, and each inbox appears
     once, so ``has_predecessor`` only reflects rows written before.
-    On PostgreSQL it is a call of the stored function in :mod:`.pgfunctions`.
+    On PostgreSQL the statement is the stored function of migration 0009, which
+    also notifies dedicated workers at commit (:mod:`activity_queue.listen`).
     """
     connection = connections[using]
     ids: dict[str, tuple[int, bool]] = {}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            inboxes = [inbox for inbox, _ in destinations]
-            hosts = [host for _, host in destinations]
-            if len(destinations) <= INLINE_ARRAY:
-                # psycopg binds a list at twice the cost of its strings; a large fan-out
-                # stays two parameters (the protocol's limit is 65,535 of them).
-                each = ", ".join(["%s"] * len(destinations))
-                arrays, arguments = f"ARRAY[{each}]::text[], ARRAY[{each}]::text[]", [
-                    *inboxes, *hosts]
-            else:
-                arrays, arguments = "%s, %s", [inboxes, hosts]
-            sql = f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, {arrays})"
-            params = [common["activity_id"], common["activity_type"], common["object_id"],
-                      payload, common["created_at"], common["next_attempt_at"], *arguments]
-            opened = fetch_opening(connection, sql, params)
-            if opened is None:
-                cursor.execute(sql, params)
-                ids.update((r[1], (r[0], r[2])) for r in cursor.fetchall())
-            else:
-                ids.update((r[1], (int(r[0]), r[2] == "t")) for r in opened)
+            cursor.execute(f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s)", [
+                common["activity_id"], common["activity_type"], common["object_id"], payload,
+                common["created_at"], common["next_attempt_at"],
+                [inbox for inbox, _ in destinations], [host for _, host in destinations]])
+            ids.update((r[1], (r[0], r[2])) for r in cursor.fetchall())
         else:
             for chunk in _chunks(list(destinations), CHUNK // 2):
                 cursor.execute(*_insert_statement(connection, common, payload, chunk))

@@ -1,8 +1,7 @@
 """The worker: claims due rows, hands them to the transport, writes the outcomes.
 
 Only this thread writes to the database on SQLite (so SQLite sees one writer
-from us), in batches, and a second one copies SQLite's log back into the
-database (:mod:`activity_queue.checkpoint`); on PostgreSQL outcomes are written
+from us), in batches; on PostgreSQL outcomes are written
 by a second thread (:mod:`activity_queue.writer`) while this one claims. The
 transport's event loop only touches the network. The same ``Worker`` runs
 in-process (see :mod:`activity_queue.backends.thread`) and in the ``activity_worker``
@@ -24,7 +23,7 @@ from datetime import timedelta
 from django.db import close_old_connections, connections, router
 from django.utils import timezone
 
-from . import checkpoint, dispatch, dropping, signals, signatures, store
+from . import dispatch, dropping, signals, signatures, store
 from .conf import Config, get_config
 from .delivery import Signer, Transport
 from .jobs import Job, Outcome, Verdict
@@ -87,8 +86,6 @@ class Worker:
         self._probation_turn = 0
         self._unresolved: list[Outcome] = []
         self._writer: BackgroundWriter | None = None
-        self._checkpointer: checkpoint.Checkpointer | None = None
-        self._wal_checked = False
         self._tripped: set[str] = set()
         #: Hosts the transport was told to pause; resumed once the database lets them through.
         self._paused: set[str] = set()
@@ -267,11 +264,6 @@ class Worker:
         if self.transport is None:
             self.transport = Transport(self.config, self._on_outcome, signer=self.signer)
             self.transport.start()
-        if not self._wal_checked:
-            alias = router.db_for_write(ScheduledActivity)
-            if checkpoint.uses_wal(alias):
-                self._checkpointer = checkpoint.Checkpointer(alias)
-            self._wal_checked = True
 
     def _on_outcome(self, outcome: Outcome) -> None:
         self.outcomes.put(outcome)
@@ -280,8 +272,6 @@ class Worker:
     def _claim(self, limit: int, report: Report) -> list[Job]:
         if limit <= 0 or self.stopping.is_set():
             return []
-        if self._checkpointer is not None:
-            self._checkpointer.adopt()
         cfg = self.config
         now = time.monotonic()
         if now - self._tripped_checked > 1.0:
@@ -434,11 +424,7 @@ class Worker:
     def _resolve(self, outcomes: list[Outcome], report: Report) -> None:
         now = timezone.now()
         outcomes = [self._finalise(o, now) for o in outcomes]
-        if self._checkpointer is not None:
-            self._checkpointer.adopt()
         written, opened = self._write(outcomes)
-        if self._checkpointer is not None:
-            self._checkpointer.kick()
         self._written(outcomes, written, opened, report)
 
     def _write(self, outcomes: list[Outcome]) -> tuple[list[Outcome], list[str]]:
@@ -521,14 +507,7 @@ class Worker:
             logger.exception("activity_queue: could not write back in-flight rows; "
                              "their leases will expire")
         finally:
-            self._stop_checkpointer()
             self._close_connection()
-
-    def _stop_checkpointer(self) -> None:
-        checkpointer, self._checkpointer = self._checkpointer, None
-        self._wal_checked = False
-        if checkpointer is not None:
-            checkpointer.stop()
 
     def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None

@@ -12,7 +12,7 @@ from activity_queue import enqueue
 from activity_queue.backends import thread as thread_backend
 from activity_queue.exceptions import InvalidActivity
 from activity_queue.models import Activity, ScheduledActivity
-from activity_queue.pgfunctions import ENQUEUE_FUNCTION
+from activity_queue.store import ENQUEUE_FUNCTION
 from activity_queue.validation import MAX_DEPTH
 
 pytestmark = pytest.mark.django_db(transaction=True)

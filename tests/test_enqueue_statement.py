@@ -1,41 +1,20 @@
-"""The stored function behind enqueue() on PostgreSQL: always there after ``migrate``."""
+"""The statement behind enqueue(): one per fan-out, its probes index probes however the
+tables grow."""
 
 import pytest
-from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import connection
+from django.utils import timezone
 
-from activity_queue import enqueue, pgfunctions
+from activity_queue import enqueue, store
 from activity_queue.models import Activity, ScheduledActivity
 
 NOTE = {"type": "Create", "object": {"@id": "https://here.example/notes/1", "@type": "Note"}}
 pg_only = pytest.mark.skipif(connection.vendor != "postgresql",
-                             reason="the stored function exists on PostgreSQL only")
+                             reason="reads PostgreSQL's EXPLAIN (BUFFERS)")
 
 
-def function_exists() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_proc WHERE proname = %s",
-                       [pgfunctions.ENQUEUE_FUNCTION])
-        return cursor.fetchone()[0] == 1
-
-
-@pg_only
 @pytest.mark.django_db(transaction=True)
-def test_migrate_recreates_a_missing_function():
-    pgfunctions.uninstall()
-    assert not function_exists()
-    call_command("migrate", "activity_queue", verbosity=0)  # nothing to apply: post_migrate
-    assert function_exists()
-    with transaction.atomic():
-        (row,) = enqueue(NOTE, to="https://remote.example/inbox/")
-    stored = ScheduledActivity.objects.get()
-    assert (stored.pk, stored.inbox, stored.has_predecessor) == (
-        row.pk, "https://remote.example/inbox/", False)
-
-
-@pg_only
-@pytest.mark.django_db(transaction=True)
-def test_the_function_sets_has_predecessor_and_keeps_the_order_of_inboxes():
+def test_has_predecessor_is_set_and_the_order_of_inboxes_kept():
     first = enqueue(NOTE, to=["https://a.example/inbox/", "https://b.example/inbox/"])
     again = enqueue({**NOTE, "type": "Update"},
                     to=["https://c.example/inbox/", "https://b.example/inbox/"])
@@ -44,11 +23,6 @@ def test_the_function_sets_has_predecessor_and_keeps_the_order_of_inboxes():
         ("https://c.example/inbox/", False), ("https://b.example/inbox/", True)]
     assert sorted(ScheduledActivity.objects.values_list("pk", flat=True)) == sorted(
         r.pk for r in first + again)
-
-
-@pytest.mark.django_db
-def test_install_is_a_no_op_off_postgresql():
-    assert pgfunctions.install() is (connection.vendor == "postgresql")
 
 
 def blocks_touched(sql: str, params: list) -> int:
@@ -61,7 +35,7 @@ def blocks_touched(sql: str, params: list) -> int:
 
 @pg_only
 @pytest.mark.django_db
-def test_a_plan_made_on_empty_tables_still_probes_by_inbox_once_they_are_large():
+def test_the_probes_stay_index_probes_once_the_tables_are_large():
     """The connection keeps the function's plan for its life, planned at the first call.
     A queue is often empty then; the probes must not become a scan of the whole queue
     and log once they have grown (a backlog behind a dead host, months of log)."""
@@ -71,7 +45,7 @@ def test_a_plan_made_on_empty_tables_still_probes_by_inbox_once_they_are_large()
         cursor.execute(f"ANALYZE {queue}")  # in this transaction: both tables are empty
         cursor.execute(f"ANALYZE {log}")
         cursor.execute("DISCARD PLANS")
-    enqueue(NOTE, to=inbox)  # plans the function's statements on the empty tables
+    enqueue(NOTE, to=inbox)  # plans the function's statement on the empty tables
     other = "'https://here.example/notes/other-' || i"
     with connection.cursor() as cursor:
         cursor.execute(
@@ -85,8 +59,11 @@ def test_a_plan_made_on_empty_tables_still_probes_by_inbox_once_they_are_large()
             f" SELECT 'a' || i, 'Create', {other}, '{{}}', now(), now(), %s, %s, 1, '', '',"
             " 'out', 'sent' FROM generate_series(1, 30000) AS i",
             [inbox, "https://remote.example"])
-    touched = blocks_touched(
-        f"SELECT * FROM {pgfunctions.ENQUEUE_FUNCTION}(%s, %s, %s, %s, now(), now(), %s, %s)",
-        ["https://here.example/a/2", "Create", "https://here.example/notes/2", "{}", [inbox],
-         ["https://remote.example"]])
-    assert touched < 100, f"one enqueue touched {touched} blocks"
+    now = timezone.now()
+    common = {"activity_id": "https://here.example/a/2", "activity_type": "Create",
+              "object_id": "https://here.example/notes/2"}
+    for inboxes in ([inbox], [inbox, "https://other.example/inbox"]):
+        touched = blocks_touched(
+            f"SELECT * FROM {store.ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s)",
+            [*common.values(), "{}", now, now, inboxes, ["https://remote.example"] * len(inboxes)])
+        assert touched < 100, f"one enqueue to {len(inboxes)} inbox(es) touched {touched} blocks"
