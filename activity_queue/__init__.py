@@ -13,14 +13,14 @@ __all__ = ["enqueue", "federate"]
 
 def enqueue(activity: dict[str, Any], to: str | Iterable[str],
             **options: Any) -> list[ScheduledActivity]:
-    """See :func:`activity_queue.outbox.enqueue`; importable before apps are ready."""
-    from .outbox import enqueue as _enqueue
+    """See :func:`activity_queue.sending.outbox.enqueue`; importable before apps are ready."""
+    from .sending.outbox import enqueue as _enqueue
 
     return _enqueue(activity, to, **options)
 
 
 def federate(model: Any, *, rdf_type: str, links: Iterable[str] | None = None) -> Any:
-    """See :func:`activity_queue.linked.federate`: make ``model`` send backlinks."""
-    from .linked import federate as _federate
+    """See :func:`activity_queue.federation.registry.federate`: make ``model`` send backlinks."""
+    from .federation.registry import federate as _federate
 
     return _federate(model, rdf_type=rdf_type, links=links)

@@ -1,7 +1,7 @@
 """The admin: read-only delivery records, explicit actions, and a dashboard.
 
 Nothing here edits a delivery by hand. Operators act through actions that
-call :mod:`activity_queue.operations` (the same code as the commands), each
+call :mod:`activity_queue.operations.actions` (the same code as the commands), each
 guarded by one of Django's own model permissions:
 
 - re-queue a failed delivery: ``add_scheduledactivity`` (it creates a queue row);
@@ -29,10 +29,12 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.timesince import timesince, timeuntil
 
-from . import chart, health, operations
-from .addresses import origin
 from .lifecycle import State
 from .models import Activity, Follower, Host, PendingDiscovery, ScheduledActivity
+from .net.addresses import origin
+from .operations import actions as operations
+from .operations import chart
+from .operations import stats as health
 
 DELIVERY = ("delivery", "deliveries")
 PRE = '<pre style="white-space:pre-wrap;max-height:32em;overflow:auto;margin:0">{}</pre>'

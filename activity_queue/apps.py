@@ -11,9 +11,9 @@ class ActivityQueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import backlinks, checks  # noqa: F401  (register the handlers and checks)
-        from .backends import thread
+        from . import checks  # noqa: F401  (register the handlers and checks)
         from .conf import get_config
+        from .sending.backends import thread
         config = get_config()
         mode = thread.autostart_mode(sys.argv, os.environ, testing=thread.under_tests(),
                                      autostart=config.AUTOSTART, backend=config.BACKEND)

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .backends import BACKENDS
 from .conf import DEFAULTS, user_settings
+from .sending.backends import BACKENDS
 
 # key -> (accepted type(s), minimum, description)
 RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
@@ -153,7 +153,7 @@ def _is_http_url(url: Any) -> bool:
 def _check_site_url() -> list:
     site = getattr(settings, "SITE_URL", None)
     if site is None:
-        from .linked import registered
+        from .federation.registry import registered
 
         if registered():
             return [Warning(
@@ -214,7 +214,7 @@ def check_inbox(merged: dict[str, Any]) -> list:
                 messages.append(Error(
                     f"ACTIVITY_QUEUE[{key!r}] entry {path!r} {reason}.",
                     hint=f"List dotted paths of DRF classes with {needed}(), e.g. "
-                         "'activity_queue.authentication.HTTPSignatureAuthentication'.",
+                         "'activity_queue.inbox.authentication.HTTPSignatureAuthentication'.",
                     id="activity_queue.E010",
                 ))
     if merged["INBOX_REQUIRE_SIGNATURE"]:
@@ -240,7 +240,7 @@ def check_inbox(merged: dict[str, Any]) -> list:
 
 def check_signing(merged: dict[str, Any]) -> list:
     """The signing key loads, and receivers have a URL to fetch its public half from."""
-    from .signatures import default_key_id, load_private_key
+    from .net.signatures import default_key_id, load_private_key
 
     value, key_id = merged["SIGNING_KEY"], merged["SIGNING_KEY_ID"]
     messages: list = []

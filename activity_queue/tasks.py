@@ -1,6 +1,6 @@
 """Celery's ``app.autodiscover_tasks()`` imports this module: it registers the
 ``activity_queue.deliver_due`` task of the Celery backend (docs/worker-processes.md)."""
 
-from .backends.celery import deliver_due
+from .sending.backends.celery import deliver_due
 
 __all__ = ["deliver_due"]

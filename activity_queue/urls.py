@@ -3,8 +3,8 @@
 
 from django.urls import path
 
-from .inbox import InboxView
-from .keys import public_key_view
+from .inbox.keys import public_key_view
+from .inbox.views import InboxView
 
 app_name = "activity_queue"
 

@@ -1,4 +1,4 @@
-"""Timers around the worker's database calls (``activity_queue.store``), for profiling.
+"""Timers around the worker's database calls (``activity_queue.sending.queue``), for profiling.
 
 Wall time and the calling thread's CPU time per call, and rows per call, so
 the database side of a delivery can be told apart from the rest.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 
-from activity_queue import store
+from activity_queue.sending import queue as store
 
 TIMED = ("claim", "resolve", "renew", "release", "tripped_hosts", "defer_backlog",
          "defer_paused")

@@ -43,8 +43,8 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
-from activity_queue import health  # noqa: E402
 from activity_queue.models import Activity  # noqa: E402
+from activity_queue.operations import stats as health  # noqa: E402
 
 
 def ensure_database() -> None:

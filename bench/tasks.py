@@ -28,12 +28,13 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from activity_queue import enqueue, signals, store  # noqa: E402
-from activity_queue.addresses import origin  # noqa: E402
+from activity_queue import enqueue, signals  # noqa: E402
 from activity_queue.conf import get_config  # noqa: E402
-from activity_queue.jobs import Outcome, Verdict  # noqa: E402
 from activity_queue.models import Activity, Host, ScheduledActivity  # noqa: E402
-from activity_queue.worker import Worker  # noqa: E402
+from activity_queue.net.addresses import origin  # noqa: E402
+from activity_queue.sending import queue as store  # noqa: E402
+from activity_queue.sending.jobs import Outcome, Verdict  # noqa: E402
+from activity_queue.sending.worker import Worker  # noqa: E402
 
 from .payload import activity  # noqa: E402
 from .receivers import cpu_seconds  # noqa: E402
@@ -399,7 +400,7 @@ def latency(task: dict) -> dict:
     """
     import requests
 
-    from activity_queue.backends import thread as backend
+    from activity_queue.sending.backends import thread as backend
 
     reset()
     inbox, k, rate = task["inbox"], task["k"], task["rate"]

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import pytest
 
 from activity_queue.conf import get_config
-from activity_queue.worker import Worker
+from activity_queue.sending.worker import Worker
 
 from .peer import FullBacklog, Peer, keep_alive
 from .receiver import Receiver

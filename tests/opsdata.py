@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from activity_queue import store
-from activity_queue.addresses import origin
 from activity_queue.models import Activity, Host, ScheduledActivity
+from activity_queue.net.addresses import origin
+from activity_queue.sending import queue as store
 
 _serial = itertools.count(1)
 

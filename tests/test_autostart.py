@@ -2,7 +2,7 @@
 
 import pytest
 
-from activity_queue.backends import thread
+from activity_queue.sending.backends import thread
 
 RUNSERVER_CHILD = {"RUN_MAIN": "true"}
 

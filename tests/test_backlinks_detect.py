@@ -1,8 +1,8 @@
-"""Backlink detection (activity_queue.backlinks) as pure functions, with tables."""
+"""Backlink detection (activity_queue.federation.backlinks) as pure functions, with tables."""
 
 import pytest
 
-from activity_queue.backlinks import (
+from activity_queue.federation.backlinks import (
     AS_CONTEXT,
     Ref,
     Resource,

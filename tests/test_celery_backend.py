@@ -17,9 +17,9 @@ pytest.importorskip("celery")
 import redis  # noqa: E402  (celery[redis] brings it)
 
 from activity_queue import enqueue  # noqa: E402
-from activity_queue.backends import celery as celery_backend  # noqa: E402
-from activity_queue.backends.marks import LocalMarks, RedisMarks  # noqa: E402
 from activity_queue.models import Activity, ScheduledActivity  # noqa: E402
+from activity_queue.sending.backends import celery as celery_backend  # noqa: E402
+from activity_queue.sending.backends.marks import LocalMarks, RedisMarks  # noqa: E402
 
 from . import celery_app  # noqa: E402  (the site's Celery app: current in this process)
 from .conftest import aq_settings, wait_until  # noqa: E402

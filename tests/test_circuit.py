@@ -124,8 +124,8 @@ def test_the_backlog_of_a_paused_host_waits_for_the_end_of_the_pause(receiver, w
 
 
 def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
-    from activity_queue import store
-    from activity_queue.jobs import Job, Outcome, Verdict
+    from activity_queue.sending import queue as store
+    from activity_queue.sending.jobs import Job, Outcome, Verdict
 
     send(receiver, 3)
     now = timezone.now()
@@ -149,8 +149,8 @@ def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
 
 def failing_host_backlog(receiver, n: int):
     """``n`` rows of one host, oldest first, and a resolve in which one of them timed out."""
-    from activity_queue import store
-    from activity_queue.jobs import Outcome, Verdict
+    from activity_queue.sending import queue as store
+    from activity_queue.sending.jobs import Outcome, Verdict
 
     send(receiver, n)
     now = timezone.now()
@@ -178,8 +178,8 @@ def test_a_failing_hosts_backlog_waits_for_its_answer_but_for_probes(receiver):
 
 @pytest.mark.parametrize("answer", [202, 410])
 def test_any_worker_that_hears_the_host_answer_brings_its_backlog_back(receiver, answer):
-    from activity_queue import store
-    from activity_queue.jobs import Job, Outcome, Verdict
+    from activity_queue.sending import queue as store
+    from activity_queue.sending.jobs import Job, Outcome, Verdict
 
     rest = failing_host_backlog(receiver, 6)
     before = timezone.now()
@@ -196,7 +196,7 @@ def test_any_worker_that_hears_the_host_answer_brings_its_backlog_back(receiver,
 
 
 def test_resuming_a_host_brings_its_waiting_backlog_back(receiver):
-    from activity_queue import operations
+    from activity_queue.operations import actions as operations
 
     failing_host_backlog(receiver, 6)
     assert operations.resume_hosts([receiver.base]) == 1

@@ -3,8 +3,9 @@
 import pytest
 from django.db import transaction
 
-from activity_queue import enqueue, store
+from activity_queue import enqueue
 from activity_queue.models import Host, ScheduledActivity
+from activity_queue.sending import queue as store
 
 from .conftest import aq_settings, recorded_statements, sqlite_plan
 
@@ -148,7 +149,7 @@ def test_on_sqlite_a_claim_reads_the_due_range_from_its_index_alone():
 
 
 def test_the_worker_reads_at_most_32_hosts_on_probation_per_claim_in_turn(worker):
-    from activity_queue.worker import PROBATION_PER_CLAIM, Report
+    from activity_queue.sending.worker import PROBATION_PER_CLAIM, Report
 
     hosts = [f"dead{i:02d}.example" for i in range(PROBATION_PER_CLAIM + 8)]
     for host in hosts:
@@ -166,7 +167,7 @@ def test_the_worker_reads_at_most_32_hosts_on_probation_per_claim_in_turn(worker
 def test_rows_held_for_hosts_that_do_not_answer_leave_the_pipeline_room(worker):
     """Counted in, a dead host's rows kept the next claim from coming until every
     healthy delivery was done: the network side ran dry once per batch."""
-    from activity_queue.jobs import Job
+    from activity_queue.sending.jobs import Job
 
     with aq_settings(PER_HOST=2, BATCH_SIZE=20, WORKERS=4):
         w = worker()

@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 from django.db import connection, transaction
 
-from activity_queue import enqueue, store
+from activity_queue import enqueue
 from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.sending import queue as store
 
 from .conftest import wait_until
 from .receiver import Rule

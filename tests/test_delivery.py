@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from activity_queue import enqueue
 from activity_queue.conf import get_config
-from activity_queue.delivery import CONTENT_TYPE
 from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.sending.transport import CONTENT_TYPE
 
 from .conftest import aq_settings, running, wait_until
 from .peer import Conn, drop_the_second_request, keep_alive

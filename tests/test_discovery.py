@@ -5,8 +5,9 @@ import threading
 import pytest
 from django.core.cache import cache
 
-from activity_queue import discovery, dispatch, signals
-from activity_queue.discovery import DiscoveryFailed, inbox_from_document
+from activity_queue import signals
+from activity_queue.federation import discovery, dispatch
+from activity_queue.federation.discovery import DiscoveryFailed, inbox_from_document
 from activity_queue.models import Activity, PendingDiscovery, ScheduledActivity
 from example_project.circles.models import Circle, Member
 

@@ -9,11 +9,11 @@ from django.test.utils import CaptureQueriesContext
 
 import activity_queue
 from activity_queue import enqueue
-from activity_queue.backends import thread as thread_backend
 from activity_queue.exceptions import InvalidActivity
+from activity_queue.inbox.validation import MAX_DEPTH
 from activity_queue.models import Activity, ScheduledActivity
-from activity_queue.store import ENQUEUE_FUNCTION
-from activity_queue.validation import MAX_DEPTH
+from activity_queue.sending.backends import thread as thread_backend
+from activity_queue.sending.queue import ENQUEUE_FUNCTION
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,8 +5,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from activity_queue import enqueue, store
+from activity_queue import enqueue
 from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.sending import queue as store
 
 NOTE = {"type": "Create", "object": {"@id": "https://here.example/notes/1", "@type": "Note"}}
 pg_only = pytest.mark.skipif(connection.vendor != "postgresql",

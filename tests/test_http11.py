@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from activity_queue import http11
-from activity_queue.delivery import header_lines, is_ip_literal, new_event_loop
-from activity_queue.http11 import ConnectionClosed, ProtocolError, target
+from activity_queue.net import http11
+from activity_queue.net.http11 import ConnectionClosed, ProtocolError, target
+from activity_queue.sending.transport import header_lines, is_ip_literal, new_event_loop
 
 from .conftest import wait_until
 from .peer import Conn, Peer, drop_the_second_request, keep_alive

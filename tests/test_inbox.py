@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from activity_queue import enqueue, receive
+from activity_queue import enqueue
 from activity_queue.exceptions import InvalidActivity
+from activity_queue.inbox import receive
+from activity_queue.inbox.validation import MAX_DEPTH, content_id
 from activity_queue.models import Activity
-from activity_queue.validation import MAX_DEPTH, content_id
 
 INBOX = "/inbox/"
 LD = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'

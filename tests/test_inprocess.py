@@ -10,9 +10,9 @@ from django.db import transaction
 from django.test import override_settings
 
 from activity_queue import enqueue
-from activity_queue.backends import thread
 from activity_queue.conf import get_config
 from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.sending.backends import thread
 
 from .conftest import wait_until
 from .processes import free_port

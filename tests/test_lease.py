@@ -8,9 +8,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from activity_queue import enqueue, store
-from activity_queue.jobs import Outcome, Verdict
+from activity_queue import enqueue
 from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.sending import queue as store
+from activity_queue.sending.jobs import Outcome, Verdict
 
 from .conftest import recorded_statements, sqlite_plan
 

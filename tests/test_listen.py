@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from activity_queue import enqueue
 from activity_queue.conf import get_config
-from activity_queue.worker import Worker
+from activity_queue.sending.worker import Worker
 
 from .conftest import wait_until
 

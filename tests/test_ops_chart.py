@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from activity_queue.chart import FAILED_COLOUR, SENT_COLOUR, nice_ceiling, outcomes_svg
-from activity_queue.health import HourBucket
+from activity_queue.operations.chart import FAILED_COLOUR, SENT_COLOUR, nice_ceiling, outcomes_svg
+from activity_queue.operations.stats import HourBucket
 
 
 @pytest.mark.parametrize(("value", "top"), [(0, 1), (1, 1), (2, 2), (3, 5), (7, 10), (10, 10),

@@ -4,10 +4,11 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from activity_queue import operations, signals
-from activity_queue.backends import thread
+from activity_queue import signals
 from activity_queue.conf import get_config
 from activity_queue.models import Activity, Host, ScheduledActivity
+from activity_queue.operations import actions as operations
+from activity_queue.sending.backends import thread
 
 from .conftest import wait_until
 from .opsdata import log_row, queued

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activity_queue.jobs import Verdict
-from activity_queue.policy import (
+from activity_queue.sending.jobs import Verdict
+from activity_queue.sending.retry import (
     backoff,
     classify_status,
     is_final,

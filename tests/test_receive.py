@@ -6,8 +6,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from activity_queue.exceptions import InvalidActivity
+from activity_queue.inbox.receive import Refused, apply_activity
 from activity_queue.models import PendingDiscovery, ScheduledActivity
-from activity_queue.receive import Refused, apply_activity
 from example_project.circles.models import Circle, Member
 
 pytestmark = pytest.mark.django_db

@@ -6,9 +6,10 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from activity_queue import enqueue, signals, store
-from activity_queue.addresses import origin
+from activity_queue import enqueue, signals
 from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.net.addresses import origin
+from activity_queue.sending import queue as store
 
 from .receiver import Rule
 
@@ -136,7 +137,7 @@ def test_in_flight_rows_are_never_dropped(inbox):
 
 
 def test_a_row_in_flight_when_its_delete_came_is_checked_at_its_next_claim(inbox):
-    from activity_queue import dropping
+    from activity_queue.sending import drops as dropping
 
     enqueue(act("Create"), inbox)
     [job] = store.claim("w", 10, 60)
@@ -401,7 +402,7 @@ def test_two_unflagged_rows_of_one_pair_in_a_claim_are_checked(inbox, receiver, 
 
 
 def test_the_claim_check_costs_no_query_for_unflagged_rows(receiver):
-    from activity_queue import dropping
+    from activity_queue.sending import drops as dropping
 
     b, c = receiver.url("/b/inbox/"), receiver.url("/c/inbox/")
     enqueue(act("Create"), [b, c])
@@ -416,7 +417,7 @@ def test_the_claim_check_costs_no_query_for_unflagged_rows(receiver):
 
 
 def test_rows_of_other_pairs_do_not_count_toward_the_cap(receiver):
-    from activity_queue import dropping
+    from activity_queue.sending import drops as dropping
 
     b, c = receiver.url("/b/inbox/"), receiver.url("/c/inbox/")
     other = "https://a.example/circles/2/"

@@ -1,10 +1,10 @@
-"""The redundancy table (activity_queue.redundancy), rule by rule, as pure functions."""
+"""The redundancy table (activity_queue.sending.redundancy), rule by rule, as pure functions."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activity_queue.redundancy import RULES, Entry, decide, fingerprint
+from activity_queue.sending.redundancy import RULES, Entry, decide, fingerprint
 
 OBJ = "https://a.example/circles/1/"
 

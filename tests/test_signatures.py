@@ -15,10 +15,11 @@ from django.core.checks import run_checks
 from django.db import transaction
 from django.test import override_settings
 
-from activity_queue import enqueue, receive
-from activity_queue.keys import KeyUnavailable, key_from_document, remote_key
+from activity_queue import enqueue
+from activity_queue.inbox import receive
+from activity_queue.inbox.keys import KeyUnavailable, key_from_document, remote_key
 from activity_queue.models import Activity, ScheduledActivity
-from activity_queue.signatures import (
+from activity_queue.net.signatures import (
     SignatureError,
     check_date,
     check_digest,
@@ -340,7 +341,7 @@ def test_a_rotated_key_is_fetched_again(signed_inbox, keys, applied):
 def test_optional_verification(live_server, keys, settings, applied):
     """Listed but not required: unsigned requests pass, badly signed ones do not."""
     settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "INBOX_AUTHENTICATION": [
-        "activity_queue.authentication.HTTPSignatureAuthentication"]}
+        "activity_queue.inbox.authentication.HTTPSignatureAuthentication"]}
     keys.documents["/key"] = (200, {"id": keys.url("/key"), "publicKeyPem": public_pem(rsa_key(0))})
     url = live_server.url + "/inbox/"
     assert send(url, key=None).status_code == 201

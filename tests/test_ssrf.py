@@ -10,11 +10,12 @@ import socket
 
 import pytest
 
-from activity_queue import delivery, enqueue
-from activity_queue.addresses import forbidden_address
-from activity_queue.delivery import GuardedResolver, check_literal_address
+from activity_queue import enqueue
 from activity_queue.exceptions import InvalidActivity, UnsafeDestination
 from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.net.addresses import forbidden_address
+from activity_queue.sending import transport as delivery
+from activity_queue.sending.transport import GuardedResolver, check_literal_address
 
 from .conftest import aq_settings
 from .receiver import Receiver, Rule

@@ -8,7 +8,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from activity_queue.exceptions import InvalidActivity
-from activity_queue.validation import (
+from activity_queue.inbox.validation import (
     CONTENT_ID_PREFIX,
     MAX_DEPTH,
     NUL,

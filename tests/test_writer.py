@@ -6,9 +6,9 @@ import pytest
 from django.db import connection
 
 from activity_queue import enqueue
-from activity_queue.jobs import Job, Outcome, Verdict
 from activity_queue.models import Activity, ScheduledActivity
-from activity_queue.writer import BackgroundWriter
+from activity_queue.sending.jobs import Job, Outcome, Verdict
+from activity_queue.sending.writer import BackgroundWriter
 
 from .conftest import running, wait_until
 

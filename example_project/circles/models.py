@@ -7,7 +7,7 @@ Linking a local circle to such a member is what sends backlinks.
 
 from django.db import models
 
-from activity_queue.linked import LinkedDataModel
+from activity_queue.federation.registry import LinkedDataModel
 
 
 class Member(LinkedDataModel):

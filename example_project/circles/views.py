@@ -19,9 +19,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from activity_queue.backlinks import AS_CONTEXT, resource_of
 from activity_queue.conf import get_config
-from activity_queue.linked import is_external
+from activity_queue.federation.backlinks import AS_CONTEXT, resource_of
+from activity_queue.federation.registry import is_external
 from activity_queue.models import Activity, Host, PendingDiscovery, ScheduledActivity
 
 from .models import Circle, Member

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from ... import retention
+from ...operations import retention
 from ..options import positive_int
 
 

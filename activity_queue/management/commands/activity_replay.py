@@ -7,9 +7,9 @@ import argparse
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Max, Q
 
-from ... import operations
 from ...lifecycle import State
 from ...models import Activity
+from ...operations import actions as operations
 from ..options import WHEN_HELP, Progress, parse_when, positive_int
 
 

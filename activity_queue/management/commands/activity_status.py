@@ -16,8 +16,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from ... import health
 from ...lifecycle import State
+from ...operations import stats as health
 from ..options import parse_duration, positive_int
 
 

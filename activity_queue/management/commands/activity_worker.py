@@ -6,7 +6,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...worker import Report, Worker
+from ...sending.worker import Report, Worker
 
 
 class Command(BaseCommand):

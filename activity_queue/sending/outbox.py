@@ -14,11 +14,13 @@ from django.conf import settings
 from django.db import router, transaction
 from django.utils import timezone
 
-from . import backends, dropping, store
-from .addresses import check_inbox, origin
-from .exceptions import InvalidActivity, UnsafeDestination, WrongType
-from .models import ScheduledActivity
-from .validation import MAX_DEPTH, dumped_problem
+from ..exceptions import InvalidActivity, UnsafeDestination, WrongType
+from ..inbox.validation import MAX_DEPTH, dumped_problem
+from ..models import ScheduledActivity
+from ..net.addresses import check_inbox, origin
+from . import backends
+from . import drops as dropping
+from . import queue as store
 
 MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
 MAX_INBOX_LENGTH = ScheduledActivity._meta.get_field("inbox").max_length
@@ -110,7 +112,7 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     that transaction rolls back, nothing is sent; once it commits, the worker
     is woken. An ``id`` is added when the activity has none, so that every
     copy carries the same stable id and receivers can drop duplicates.
-    Redundant copies (see :mod:`activity_queue.redundancy`) are dropped and
+    Redundant copies (see :mod:`activity_queue.sending.redundancy`) are dropped and
     logged instead of queued, so the result may be shorter than ``to``.
     """
     if not isinstance(activity, dict):

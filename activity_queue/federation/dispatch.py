@@ -26,16 +26,18 @@ import requests
 from django.db import close_old_connections, connection, router, transaction
 from django.utils import timezone
 
-from . import backends, discovery, signals
-from .addresses import origin
+from .. import signals
+from ..conf import get_config
+from ..lifecycle import State
+from ..models import Activity, Follower, PendingDiscovery
+from ..net.addresses import origin
+from ..sending import backends
+from ..sending.alerts import report_final_failure
+from ..sending.jobs import Job, Outcome, Verdict
+from ..sending.outbox import enqueue, new_activity_id
+from ..sending.retry import backoff
+from . import discovery
 from .backlinks import Outgoing
-from .conf import get_config
-from .jobs import Job, Outcome, Verdict
-from .lifecycle import State
-from .models import Activity, Follower, PendingDiscovery
-from .outbox import enqueue, new_activity_id
-from .policy import backoff
-from .sentry import report_final_failure
 
 logger = logging.getLogger(__name__)
 failure_logger = logging.getLogger("activity_queue.failures")

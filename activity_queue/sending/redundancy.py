@@ -2,7 +2,7 @@
 
 Pure: it looks at the activities queued for one inbox about one object (plus
 the one about to be queued), and at the last one delivered there, and says
-which to drop and why. :mod:`activity_queue.dropping` applies it when
+which to drop and why. :mod:`activity_queue.sending.drops` applies it when
 enqueuing and again just before sending.
 
 The rules, tried in this order on every (older, newer) pair of the group:

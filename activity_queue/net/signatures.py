@@ -6,8 +6,8 @@ date digest",signature="<base64>"``, the signature being RSASSA-PKCS1-v1_5
 with SHA-256 over the listed headers. The cryptography is the
 ``cryptography`` package's; this module is only the glue: building and
 parsing the headers, and checking a request against a public key. Fetching
-the sender's key lives in :mod:`activity_queue.keys`, the DRF glue in
-:mod:`activity_queue.authentication`.
+the sender's key lives in :mod:`activity_queue.inbox.keys`, the DRF glue in
+:mod:`activity_queue.inbox.authentication`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.core.exceptions import ImproperlyConfigured
 
+from ..conf import Config
+from ..exceptions import ActivityQueueError
 from .addresses import origin
-from .conf import Config
-from .exceptions import ActivityQueueError
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def sign_headers(method: str, url: str, headers: dict[str, str], body: bytes, *,
 
 def make_signer(key: rsa.RSAPrivateKey, key_id: str
                 ) -> Callable[[str, str, dict[str, str], bytes], dict[str, str]]:
-    """A :data:`activity_queue.delivery.Signer` that signs with ``key`` as ``key_id``."""
+    """A :data:`activity_queue.sending.transport.Signer` that signs with ``key`` as ``key_id``."""
     if '"' in key_id:
         raise ValueError("a keyId cannot contain a double quote")
 
@@ -154,7 +154,7 @@ def make_signer(key: rsa.RSAPrivateKey, key_id: str
 
 
 def default_key_id() -> str | None:
-    """``SITE_URL`` + the URL of :class:`activity_queue.keys.PublicKeyView`, when both exist."""
+    """``SITE_URL`` + the URL of :func:`activity_queue.inbox.keys.public_key_view`."""
     from django.conf import settings
     from django.urls import NoReverseMatch, reverse
 

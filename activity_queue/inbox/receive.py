@@ -15,9 +15,10 @@ from typing import Any
 from django.db import IntegrityError, models, router, transaction
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 
-from . import backlinks, linked
-from .addresses import check_url, origin
-from .exceptions import InvalidActivity, UnsafeDestination
+from ..exceptions import InvalidActivity, UnsafeDestination
+from ..federation import backlinks
+from ..federation import registry as linked
+from ..net.addresses import check_url, origin
 
 #: Create and Update carry the whole set of links; Add and Remove may carry part of it.
 REPLACE, MERGE = "replace", "merge"

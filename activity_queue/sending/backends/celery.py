@@ -1,7 +1,7 @@
 """The Celery backend: deliveries run in the site's Celery workers, woken through its broker.
 
 A message only says "look at the queue": the task ``activity_queue.deliver_due``
-runs the same :class:`~activity_queue.worker.Worker` as ``activity_worker``
+runs the same :class:`~activity_queue.sending.worker.Worker` as ``activity_worker``
 (claim with a lease, deliver on one event loop, write the outcomes), one per
 Celery worker process, until nothing is due. The rows stay the source of
 truth, so a lost message loses nothing: the next enqueue, the next timer or
@@ -26,7 +26,7 @@ from celery import signals as celery_signals
 from django.db import connections, router
 from django.db.models import Min
 
-from ..models import PendingDiscovery, ScheduledActivity
+from ...models import PendingDiscovery, ScheduledActivity
 from ..worker import Worker
 from .marks import Marks, marks_for
 

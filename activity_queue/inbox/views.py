@@ -4,7 +4,7 @@ In order: the content encoding and type (415), the body size (413), authenticati
 permissions (401), the activity's shape (400, see :mod:`.validation`), then
 idempotency: an activity seen before answers 200 and is not applied again.
 A new one is logged as an inbound ``Activity`` and handed to
-:func:`activity_queue.receive.apply_activity` in the same transaction (an
+:func:`activity_queue.inbox.receive.apply_activity` in the same transaction (an
 ``InvalidActivity`` from it is a 400 and leaves nothing behind); it answers
 201 ``{}``, as DjangoLDP servers do.
 """
@@ -28,14 +28,14 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ..conf import get_config
+from ..exceptions import InvalidActivity
+from ..lifecycle import State
+from ..models import Activity
+from ..net.addresses import origin
 from . import receive, validation
-from .addresses import origin
 from .authentication import HasValidSignature, HTTPSignatureAuthentication, VerifiedSignature
 from .body import check_identity_encoding, read_body
-from .conf import get_config
-from .exceptions import InvalidActivity
-from .lifecycle import State
-from .models import Activity
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _serialise(using: str, activity_id: str) -> None:
     connection = connections[using]
     if connection.vendor != "postgresql":
         return
-    digest = hashlib.sha256(b"activity_queue.inbox:" + activity_id.encode()).digest()
+    digest = hashlib.sha256(b"activity_queue.inbox.views:" + activity_id.encode()).digest()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)",
                        [int.from_bytes(digest[:8], "big", signed=True)])

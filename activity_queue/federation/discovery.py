@@ -11,7 +11,7 @@ later; a refused destination raises it without.
 
 ``requests`` does the fetch: discovery is rare (once per resource per TTL)
 and synchronous, and happens outside request handling (see
-:mod:`activity_queue.dispatch`).
+:mod:`activity_queue.federation.dispatch`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from django.core.cache import caches
 
-from .addresses import check_inbox, check_url, forbidden_address, origin
-from .conf import Config, get_config
-from .delivery import check_literal_address
-from .exceptions import ActivityQueueError, UnsafeDestination
-from .policy import RETRYABLE_STATUSES
+from ..conf import Config, get_config
+from ..exceptions import ActivityQueueError, UnsafeDestination
+from ..net.addresses import check_inbox, check_url, forbidden_address, origin
+from ..sending.retry import RETRYABLE_STATUSES
+from ..sending.transport import check_literal_address
 
 INBOX_KEYS = ("inbox", "ldp:inbox", "http://www.w3.org/ns/ldp#inbox", "as:inbox",
               "https://www.w3.org/ns/activitystreams#inbox")

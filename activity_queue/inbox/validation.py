@@ -3,7 +3,7 @@
 Everything here works on plain values and says *why* something is refused,
 in a sentence the sender can act on; the inbox turns that into a 400. The
 checks are deliberately about shape only: whether an activity can be applied
-to the local models is :mod:`activity_queue.receive`'s decision.
+to the local models is :mod:`activity_queue.inbox.receive`'s decision.
 
 Beyond the ActivityStreams shape, values are refused that would break the
 database rather than the application (NUL characters and lone surrogates,
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .addresses import origin
-from .exceptions import InvalidActivity
+from ..exceptions import InvalidActivity
+from ..net.addresses import origin
 
 #: Activity types the inbox accepts: the backlink vocabulary of DjangoLDP servers.
 #: Anything else (Follow, Like, Announce, Undo…) has no meaning for backlinks and

@@ -2,9 +2,9 @@
 
 Only this thread writes to the database on SQLite (so SQLite sees one writer
 from us), in batches; on PostgreSQL outcomes are written
-by a second thread (:mod:`activity_queue.writer`) while this one claims. The
+by a second thread (:mod:`activity_queue.sending.writer`) while this one claims. The
 transport's event loop only touches the network. The same ``Worker`` runs
-in-process (see :mod:`activity_queue.backends.thread`) and in the ``activity_worker``
+in-process (see :mod:`activity_queue.sending.backends.thread`) and in the ``activity_worker``
 command.
 """
 
@@ -23,14 +23,18 @@ from datetime import timedelta
 from django.db import close_old_connections, connections, router
 from django.utils import timezone
 
-from . import dispatch, dropping, signals, signatures, store
-from .conf import Config, get_config
-from .delivery import Signer, Transport
+from .. import signals
+from ..conf import Config, get_config
+from ..federation import dispatch
+from ..models import ScheduledActivity
+from ..net import signatures
+from . import drops as dropping
+from . import queue as store
+from .alerts import report_final_failure
 from .jobs import Job, Outcome, Verdict
 from .listen import Listener
-from .models import ScheduledActivity
-from .policy import is_final, retry_delay
-from .sentry import report_final_failure
+from .retry import is_final, retry_delay
+from .transport import Signer, Transport
 from .writer import BackgroundWriter, Written
 
 logger = logging.getLogger(__name__)
@@ -173,7 +177,7 @@ class Worker:
     def run_until_idle(self, deadline: float | None = None) -> None:
         """Pipeline claims, deliveries and resolutions until nothing is due or in flight.
 
-        What one Celery task runs (:mod:`activity_queue.backends.celery`): like
+        What one Celery task runs (:mod:`activity_queue.sending.backends.celery`): like
         :meth:`run_forever` it keeps claiming while slow deliveries are in
         flight (no head-of-line blocking within a batch), but it returns once
         idle instead of waiting for more. From ``deadline`` (``time.monotonic()``)

@@ -25,9 +25,9 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.http import Http404, HttpRequest, JsonResponse
 
-from .addresses import forbidden_address, origin
-from .conf import Config, get_config
-from .signatures import (
+from ..conf import Config, get_config
+from ..net.addresses import forbidden_address, origin
+from ..net.signatures import (
     SignatureError,
     key_id_of,
     load_private_key,

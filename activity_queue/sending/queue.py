@@ -16,9 +16,9 @@ from typing import Any
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from ..lifecycle import State
+from ..models import Activity, Host, ScheduledActivity
 from .jobs import Job, Outcome, Verdict
-from .lifecycle import State
-from .models import Activity, Host, ScheduledActivity
 
 CHUNK = 900
 #: ``enqueue()``'s statement on PostgreSQL (migration 0009).
@@ -137,11 +137,11 @@ def insert(using: str, common: dict[str, Any], payload: str,
     The same statement sets ``has_predecessor``: whether another row about
     the object is queued for the inbox, or an activity about it was delivered
     there. Most rows have neither, and the redundancy and order checks skip
-    them (see :mod:`activity_queue.dropping`) without a query of their own.
+    them (see :mod:`activity_queue.sending.drops`) without a query of their own.
     The statement does not see the rows it writes, and each inbox appears
     once, so ``has_predecessor`` only reflects rows written before.
     On PostgreSQL the statement is the stored function of migration 0009, which
-    also notifies dedicated workers at commit (:mod:`activity_queue.listen`).
+    also notifies dedicated workers at commit (:mod:`activity_queue.sending.listen`).
     """
     connection = connections[using]
     ids: dict[str, tuple[int, bool]] = {}

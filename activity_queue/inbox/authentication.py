@@ -10,10 +10,8 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 
-from .body import read_body
-from .conf import get_config
-from .keys import remote_key
-from .signatures import (
+from ..conf import get_config
+from ..net.signatures import (
     SIGNED_HEADERS,
     BadSignature,
     SignatureError,
@@ -21,6 +19,8 @@ from .signatures import (
     check_signature,
     parse_signature,
 )
+from .body import read_body
+from .keys import remote_key
 
 
 @dataclass(frozen=True, slots=True)

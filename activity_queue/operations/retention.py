@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from django.db import router, transaction
 from django.utils import timezone
 
-from .conf import Config, get_config
-from .lifecycle import State
-from .models import Activity
+from ..conf import Config, get_config
+from ..lifecycle import State
+from ..models import Activity
 
 
 @dataclass(frozen=True)

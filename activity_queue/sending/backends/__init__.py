@@ -10,13 +10,13 @@ from __future__ import annotations
 from importlib import import_module
 
 BACKENDS = {
-    "thread": "activity_queue.backends.thread",
-    "celery": "activity_queue.backends.celery",
+    "thread": "activity_queue.sending.backends.thread",
+    "celery": "activity_queue.sending.backends.celery",
 }
 
 
 def wake(using: str) -> None:
     """Tell whoever delivers that new rows were committed on database ``using``."""
-    from ..conf import get_config
+    from ...conf import get_config
 
     import_module(BACKENDS.get(get_config().BACKEND, BACKENDS["thread"])).wake(using)

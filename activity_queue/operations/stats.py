@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
-from .lifecycle import State
-from .models import Activity, Host, ScheduledActivity
+from ..lifecycle import State
+from ..models import Activity, Host, ScheduledActivity
 
 
 @dataclass(frozen=True)

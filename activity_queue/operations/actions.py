@@ -18,11 +18,13 @@ from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import backends, signals, store
-from .exceptions import InvalidActivity
-from .lifecycle import State
-from .models import Activity, Host, ScheduledActivity
-from .outbox import enqueue
+from .. import signals
+from ..exceptions import InvalidActivity
+from ..lifecycle import State
+from ..models import Activity, Host, ScheduledActivity
+from ..sending import backends
+from ..sending import queue as store
+from ..sending.outbox import enqueue
 
 CHUNK = 500
 
@@ -227,8 +229,8 @@ def resume_hosts(hosts: Iterable[str]) -> int:
 
     A host's health row only exists while it is troubled (a success deletes
     it), so closing the circuit is deleting the row. Rows the worker moved
-    aside to wait for the host (:func:`activity_queue.store.defer_paused`,
-    :func:`activity_queue.store.defer_backlog`) become due now; retries keep
+    aside to wait for the host (:func:`activity_queue.sending.queue.defer_paused`,
+    :func:`activity_queue.sending.queue.defer_backlog`) become due now; retries keep
     their own time.
     """
     using = _alias()

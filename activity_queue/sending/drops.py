@@ -4,7 +4,7 @@ After claiming, it also keeps the activities about one object to one inbox
 in order (see :func:`on_claim`).
 
 Only rows written with ``has_predecessor`` (see :func:`store.insert
-<activity_queue.store.insert>`) concern them: a row written while nothing
+<activity_queue.sending.queue.insert>`) concern them: a row written while nothing
 else about its object was queued for its inbox or delivered there is neither
 redundant nor behind another one, and activities written later about that
 object are flagged. For the (inbox, object) pairs concerned, one query looks
@@ -31,11 +31,11 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import signals
-from .conf import get_config
+from .. import signals
+from ..conf import get_config
+from ..lifecycle import State
+from ..models import Activity, ScheduledActivity
 from .jobs import Job
-from .lifecycle import State
-from .models import Activity, ScheduledActivity
 from .redundancy import Drop, Entry, decide, fingerprint
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from django.db import models
 from django.db.models.signals import class_prepared
 from django.utils.text import slugify
 
-from .addresses import origin
+from ..net.addresses import origin
 
 _registry: dict[type[models.Model], LinkedSpec] = {}
 _by_rdf_type: dict[str, LinkedSpec] = {}
@@ -179,4 +179,4 @@ def _register_subclass(sender: type[models.Model], **kwargs: Any) -> None:
         federate(sender, rdf_type=sender.rdf_type, links=sender.federated_links)
 
 
-class_prepared.connect(_register_subclass, dispatch_uid="activity_queue.linked")
+class_prepared.connect(_register_subclass, dispatch_uid="activity_queue.federation.registry")

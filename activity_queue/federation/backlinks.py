@@ -3,7 +3,7 @@
 The decision is a set of pure functions over plain values (:class:`Resource`,
 :class:`Ref`, follower inboxes), so it can be tested with tables; the signal
 handlers at the bottom turn model instances into those values and hand the
-result to :mod:`activity_queue.dispatch`. The wire format is the one DjangoLDP
+result to :mod:`activity_queue.federation.dispatch`. The wire format is the one DjangoLDP
 servers exchange (SPEC section 10).
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save
 
-from . import linked
-from .conf import get_config
+from ..conf import get_config
+from . import registry as linked
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
 ACTOR = {"type": "Service", "name": "Backlinks Service"}
@@ -174,7 +174,7 @@ def _remember_links(sender: type[models.Model], instance: models.Model, **kwargs
 
 
 def _followers(urlid: str) -> list[str]:
-    from .models import Follower
+    from ..models import Follower
 
     return list(Follower.objects.filter(object_id=urlid).values_list("inbox", flat=True))
 
@@ -276,10 +276,10 @@ def _cleared_pks(field: models.ManyToManyField, instance: models.Model, reverse:
 
 def connect(model: type[models.Model]) -> None:
     """Listen to ``model``'s saves and deletes (called by :func:`linked.federate`)."""
-    uid = f"activity_queue.backlinks.{model._meta.label_lower}"
+    uid = f"activity_queue.federation.backlinks.{model._meta.label_lower}"
     post_init.connect(_remember_links, sender=model, weak=False, dispatch_uid=uid)
     post_save.connect(_on_save, sender=model, weak=False, dispatch_uid=uid)
     post_delete.connect(_on_delete, sender=model, weak=False, dispatch_uid=uid)
 
 
-m2m_changed.connect(_on_m2m, weak=False, dispatch_uid="activity_queue.backlinks.m2m")
+m2m_changed.connect(_on_m2m, weak=False, dispatch_uid="activity_queue.federation.backlinks.m2m")

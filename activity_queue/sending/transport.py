@@ -3,7 +3,7 @@
 An event loop holds thousands of slow inboxes open without a thread each and
 costs a fraction of a thread pool's CPU per request (SPEC §3), so deliveries
 run here, in a thread of their own (on uvloop when it is installed), through
-the lean client of :mod:`activity_queue.http11`, while the database side
+the lean client of :mod:`activity_queue.net.http11`, while the database side
 stays in the caller's thread. Jobs come in through :meth:`Transport.submit`; outcomes go
 out through the callback, from the loop's thread.
 
@@ -29,12 +29,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from . import http11
-from .addresses import article, check_url, forbidden_address, origin
-from .conf import Config
-from .exceptions import UnsafeDestination
+from ..conf import Config
+from ..exceptions import UnsafeDestination
+from ..net import http11
+from ..net.addresses import article, check_url, forbidden_address, origin
 from .jobs import Job, Outcome, Verdict
-from .policy import RETRYABLE_STATUSES, classify_status, parse_retry_after
+from .retry import RETRYABLE_STATUSES, classify_status, parse_retry_after
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import idna
 
-from .exceptions import UnsafeDestination
+from ..exceptions import UnsafeDestination
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
