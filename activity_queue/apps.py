@@ -11,9 +11,14 @@ class ActivityQueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (register the handlers and checks)
+        from . import checks  # noqa: F401  (registers the system checks)
         from .conf import get_config
+        from .federation import backlinks, dispatch  # noqa: F401  (connects the model signals)
+        from .sending import chores
         from .sending.backends import thread
+
+        chores.register("inbox discovery", chores.Chore(poll=dispatch.poll,
+                                                        run=dispatch.resolve_due))
         config = get_config()
         mode = thread.autostart_mode(sys.argv, os.environ, testing=thread.under_tests(),
                                      autostart=config.AUTOSTART, backend=config.BACKEND)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from .lifecycle import FINAL_STATES, State
+from .lifecycle import FINAL_STATES, State, waiting_state
 
 
 class ScheduledActivityQuerySet(models.QuerySet):
@@ -127,7 +127,7 @@ class ScheduledActivity(models.Model):
     def state(self) -> State:
         if self.leased_until and self.leased_until >= timezone.now():
             return State.LEASED
-        return State.RETRYING if self.attempts else State.PENDING
+        return waiting_state(self.attempts)
 
 
 class ActivityQuerySet(models.QuerySet):

@@ -30,10 +30,11 @@ from django.utils import timezone  # noqa: E402
 
 from activity_queue import enqueue, signals  # noqa: E402
 from activity_queue.conf import get_config  # noqa: E402
+from activity_queue.lifecycle import State  # noqa: E402
 from activity_queue.models import Activity, Host, ScheduledActivity  # noqa: E402
 from activity_queue.net.addresses import origin  # noqa: E402
 from activity_queue.sending import queue as store  # noqa: E402
-from activity_queue.sending.jobs import Outcome, Verdict  # noqa: E402
+from activity_queue.sending.jobs import Outcome  # noqa: E402
 from activity_queue.sending.worker import Worker  # noqa: E402
 
 from .payload import activity  # noqa: E402
@@ -177,11 +178,11 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
     def counting_resolve(*args, **kwargs):
         written, opened = resolve(*args, **kwargs)
         for o in written:
-            if o.verdict is Verdict.SENT:
+            if o.state is State.SENT:
                 tally["sent"] += 1
                 if counts is None or counts(o):
                     tally["counted"] += 1
-            elif o.verdict is Verdict.FAILED:
+            elif o.state is State.FAILED:
                 tally["failed"] += 1
         marks.append((time.perf_counter(), tally["counted"]))
         if tally["counted"] >= expected:

@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from activity_queue import enqueue
+from activity_queue.lifecycle import State
 from activity_queue.models import Host, ScheduledActivity
 
 from .conftest import aq_settings
@@ -125,7 +126,7 @@ def test_the_backlog_of_a_paused_host_waits_for_the_end_of_the_pause(receiver, w
 
 def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
     from activity_queue.sending import queue as store
-    from activity_queue.sending.jobs import Job, Outcome, Verdict
+    from activity_queue.sending.jobs import Job, Outcome
 
     send(receiver, 3)
     now = timezone.now()
@@ -138,7 +139,7 @@ def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
     assert store.defer_paused() == 2
     # A request already in flight when the circuit opened is answered: the circuit closes.
     job = Job(0, receiver.url("/inbox/"), receiver.base, b"{}", 0, "Create", "a", "", False)
-    store.resolve("w", [Outcome(job, Verdict.SENT, status_code=202)], circuit_threshold=3,
+    store.resolve("w", [Outcome(job, State.SENT, status_code=202)], circuit_threshold=3,
                   circuit_cooldown=10.0, cooldown_max=3600.0)
     assert not Host.objects.exists()
     later = timezone.now()
@@ -150,7 +151,7 @@ def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
 def failing_host_backlog(receiver, n: int):
     """``n`` rows of one host, oldest first, and a resolve in which one of them timed out."""
     from activity_queue.sending import queue as store
-    from activity_queue.sending.jobs import Outcome, Verdict
+    from activity_queue.sending.jobs import Outcome
 
     send(receiver, n)
     now = timezone.now()
@@ -159,7 +160,7 @@ def failing_host_backlog(receiver, n: int):
         ScheduledActivity.objects.filter(id=row.id).update(
             next_attempt_at=now - timedelta(seconds=age + 1))
     (job,) = store.claim("w1", 1, 30)
-    store.resolve("w1", [Outcome(job, Verdict.RETRY, error="timed out", host_fault=True,
+    store.resolve("w1", [Outcome(job, State.RETRYING, error="timed out", host_fault=True,
                                  retry_at=now + timedelta(minutes=30))],
                   defer_for=600.0, probes=2, **RESOLVE)
     return rows[1:]  # the rows that did not time out, oldest first
@@ -179,13 +180,13 @@ def test_a_failing_hosts_backlog_waits_for_its_answer_but_for_probes(receiver):
 @pytest.mark.parametrize("answer", [202, 410])
 def test_any_worker_that_hears_the_host_answer_brings_its_backlog_back(receiver, answer):
     from activity_queue.sending import queue as store
-    from activity_queue.sending.jobs import Job, Outcome, Verdict
+    from activity_queue.sending.jobs import Job, Outcome
 
     rest = failing_host_backlog(receiver, 6)
     before = timezone.now()
     # Another worker's probe is answered, with a success or not: the host is alive.
     job = Job(0, receiver.url("/inbox/"), receiver.base, b"{}", 0, "Create", "a", "", False)
-    verdict = Verdict.SENT if answer == 202 else Verdict.FAILED
+    verdict = State.SENT if answer == 202 else State.FAILED
     store.resolve("w2", [Outcome(job, verdict, status_code=answer)], defer_for=600.0,
                   probes=2, **RESOLVE)
     waiting = ScheduledActivity.objects.filter(id__in=[r.id for r in rest],

@@ -9,9 +9,10 @@ from django.db import connection
 from django.utils import timezone
 
 from activity_queue import enqueue
+from activity_queue.lifecycle import State
 from activity_queue.models import Activity, ScheduledActivity
 from activity_queue.sending import queue as store
-from activity_queue.sending.jobs import Outcome, Verdict
+from activity_queue.sending.jobs import Outcome
 
 from .conftest import recorded_statements, sqlite_plan
 
@@ -85,8 +86,8 @@ def test_renew_extends_only_the_holders_lease(receiver):
     assert ScheduledActivity.objects.get().leased_until > timezone.now() + timedelta(seconds=200)
 
 
-@pytest.mark.parametrize("verdict", [Verdict.SENT, Verdict.FAILED, Verdict.RETRY,
-                                     Verdict.DEFERRED])
+@pytest.mark.parametrize("verdict", [State.SENT, State.FAILED, State.RETRYING,
+                                     State.PENDING])
 def test_resolve_leaves_rows_whose_lease_was_taken_over(receiver, verdict):
     """w1's lease expired and w2 claimed the row: w1's late outcome must not touch it."""
     enqueue(NOTE, to=receiver.url("/inbox/"))
@@ -108,10 +109,10 @@ def test_resolve_writes_the_holders_outcomes_in_one_batch(receiver):
     jobs = store.claim("w1", 10, lease=30)
     later = timezone.now() + timedelta(seconds=60)
     outcomes = [
-        Outcome(jobs[0], Verdict.SENT, status_code=202, excerpt="{}", duration_ms=1.5),
-        Outcome(jobs[1], Verdict.FAILED, status_code=410, error="HTTP 410"),
-        Outcome(jobs[2], Verdict.RETRY, status_code=503, error="HTTP 503", retry_at=later),
-        Outcome(jobs[3], Verdict.DEFERRED, error="host paused"),
+        Outcome(jobs[0], State.SENT, status_code=202, excerpt="{}", duration_ms=1.5),
+        Outcome(jobs[1], State.FAILED, status_code=410, error="HTTP 410"),
+        Outcome(jobs[2], State.RETRYING, status_code=503, error="HTTP 503", retry_at=later),
+        Outcome(jobs[3], State.PENDING, error="host paused"),
     ]
     written, opened = store.resolve("w1", outcomes, **RESOLVE)
     assert [o.job.id for o in written] == [j.id for j in jobs]
@@ -140,8 +141,8 @@ def test_resolve_looks_rows_up_by_id_however_large_the_queue(receiver):
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     later = timezone.now() + timedelta(seconds=60)
-    outcomes = [Outcome(j, Verdict.SENT, status_code=202) for j in jobs[:250]] + [
-        Outcome(j, Verdict.RETRY, status_code=503, retry_at=later) for j in jobs[250:]]
+    outcomes = [Outcome(j, State.SENT, status_code=202) for j in jobs[:250]] + [
+        Outcome(j, State.RETRYING, status_code=503, retry_at=later) for j in jobs[250:]]
     with recorded_statements() as statements:
         written, _ = store.resolve("w1", outcomes, **RESOLVE)
     assert len(written) == 500

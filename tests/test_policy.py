@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activity_queue.sending.jobs import Verdict
+from activity_queue.lifecycle import State
 from activity_queue.sending.retry import (
     backoff,
     classify_status,
@@ -21,30 +21,30 @@ NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("status", "verdict"), [
-    (200, Verdict.SENT), (201, Verdict.SENT), (202, Verdict.SENT), (204, Verdict.SENT),
-    (299, Verdict.SENT),
+    (200, State.SENT), (201, State.SENT), (202, State.SENT), (204, State.SENT),
+    (299, State.SENT),
     # A 3xx reaches the policy only when the redirect could not be followed.
-    (300, Verdict.FAILED), (301, Verdict.FAILED), (304, Verdict.FAILED),
-    (307, Verdict.FAILED), (308, Verdict.FAILED),
-    (400, Verdict.FAILED), (401, Verdict.FAILED), (403, Verdict.FAILED),
-    (404, Verdict.FAILED), (405, Verdict.FAILED), (410, Verdict.FAILED),
-    (413, Verdict.FAILED), (422, Verdict.FAILED),
-    (408, Verdict.RETRY), (425, Verdict.RETRY), (429, Verdict.RETRY),
-    (500, Verdict.RETRY), (502, Verdict.RETRY), (503, Verdict.RETRY),
-    (504, Verdict.RETRY), (599, Verdict.RETRY),
-    (100, Verdict.FAILED), (600, Verdict.FAILED),
+    (300, State.FAILED), (301, State.FAILED), (304, State.FAILED),
+    (307, State.FAILED), (308, State.FAILED),
+    (400, State.FAILED), (401, State.FAILED), (403, State.FAILED),
+    (404, State.FAILED), (405, State.FAILED), (410, State.FAILED),
+    (413, State.FAILED), (422, State.FAILED),
+    (408, State.RETRYING), (425, State.RETRYING), (429, State.RETRYING),
+    (500, State.RETRYING), (502, State.RETRYING), (503, State.RETRYING),
+    (504, State.RETRYING), (599, State.RETRYING),
+    (100, State.FAILED), (600, State.FAILED),
 ])
 def test_classify_status(status, verdict):
     assert classify_status(status) is verdict
 
 
 @pytest.mark.parametrize(("verdict", "made", "maximum", "final"), [
-    (Verdict.FAILED, 1, 12, True),
-    (Verdict.RETRY, 1, 12, False),
-    (Verdict.RETRY, 11, 12, False),
-    (Verdict.RETRY, 12, 12, True),
-    (Verdict.RETRY, 1, 1, True),
-    (Verdict.SENT, 12, 12, False),
+    (State.FAILED, 1, 12, True),
+    (State.RETRYING, 1, 12, False),
+    (State.RETRYING, 11, 12, False),
+    (State.RETRYING, 12, 12, True),
+    (State.RETRYING, 1, 1, True),
+    (State.SENT, 12, 12, False),
 ])
 def test_is_final(verdict, made, maximum, final):
     assert is_final(verdict, made, maximum) is final

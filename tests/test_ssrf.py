@@ -13,9 +13,10 @@ import pytest
 from activity_queue import enqueue
 from activity_queue.exceptions import InvalidActivity, UnsafeDestination
 from activity_queue.models import Activity, ScheduledActivity
-from activity_queue.net.addresses import forbidden_address
+from activity_queue.net import addresses
+from activity_queue.net.addresses import check_literal_address, forbidden_address
 from activity_queue.sending import transport as delivery
-from activity_queue.sending.transport import GuardedResolver, check_literal_address
+from activity_queue.sending.transport import GuardedResolver
 
 from .conftest import aq_settings
 from .receiver import Receiver, Rule
@@ -67,6 +68,7 @@ def public_loopback(monkeypatch):
         return None if address == "127.0.0.2" else real(address)
 
     monkeypatch.setattr(delivery, "forbidden_address", guard)
+    monkeypatch.setattr(addresses, "forbidden_address", guard)
     server = Receiver(host="127.0.0.2").start()
     yield server
     server.stop()

@@ -10,17 +10,14 @@ from hypothesis import strategies as st
 from activity_queue.exceptions import InvalidActivity
 from activity_queue.inbox.validation import (
     CONTENT_ID_PREFIX,
-    MAX_DEPTH,
-    NUL,
-    SURROGATE,
     check,
     content_id,
     decode,
-    dumped_problem,
     origin_mismatch,
     problem,
     summarize,
 )
+from activity_queue.payloads import MAX_DEPTH, NUL, SURROGATE, dumped_problem
 
 OBJ = {"@id": "https://a.example/circles/9/", "@type": "hd:circle"}
 MEMBER = {"@id": "https://b.example/users/7/", "@type": "foaf:user"}

@@ -6,8 +6,9 @@ import pytest
 from django.db import connection
 
 from activity_queue import enqueue
+from activity_queue.lifecycle import State
 from activity_queue.models import Activity, ScheduledActivity
-from activity_queue.sending.jobs import Job, Outcome, Verdict
+from activity_queue.sending.jobs import Job, Outcome
 from activity_queue.sending.writer import BackgroundWriter
 
 from .conftest import running, wait_until
@@ -18,7 +19,7 @@ NOTE = {"type": "Create", "object": "https://here.example/notes/1"}
 def outcome(job_id: int) -> Outcome:
     job = Job(job_id, "https://a.example/inbox/", "https://a.example", b"{}", 0, "Create",
               f"https://here.example/a/{job_id}", "")
-    return Outcome(job, Verdict.SENT, status_code=202)
+    return Outcome(job, State.SENT, status_code=202)
 
 
 def test_a_failed_write_comes_back_with_its_outcomes():

@@ -19,7 +19,9 @@ from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save
 
 from ..conf import get_config
+from . import dispatch
 from . import registry as linked
+from .dispatch import Outgoing
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
 ACTOR = {"type": "Service", "name": "Backlinks Service"}
@@ -49,16 +51,6 @@ class Resource:
         for name, ref in self.links:
             out[name] = ref.as_json()
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One activity to send: to known inboxes, and to the inboxes of external resources."""
-
-    activity: dict[str, Any]
-    object_id: str
-    inboxes: tuple[str, ...] = ()
-    resources: tuple[str, ...] = ()
 
 
 def build(kind: str, obj: dict[str, Any], summary: str, context: str,
@@ -200,8 +192,6 @@ def _on_save(sender: type[models.Model], instance: models.Model, created: bool,
     changed = before is None or before != now or _MISSING in now
     if not (created or changed):
         return
-    from . import dispatch
-
     followers = () if created else _followers(urlid)
     plans = detect_save(resource_of(instance, urlid), created=created, links_changed=changed,
                         followers=followers, site=site, context=context)
@@ -216,8 +206,6 @@ def _on_delete(sender: type[models.Model], instance: models.Model,
     site, context = _context()
     if linked.is_external(urlid, site):
         return
-    from . import dispatch
-
     spec = linked.spec_for_model(sender)
     plans = detect_delete(Resource(Ref(urlid, spec.rdf_type)), followers=_followers(urlid),
                           site=site, context=context)
@@ -259,8 +247,6 @@ def _on_m2m(sender: type[models.Model], instance: models.Model, action: str, rev
         if linked.is_external(linked.urlid_of(instance), site):
             return
         pairs = [(instance, [r for r in map(ref_of, others) if r is not None])]
-    from . import dispatch
-
     for container, members in pairs:
         plans = detect_m2m(resource_of(container), members, added=added, site=site,
                            context=context)
@@ -274,8 +260,8 @@ def _cleared_pks(field: models.ManyToManyField, instance: models.Model, reverse:
     return set(getattr(instance, field.name).values_list("pk", flat=True))
 
 
-def connect(model: type[models.Model]) -> None:
-    """Listen to ``model``'s saves and deletes (called by :func:`linked.federate`)."""
+def connect(model: type[models.Model], **kwargs: Any) -> None:
+    """Listen to ``model``'s saves and deletes (on :data:`registry.model_federated`)."""
     uid = f"activity_queue.federation.backlinks.{model._meta.label_lower}"
     post_init.connect(_remember_links, sender=model, weak=False, dispatch_uid=uid)
     post_save.connect(_on_save, sender=model, weak=False, dispatch_uid=uid)
@@ -283,3 +269,6 @@ def connect(model: type[models.Model]) -> None:
 
 
 m2m_changed.connect(_on_m2m, weak=False, dispatch_uid="activity_queue.federation.backlinks.m2m")
+linked.model_federated.connect(connect, dispatch_uid="activity_queue.federation.backlinks")
+for _spec in linked.registered():  # models made linked before this module was imported
+    connect(_spec.model)

@@ -28,9 +28,14 @@ from django.core.cache import caches
 
 from ..conf import Config, get_config
 from ..exceptions import ActivityQueueError, UnsafeDestination
-from ..net.addresses import check_inbox, check_url, forbidden_address, origin
+from ..net.addresses import (
+    check_inbox,
+    check_literal_address,
+    check_url,
+    forbidden_address,
+    origin,
+)
 from ..sending.retry import RETRYABLE_STATUSES
-from ..sending.transport import check_literal_address
 
 INBOX_KEYS = ("inbox", "ldp:inbox", "http://www.w3.org/ns/ldp#inbox", "as:inbox",
               "https://www.w3.org/ns/activitystreams#inbox")

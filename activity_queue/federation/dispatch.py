@@ -19,31 +19,42 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 import requests
 from django.db import close_old_connections, connection, router, transaction
 from django.utils import timezone
 
-from .. import signals
+from .. import lifecycle, signals
 from ..conf import get_config
 from ..lifecycle import State
 from ..models import Activity, Follower, PendingDiscovery
 from ..net.addresses import origin
 from ..sending import backends
 from ..sending.alerts import report_final_failure
-from ..sending.jobs import Job, Outcome, Verdict
+from ..sending.jobs import Job, Outcome
 from ..sending.outbox import enqueue, new_activity_id
 from ..sending.retry import backoff
 from . import discovery
-from .backlinks import Outgoing
 
 logger = logging.getLogger(__name__)
 failure_logger = logging.getLogger("activity_queue.failures")
 
 #: Distinct origins fetched at once while resolving pending discoveries.
 FETCH_THREADS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One activity to send: to known inboxes, and to the inboxes of external resources."""
+
+    activity: dict[str, Any]
+    object_id: str
+    inboxes: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
 
 
 def send(plans: Iterable[Outgoing], using: str | None = None) -> None:
@@ -96,6 +107,7 @@ def forget(object_id: str, using: str | None = None) -> None:
 
 
 def _log(rows: list[PendingDiscovery], status: State, *, error: str, using: str) -> None:
+    lifecycle.move(lifecycle.NEW, status, len(rows))
     now = timezone.now()
     Activity.objects.using(using).bulk_create([
         Activity(activity_id=str(p.payload.get("id", ""))[:500], activity_type=p.activity_type,
@@ -198,7 +210,7 @@ def _give_up(row: PendingDiscovery, error: str, db: str) -> None:
     job = Job(id=row.pk, inbox=row.resource, host=origin(row.resource), body=b"",
               attempts=row.attempts - 1, activity_type=row.activity_type,
               activity_id=str(row.payload.get("id", "")), object_id=row.object_id)
-    outcome = Outcome(job, Verdict.FAILED, error=message)
+    outcome = Outcome(job, State.FAILED, error=message)
     failure_logger.error("activity_queue: %s %s: %s", row.activity_type, row.object_id, message,
                          extra={"inbox_host": job.host, "status_code": None})
     transaction.on_commit(partial(_announce_failure, outcome), using=db)

@@ -17,11 +17,14 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.db import models
 from django.db.models.signals import class_prepared
+from django.dispatch import Signal
 from django.utils.text import slugify
 
 from ..net.addresses import origin
 
 _registry: dict[type[models.Model], LinkedSpec] = {}
+#: Sent with ``sender=model`` when a model becomes linked: the backlink handlers listen to it.
+model_federated = Signal()
 _by_rdf_type: dict[str, LinkedSpec] = {}
 
 
@@ -84,9 +87,7 @@ def federate(model: type[models.Model], *, rdf_type: str,
     _by_rdf_type[rdf_type] = spec
     for known in _registry.values():  # a new linked model may be the target of known ones
         known._links = known._collections = None
-    from . import backlinks
-
-    backlinks.connect(model)
+    model_federated.send(sender=model)
     return spec
 
 

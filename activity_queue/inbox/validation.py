@@ -16,26 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..exceptions import InvalidActivity
 from ..net.addresses import origin
+from ..payloads import MAX_DEPTH, string_problem
 
 #: Activity types the inbox accepts: the backlink vocabulary of DjangoLDP servers.
 #: Anything else (Follow, Like, Announce, Undo…) has no meaning for backlinks and
 #: is refused with a 400 rather than logged as received and silently ignored.
 ACCEPTED_TYPES = ("Create", "Update", "Delete", "Add", "Remove")
 
-#: Containers (objects and arrays; the activity itself is level 1) nested deeper than this
-#: are refused, by ``enqueue()`` and by the inbox alike: what we would not take we do not
-#: send. Nothing we exchange comes near it (a backlink is three levels: the activity, its
-#: ``object``, a link in it), it has been the inbox's limit from the start, so no sender it
-#: took is refused now, and it keeps the checks and ``json.dumps`` far from Python's
-#: recursion limit.
-MAX_DEPTH = 32
 #: Lengths of the ``Activity`` columns the values end up in.
 MAX_ACTIVITY_ID = 500
 MAX_OBJECT_ID = 2000
@@ -70,52 +63,13 @@ def decode(body: bytes) -> Any:
         raise InvalidActivity(f"malformed JSON: {exc}") from None
 
 
-NUL = "contains a NUL character"
-SURROGATE = "contains an unpaired surrogate"
-
-#: In JSON text as ``json.dumps`` writes it (ASCII only, lower-case hex), an escaped backslash
-#: (matched first, so that the six characters ``\u0000`` in a string are not taken for a NUL),
-#: a surrogate pair (a character beyond U+FFFF), or the escape of a NUL or of a lone surrogate.
-_ESCAPES = re.compile(r"\\\\|\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}"
-                      r"|\\u(0000|d[89a-f][0-9a-f]{2})")
-
-
-def _string_problem(value: str) -> str | None:
-    if "\x00" in value:
-        return NUL
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return SURROGATE
-    return None
-
-
-def dumped_problem(text: str) -> str | None:
-    """Why JSON text made by ``json.dumps`` (with ``ensure_ascii``, the default) holds what
-    PostgreSQL's ``jsonb`` refuses (a NUL or a lone surrogate, with where), or None.
-
-    The same rule as the inbox's, read off the text instead of the values, so that
-    ``enqueue()`` pays a substring search, not a walk over the activity: the escapes are
-    only parsed in the rare text that holds a ``\\u0000`` or ``\\ud…`` at all.
-    """
-    if "\\u0000" not in text and "\\ud" not in text:
-        return None
-    for match in _ESCAPES.finditer(text):
-        escape = match.group(1)
-        if escape is not None:
-            start, end = match.span()
-            where = text[max(0, start - 40):end]
-            return f"{NUL if escape == '0000' else SURROGATE} (…{where})"
-    return None
-
-
 def _walk(value: Any, depth: int = 1) -> str | None:
     """Depth and string sanity of a whole JSON value, iteratively (no recursion limit)."""
     stack = [(value, depth)]
     while stack:
         item, level = stack.pop()
         if isinstance(item, str):
-            problem = _string_problem(item)
+            problem = string_problem(item)
             if problem:
                 return f"a string value {problem}"
         elif isinstance(item, dict | list):
@@ -123,7 +77,7 @@ def _walk(value: Any, depth: int = 1) -> str | None:
                 return f"the activity is nested more than {MAX_DEPTH} levels deep"
             if isinstance(item, dict):
                 for key, child in item.items():
-                    problem = _string_problem(key)
+                    problem = string_problem(key)
                     if problem:
                         return f"a key {problem}"
                     stack.append((child, level + 1))

@@ -28,6 +28,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .. import lifecycle
 from ..conf import get_config
 from ..exceptions import InvalidActivity
 from ..lifecycle import State
@@ -164,6 +165,7 @@ class InboxView(APIView):
             if _seen(using, summary):
                 return True
             now = timezone.now()
+            lifecycle.move(lifecycle.NEW, State.RECEIVED)
             Activity.objects.using(using).create(
                 activity_id=summary.activity_id, activity_type=summary.activity_type,
                 object_id=summary.object_id, inbox=_inbox_url(request), host=host,

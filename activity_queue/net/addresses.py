@@ -122,3 +122,26 @@ def forbidden_address(address: str) -> str | None:
 
 def article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def check_literal_address(url: str, allow_private: bool) -> None:
+    """IP literals never reach the resolver, so they are checked here."""
+    if allow_private:
+        return
+    host = urlsplit(url).hostname or ""
+    if not is_ip_literal(host):
+        return
+    kind = forbidden_address(host)
+    if kind:
+        raise UnsafeDestination(
+            f"{host} is {article(kind)} {kind} address; "
+            "set ACTIVITY_QUEUE['ALLOW_PRIVATE_ADDRESSES'] to deliver there"
+        )

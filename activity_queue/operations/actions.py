@@ -18,7 +18,7 @@ from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import signals
+from .. import lifecycle, signals
 from ..exceptions import InvalidActivity
 from ..lifecycle import State
 from ..models import Activity, Host, ScheduledActivity
@@ -200,6 +200,8 @@ def discard(ids: Iterable[int], *, by: str = "") -> DiscardResult:
                 leased_by=token, leased_until=now + timedelta(hours=1))
             mine = ScheduledActivity.objects.filter(id__in=chunk, leased_by=token)
             marked = list(mine)
+            for row in marked:
+                lifecycle.move(lifecycle.waiting_state(row.attempts), State.DISCARDED)
             logged = Activity.objects.bulk_create([
                 Activity(
                     activity_id=row.activity_id, activity_type=row.activity_type,

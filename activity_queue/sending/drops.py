@@ -31,7 +31,7 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import signals
+from .. import lifecycle, signals
 from ..conf import get_config
 from ..lifecycle import State
 from ..models import Activity, ScheduledActivity
@@ -162,6 +162,7 @@ def _drop(using: str, decisions: list[tuple[dict[Hashable, Drop], dict[Hashable,
         dropped: list[tuple[Activity, str, str]] = []
         for drops, types in decisions:
             for key, row in _remove(using, drops, types, worker_id, now).items():
+                lifecycle.move(_state_of(row, worker_id, now), State.DROPPED)
                 gone.add(key)
                 dropped.append((_log_row(row, drops[key].reason, now), row.inbox,
                                 drops[key].reason))
@@ -177,6 +178,12 @@ def _record(using: str, dropped: list[tuple[Activity, str, str]]) -> None:
         transaction.on_commit(partial(signals.activity_dropped.send, sender=Activity,
                                       activity=activity.payload, inbox=inbox, reason=reason),
                               using=using)
+
+
+def _state_of(row: ScheduledActivity, worker_id: str | None, now: datetime) -> State:
+    if worker_id and row.leased_by == worker_id and row.leased_until and row.leased_until >= now:
+        return State.LEASED
+    return lifecycle.waiting_state(row.attempts)
 
 
 def _log_row(row: ScheduledActivity, reason: str, now: datetime) -> Activity:
@@ -299,3 +306,4 @@ def _hold_back(using: str, worker_id: str, ids: set[int], until: datetime) -> No
             f"WHERE leased_by = %s AND id IN ({', '.join(['%s'] * len(ids_list))})",
             [connection.ops.adapt_datetimefield_value(until), worker_id, *ids_list],
         )
+        lifecycle.move(State.LEASED, State.PENDING, cursor.rowcount)

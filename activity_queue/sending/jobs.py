@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
+
+from ..lifecycle import State
 
 
 @dataclass(slots=True)
@@ -24,23 +25,16 @@ class Job:
     has_predecessor: bool = True
 
 
-class Verdict(StrEnum):
-    SENT = "sent"
-    RETRY = "retry"
-    FAILED = "failed"
-    #: Not attempted (host paused, worker stopping): back to the queue, no attempt counted.
-    DEFERRED = "deferred"
-
-
 @dataclass(slots=True)
 class Outcome:
     job: Job
-    verdict: Verdict
+    #: Where the row goes: SENT, FAILED, RETRYING, or PENDING (handed back unattempted).
+    state: State
     status_code: int | None = None
     error: str = ""
     excerpt: str = ""
     duration_ms: float | None = None
-    #: When to try again (RETRY, DEFERRED); None means "now".
+    #: When to try again (RETRYING, PENDING); None means "now".
     retry_at: datetime | None = None
     #: The server's Retry-After, in seconds, when it sent one.
     retry_after: float | None = None

@@ -14,10 +14,12 @@ from django.conf import settings
 from django.db import router, transaction
 from django.utils import timezone
 
+from .. import lifecycle
 from ..exceptions import InvalidActivity, UnsafeDestination, WrongType
-from ..inbox.validation import MAX_DEPTH, dumped_problem
+from ..lifecycle import State
 from ..models import ScheduledActivity
 from ..net.addresses import check_inbox, origin
+from ..payloads import MAX_DEPTH, dumped_problem
 from . import backends
 from . import drops as dropping
 from . import queue as store
@@ -159,6 +161,7 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     # Outside a transaction, one of our own keeps the rows and the drops they cause together.
     with transaction.atomic(using=using) if transaction.get_autocommit(using) else nullcontext():
         rows = store.insert(using, common, payload, destinations)
+        lifecycle.move(lifecycle.NEW, State.PENDING, len(rows))
         rows = dropping.on_enqueue(rows, using=using, now=now)
     if rows:
         transaction.on_commit(partial(backends.wake, using), using=using)

@@ -16,9 +16,10 @@ from typing import Any
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from .. import lifecycle
 from ..lifecycle import State
 from ..models import Activity, Host, ScheduledActivity
-from .jobs import Job, Outcome, Verdict
+from .jobs import Job, Outcome
 
 CHUNK = 900
 #: ``enqueue()``'s statement on PostgreSQL (migration 0009).
@@ -123,8 +124,12 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     rows.sort(key=lambda r: r[0])
-    return [Job(r[0], r[1], r[2], r[3].encode(), r[4], r[5], r[6], r[7], bool(r[8]))
+    jobs = [Job(r[0], r[1], r[2], r[3].encode(), r[4], r[5], r[6], r[7], bool(r[8]))
             for r in rows]
+    retrying = sum(1 for job in jobs if job.attempts)
+    lifecycle.move(State.RETRYING, State.LEASED, retrying)
+    lifecycle.move(State.PENDING, State.LEASED, len(jobs) - retrying)
+    return jobs
 
 
 def insert(using: str, common: dict[str, Any], payload: str,
@@ -212,7 +217,9 @@ def renew(worker_id: str, ids: Sequence[int], lease: float) -> int:
 
 def release(worker_id: str, ids: Sequence[int]) -> int:
     """Give rows back untouched: no attempt is counted."""
-    return _set_lease(worker_id, ids, None)
+    released = _set_lease(worker_id, ids, None)
+    lifecycle.move(State.LEASED, State.PENDING, released)
+    return released
 
 
 def defer_backlog(hosts: Iterable[str], until: datetime, *, limit: int = 2_000,
@@ -370,9 +377,11 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
     """
     now = now or timezone.now()
     connection = connections[_alias()]
-    final = [o for o in outcomes if o.verdict in (Verdict.SENT, Verdict.FAILED)]
-    retry = [o for o in outcomes if o.verdict is Verdict.RETRY]
-    deferred = [o for o in outcomes if o.verdict is Verdict.DEFERRED]
+    for outcome in outcomes:
+        lifecycle.move(State.LEASED, outcome.state)
+    final = [o for o in outcomes if o.state in (State.SENT, State.FAILED)]
+    retry = [o for o in outcomes if o.state is State.RETRYING]
+    deferred = [o for o in outcomes if o.state is State.PENDING]
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         written: set[int] = set()
         for chunk in _chunks(final):
@@ -413,7 +422,7 @@ def _finish(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now) -
     log = Activity._meta.db_table
     values, params = _values(
         connection,
-        [[o.job.id, o.verdict.value, o.status_code, o.error, o.excerpt, o.duration_ms]
+        [[o.job.id, o.state.value, o.status_code, o.error, o.excerpt, o.duration_ms]
          for o in chunk],
         ["bigint", "varchar(16)", "integer", "text", "text", "double precision"],
     )
@@ -464,7 +473,7 @@ def _finish_pg(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now
         )
         SELECT id FROM gone
         """,
-        [[o.job.id for o in chunk], [o.verdict.value for o in chunk],
+        [[o.job.id for o in chunk], [o.state.value for o in chunk],
          [o.status_code for o in chunk], [o.error for o in chunk],
          [o.excerpt for o in chunk], [o.duration_ms for o in chunk],
          worker_id, Activity.Direction.OUTBOUND.value, now],
@@ -518,7 +527,7 @@ def _update_hosts(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
     touched: dict[str, list[Outcome]] = {}
     answered: set[str] = set()
     for o in outcomes:
-        if o.verdict is Verdict.SENT or o.host_fault:
+        if o.state is State.SENT or o.host_fault:
             touched.setdefault(o.job.host, []).append(o)
         elif o.status_code is not None:
             answered.add(o.job.host)  # alive, if not well: a 404 is an answer too
@@ -541,7 +550,7 @@ def _update_hosts(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
         health = known.get(name) or Host(host=name)
         was_paused_until = health.paused_until
         for o in touched[name]:
-            if o.verdict is Verdict.SENT:
+            if o.state is State.SENT:
                 health.consecutive_failures = health.trips = 0
                 health.paused_until = None
                 if health.deferred_until is not None:

@@ -6,22 +6,22 @@ import random
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from .jobs import Verdict
+from ..lifecycle import State
 
 #: Statuses worth another try: the server is busy, overloaded or broken right now.
 RETRYABLE_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 
 
-def classify_status(status: int) -> Verdict:
+def classify_status(status: int) -> State:
     """2xx is delivered; 408/425/429/5xx are retried; any other code is final.
 
     3xx only reaches here when a redirect could not be followed.
     """
     if 200 <= status < 300:
-        return Verdict.SENT
+        return State.SENT
     if status in RETRYABLE_STATUSES:
-        return Verdict.RETRY
-    return Verdict.FAILED
+        return State.RETRYING
+    return State.FAILED
 
 
 def backoff(attempt: int, factor: float, cap: float, *, jitter: float = 0.25,
@@ -64,8 +64,8 @@ def retry_delay(attempt: int, *, factor: float, cap: float, retry_after: float |
     return backoff(attempt, factor, cap)
 
 
-def is_final(verdict: Verdict, attempts_made: int, max_attempts: int) -> bool:
+def is_final(state: State, attempts_made: int, max_attempts: int) -> bool:
     """A retryable failure becomes final once the attempts are used up."""
-    return verdict is Verdict.FAILED or (
-        verdict is Verdict.RETRY and attempts_made >= max_attempts
+    return state is State.FAILED or (
+        state is State.RETRYING and attempts_made >= max_attempts
     )

@@ -19,7 +19,6 @@ thus ties up one or two global slots while its requests time out, not
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import threading
@@ -31,9 +30,16 @@ from urllib.parse import urljoin, urlsplit
 
 from ..conf import Config
 from ..exceptions import UnsafeDestination
+from ..lifecycle import State
 from ..net import http11
-from ..net.addresses import article, check_url, forbidden_address, origin
-from .jobs import Job, Outcome, Verdict
+from ..net.addresses import (
+    check_literal_address,
+    check_url,
+    forbidden_address,
+    is_ip_literal,
+    origin,
+)
+from .jobs import Job, Outcome
 from .retry import RETRYABLE_STATUSES, classify_status, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -111,21 +117,6 @@ class GuardedResolver:
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-def check_literal_address(url: str, allow_private: bool) -> None:
-    """IP literals never reach the resolver, so they are checked here."""
-    if allow_private:
-        return
-    host = urlsplit(url).hostname or ""
-    if not is_ip_literal(host):
-        return
-    kind = forbidden_address(host)
-    if kind:
-        raise UnsafeDestination(
-            f"{host} is {article(kind)} {kind} address; "
-            "set ACTIVITY_QUEUE['ALLOW_PRIVATE_ADDRESSES'] to deliver there"
-        )
 
 
 def redirect_target(url: str, location: str | None) -> str:
@@ -266,7 +257,7 @@ class Transport:
     def _accept(self, jobs: list[Job]) -> None:
         for job in jobs:
             if self._closing or job.host in self._paused:
-                self._emit(Outcome(job, Verdict.DEFERRED, error="not attempted"))
+                self._emit(Outcome(job, State.PENDING, error="not attempted"))
                 continue
             queue = self._queues.get(job.host)
             if queue is None:
@@ -284,7 +275,7 @@ class Transport:
     def _adjust_window(self, outcome: Outcome) -> None:
         host = outcome.job.host
         window = self._slots(host)
-        if outcome.verdict is Verdict.DEFERRED:
+        if outcome.state is State.PENDING:
             return
         if outcome.host_fault:
             self._window[host] = max(1, window // 2)
@@ -327,9 +318,9 @@ class Transport:
         else:
             del self._inflight[job.host]
         if task.cancelled():
-            self._emit(Outcome(job, Verdict.DEFERRED, error="cancelled at shutdown"))
+            self._emit(Outcome(job, State.PENDING, error="cancelled at shutdown"))
         elif task.exception() is not None:  # _deliver catches everything; belt and braces
-            self._emit(Outcome(job, Verdict.RETRY, error=repr(task.exception())))
+            self._emit(Outcome(job, State.RETRYING, error=repr(task.exception())))
         else:
             outcome = task.result()
             self._adjust_window(outcome)
@@ -349,7 +340,7 @@ class Transport:
         """What waits for these hosts goes back undelivered, no attempt counted."""
         for host in hosts:
             for job in self._queues.pop(host, ()):
-                self._emit(Outcome(job, Verdict.DEFERRED, error=why))
+                self._emit(Outcome(job, State.PENDING, error=why))
 
     async def _shutdown(self, grace: float) -> None:
         self._closing = True
@@ -372,20 +363,20 @@ class Transport:
         try:
             outcome = await self._post(job)
         except UnsafeDestination as exc:
-            outcome = Outcome(job, Verdict.FAILED, error=f"refused: {exc}")
+            outcome = Outcome(job, State.FAILED, error=f"refused: {exc}")
         except http11.Timeout as exc:
-            outcome = Outcome(job, Verdict.RETRY, error=f"{exc} ({LIMIT_SETTINGS[exc.limit]})",
+            outcome = Outcome(job, State.RETRYING, error=f"{exc} ({LIMIT_SETTINGS[exc.limit]})",
                               host_fault=True)
         except http11.ProtocolError as exc:
-            outcome = Outcome(job, Verdict.RETRY, error=f"bad response: {exc}", host_fault=True)
+            outcome = Outcome(job, State.RETRYING, error=f"bad response: {exc}", host_fault=True)
         except OSError as exc:  # includes TLS errors (a certificate may be renewed)
-            outcome = Outcome(job, Verdict.RETRY, error=f"connection failed: {describe(exc)}",
+            outcome = Outcome(job, State.RETRYING, error=f"connection failed: {describe(exc)}",
                               host_fault=True)
         except ValueError as exc:  # a URL or header no retry can mend
-            outcome = Outcome(job, Verdict.FAILED, error=f"refused: {exc}")
+            outcome = Outcome(job, State.FAILED, error=f"refused: {exc}")
         except Exception as exc:
             logger.exception("activity_queue: unexpected error delivering %s", job.id)
-            outcome = Outcome(job, Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
+            outcome = Outcome(job, State.RETRYING, error=f"{type(exc).__name__}: {exc}")
         outcome.duration_ms = (time.perf_counter() - started) * 1000
         return outcome
 
@@ -405,12 +396,12 @@ class Transport:
             resp = await self._client.post(url, head, job.body, host=host)
             status = resp.status
             if status == 303:
-                return Outcome(job, Verdict.FAILED, status_code=status, error=SEE_OTHER)
+                return Outcome(job, State.FAILED, status_code=status, error=SEE_OTHER)
             if status in REDIRECTS:
                 try:
                     target = redirect_target(url, resp.headers.get("location"))
                 except ValueError as exc:
-                    return Outcome(job, Verdict.FAILED, status_code=status,
+                    return Outcome(job, State.FAILED, status_code=status,
                                    error=f"HTTP {status} redirect {exc}")
                 if origin(target) != origin(url):
                     logger.info("activity_queue: %s redirects to %s", url, target)
@@ -419,11 +410,11 @@ class Transport:
             verdict = classify_status(status)
             excerpt = resp.body[: cfg.RESPONSE_EXCERPT * 4].decode("utf-8", "replace")
             excerpt = excerpt[: cfg.RESPONSE_EXCERPT]
-            error = "" if verdict is Verdict.SENT else f"HTTP {status}"
+            error = "" if verdict is State.SENT else f"HTTP {status}"
             return Outcome(job, verdict, status_code=status, error=error, excerpt=excerpt,
                            retry_after=parse_retry_after(resp.headers.get("retry-after")),
                            host_fault=status in RETRYABLE_STATUSES)
-        return Outcome(job, Verdict.FAILED, status_code=status,
+        return Outcome(job, State.FAILED, status_code=status,
                        error=f"more than {MAX_REDIRECTS} redirects")
 
 
@@ -436,14 +427,6 @@ def header_lines(headers: dict[str, str]) -> bytes:
             raise ValueError(f"header {name!r} contains a line break or NUL")
         out.append(line.encode("latin-1") + b"\r\n")
     return b"".join(out)
-
-
-def is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def describe(exc: OSError) -> str:

@@ -25,13 +25,14 @@ from django.utils import timezone
 
 from .. import signals
 from ..conf import Config, get_config
-from ..federation import dispatch
+from ..lifecycle import State
 from ..models import ScheduledActivity
 from ..net import signatures
+from . import chores
 from . import drops as dropping
 from . import queue as store
 from .alerts import report_final_failure
-from .jobs import Job, Outcome, Verdict
+from .jobs import Job, Outcome
 from .listen import Listener
 from .retry import is_final, retry_delay
 from .transport import Signer, Transport
@@ -128,7 +129,8 @@ class Worker:
         """
         self._ensure_transport()
         report = Report()
-        dispatch.resolve_due()
+        for chore in chores.registered():
+            chore.run()
         jobs = self._claim(self.max_held, report)
         self.transport.submit(jobs)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -229,7 +231,8 @@ class Worker:
                 raise
             handled = True
         self._renew_leases()
-        dispatch.poll()
+        for chore in chores.registered():
+            chore.poll()
         room = self.max_held - len(self._held) + self._stalled()
         jobs: list[Job] = []
         if claim and (room >= min(self.config.BATCH_SIZE, self.max_held // 2)
@@ -380,8 +383,8 @@ class Worker:
             if o.host_fault:
                 faulty.add(host)
                 self._answering.discard(host)
-            elif o.verdict is Verdict.SENT or o.status_code is not None:
-                if o.verdict is Verdict.SENT:
+            elif o.state is State.SENT or o.status_code is not None:
+                if o.state is State.SENT:
                     faulty.discard(host)
                     self._faulty.discard(host)
                 self._answering.add(host)
@@ -414,9 +417,9 @@ class Worker:
         """Turn a transport outcome into what is written: retry time, or give up."""
         cfg = self.config
         made = outcome.job.attempts + 1
-        if outcome.verdict is Verdict.RETRY:
-            if is_final(outcome.verdict, made, cfg.MAX_ATTEMPTS):
-                outcome.verdict = Verdict.FAILED
+        if outcome.state is State.RETRYING:
+            if is_final(outcome.state, made, cfg.MAX_ATTEMPTS):
+                outcome.state = State.FAILED
                 outcome.error = f"gave up after {made} attempts: {outcome.error}"
             else:
                 delay = retry_delay(made, factor=cfg.BACKOFF_FACTOR, cap=cfg.BACKOFF_MAX,
@@ -450,14 +453,14 @@ class Worker:
             self._paused.update(opened)
             self._just_paused.update(opened)  # the next claim defers their backlogs
         for o in written:
-            if o.verdict is Verdict.SENT:
+            if o.state is State.SENT:
                 report.sent += 1
                 self._tripped.discard(o.job.host)
                 signals.activity_delivered.send(sender=Worker, outcome=o)
-            elif o.verdict is Verdict.FAILED:
+            elif o.state is State.FAILED:
                 report.failed += 1
                 self._report_failure(o)
-            elif o.verdict is Verdict.RETRY:
+            elif o.state is State.RETRYING:
                 report.retried += 1
             else:
                 report.deferred += 1
