@@ -33,6 +33,7 @@ from activity_queue.conf import get_config  # noqa: E402
 from activity_queue.lifecycle import State  # noqa: E402
 from activity_queue.models import Activity, Host, ScheduledActivity  # noqa: E402
 from activity_queue.net.addresses import origin  # noqa: E402
+from activity_queue.sending import hosts  # noqa: E402
 from activity_queue.sending import queue as store  # noqa: E402
 from activity_queue.sending.jobs import Outcome  # noqa: E402
 from activity_queue.sending.worker import Worker  # noqa: E402
@@ -250,7 +251,7 @@ def throughput(task: dict) -> dict:
         Host.objects.create(host=origin(PAUSED_INBOX), consecutive_failures=5, trips=1,
                             paused_until=timezone.now() + timedelta(hours=1))
         # As a worker that has run through the pause so far leaves them (not timed).
-        while task.get("paused_moved") and store.defer_paused(limit=10_000) == 10_000:
+        while task.get("paused_moved") and hosts.defer_paused(limit=10_000) == 10_000:
             pass
     # With black holes, the same ``n`` healthy rows as the all-healthy run and a tenth of all
     # rows more to the black holes: with fewer healthy rows the run's fixed start-up weighs
@@ -289,7 +290,7 @@ def throughput(task: dict) -> dict:
 def claim_cost(task: dict) -> dict:
     """What a paused host's backlog costs each claim: the p50 of a 500-row claim (leased,
     then given back) in front of ``paused`` older rows of a paused host, due, then moved
-    to the end of the pause by ``store.defer_paused``, which is timed too."""
+    to the end of the pause by ``hosts.defer_paused``, which is timed too."""
     out = {}
     for paused in task["paused"]:
         reset()
@@ -301,7 +302,7 @@ def claim_cost(task: dict) -> dict:
         for state in ("due", "moved"):
             if state == "moved":
                 t0 = time.perf_counter()
-                while store.defer_paused(limit=10_000) == 10_000:
+                while hosts.defer_paused(limit=10_000) == 10_000:
                     pass
                 row["move_us_per_row"] = (time.perf_counter() - t0) * 1e6 / max(1, paused)
             times = []

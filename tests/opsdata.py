@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from activity_queue.models import Activity, Host, ScheduledActivity
 from activity_queue.net.addresses import origin
-from activity_queue.sending import queue as store
+from activity_queue.sending import hosts
 
 _serial = itertools.count(1)
 
@@ -59,7 +59,7 @@ def queued(**fields) -> ScheduledActivity:
 
 def moved_backlog(host: str, rows: int, *, keep: int = 1) -> int:
     """``rows`` due rows of a host that fails, moved out of the claims' way as a worker
-    moves them (store.defer_backlog) but for ``keep`` probes; plus one retry due after the
+    moves them (hosts.defer_backlog) but for ``keep`` probes; plus one retry due after the
     wait, which is not the failing host's doing. Returns how many were moved."""
     now = timezone.now()
     until = now + timedelta(minutes=10)
@@ -68,4 +68,4 @@ def moved_backlog(host: str, rows: int, *, keep: int = 1) -> int:
     for _ in range(rows):
         queued(inbox=f"{host}/inbox/", next_attempt_at=now - timedelta(seconds=30))
     queued(inbox=f"{host}/inbox/", next_attempt_at=until + timedelta(minutes=5))
-    return store.defer_backlog([host], until, keep=keep, now=now)
+    return hosts.defer_backlog([host], until, keep=keep, now=now)

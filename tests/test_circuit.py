@@ -125,6 +125,7 @@ def test_the_backlog_of_a_paused_host_waits_for_the_end_of_the_pause(receiver, w
 
 
 def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
+    from activity_queue.sending import hosts
     from activity_queue.sending import queue as store
     from activity_queue.sending.jobs import Job, Outcome
 
@@ -136,7 +137,7 @@ def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
     ScheduledActivity.objects.filter(id=retry.id).update(
         next_attempt_at=now + timedelta(minutes=5))
     ScheduledActivity.objects.exclude(id=retry.id).update(next_attempt_at=now)
-    assert store.defer_paused() == 2
+    assert hosts.defer_paused() == 2
     # A request already in flight when the circuit opened is answered: the circuit closes.
     job = Job(0, receiver.url("/inbox/"), receiver.base, b"{}", 0, "Create", "a", "", False)
     store.resolve("w", [Outcome(job, State.SENT, status_code=202)], circuit_threshold=3,

@@ -5,6 +5,7 @@ from django.db import transaction
 
 from activity_queue import enqueue
 from activity_queue.models import Host, ScheduledActivity
+from activity_queue.sending import hosts
 from activity_queue.sending import queue as store
 
 from .conftest import aq_settings, recorded_statements, sqlite_plan
@@ -149,19 +150,20 @@ def test_on_sqlite_a_claim_reads_the_due_range_from_its_index_alone():
 
 
 def test_the_worker_reads_at_most_32_hosts_on_probation_per_claim_in_turn(worker):
-    from activity_queue.sending.worker import PROBATION_PER_CLAIM, Report
+    from activity_queue.sending.hosts import PROBATION_PER_CLAIM
+    from activity_queue.sending.worker import Report
 
     hosts = [f"dead{i:02d}.example" for i in range(PROBATION_PER_CLAIM + 8)]
     for host in hosts:
         backlog(host, 3)
     w = worker()
-    w._faulty = {f"https://{h}" for h in hosts}
+    w.hosts.faulty = {f"https://{h}" for h in hosts}
     first = {j.host for j in w._claim(500, Report())}
     second = {j.host for j in w._claim(500, Report())}
     assert len(first) == PROBATION_PER_CLAIM
-    assert first | second == w._faulty  # the ones left out come next
+    assert first | second == w.hosts.faulty  # the ones left out come next
     per_host = ScheduledActivity.objects.filter(leased_by=w.id).values_list("host", flat=True)
-    assert max(list(per_host).count(h) for h in w._faulty) <= w.config.PER_HOST
+    assert max(list(per_host).count(h) for h in w.hosts.faulty) <= w.config.PER_HOST
 
 
 def test_rows_held_for_hosts_that_do_not_answer_leave_the_pipeline_room(worker):
@@ -171,17 +173,17 @@ def test_rows_held_for_hosts_that_do_not_answer_leave_the_pipeline_room(worker):
 
     with aq_settings(PER_HOST=2, BATCH_SIZE=20, WORKERS=4):
         w = worker()
-    w._pipelined = True
-    w._answering = {"https://live.example"}
-    w._faulty = {"https://dead.example"}
+    w.hosts.pipelined = True
+    w.hosts.answering = {"https://live.example"}
+    w.hosts.faulty = {"https://dead.example"}
     for i in range(22):
         host = "https://dead.example" if i < 2 else "https://live.example"
         w._held[i] = (Job(i, host + "/inbox", host, b"{}", 0, "Create", str(i), ""), 0.0)
-        w._per_host[host] = w._per_host.get(host, 0) + 1
+        w.hosts.held[host] = w.hosts.held.get(host, 0) + 1
     assert w.max_held == 40
     assert w._stalled() == 2  # room 40 - 22 + 2 = 20: a whole batch, the claim comes now
-    w._faulty = {f"https://dead{i}.example" for i in range(30)}
-    w._per_host = {host: 2 for host in w._faulty}
+    w.hosts.faulty = {f"https://dead{i}.example" for i in range(30)}
+    w.hosts.held = {host: 2 for host in w.hosts.faulty}
     assert w._stalled() == w.max_held // 4  # many dead hosts: bounded
 
 
@@ -195,7 +197,7 @@ def test_defer_backlog_moves_only_the_due_rows_nobody_holds():
     held = store.claim("w", 2, 30, per_host=2, room={"https://live.example": 0})
     assert {j.host for j in held} == {"https://dead.example"}
     until = timezone.now() + timedelta(seconds=60)
-    assert store.defer_backlog(["https://dead.example"], until, limit=3) == 3
+    assert hosts.defer_backlog(["https://dead.example"], until, limit=3) == 3
     dead = ScheduledActivity.objects.filter(host="https://dead.example")
     assert dead.filter(next_attempt_at=until).count() == 3
     assert {r.id for r in dead.filter(next_attempt_at=until)}.isdisjoint(j.id for j in held)
@@ -217,9 +219,9 @@ def test_defer_backlog_leaves_the_oldest_rows_due_and_moves_each_row_once():
             next_attempt_at=now - timedelta(seconds=age + 1))
     oldest = [r.id for r in dead[:2]]
     until = now + timedelta(seconds=60)
-    assert store.defer_backlog(["https://dead.example"], until, keep=2) == 4
+    assert hosts.defer_backlog(["https://dead.example"], until, keep=2) == 4
     assert set(dead.exclude(next_attempt_at=until).values_list("id", flat=True)) == set(oldest)
-    assert store.defer_backlog(["https://dead.example"], until, keep=2) == 0  # nothing new
+    assert hosts.defer_backlog(["https://dead.example"], until, keep=2) == 0  # nothing new
 
 
 def test_defer_paused_moves_what_waits_for_the_pause_out_of_the_claims_way():
@@ -238,9 +240,9 @@ def test_defer_paused_moves_what_waits_for_the_pause_out_of_the_claims_way():
     ScheduledActivity.objects.filter(id=held).update(leased_by="other",
                                                      leased_until=now + timedelta(minutes=1))
     ScheduledActivity.objects.filter(id=late).update(next_attempt_at=until + timedelta(hours=1))
-    assert store.defer_paused(limit=3) == 3
-    assert store.defer_paused(limit=3) == 1  # the rest, in a later call
-    assert store.defer_paused() == 0
+    assert hosts.defer_paused(limit=3) == 3
+    assert hosts.defer_paused(limit=3) == 1  # the rest, in a later call
+    assert hosts.defer_paused() == 0
     assert down.filter(next_attempt_at=until).count() == 4
     assert down.get(id=held).next_attempt_at < until
     assert down.get(id=late).next_attempt_at == until + timedelta(hours=1)
@@ -249,7 +251,7 @@ def test_defer_paused_moves_what_waits_for_the_pause_out_of_the_claims_way():
                                                 next_attempt_at=until).exists()
     # Once the pause is over (its end moved back here), they are the host's backlog again.
     Host.objects.update(paused_until=None, consecutive_failures=0)
-    assert store.defer_paused() == 0
+    assert hosts.defer_paused() == 0
     # 4 moved, the one that was held (its lease is over by then) and the 2 live rows.
     assert len(store.claim("w", 10, 30, per_host=10, now=until)) == 7
 
@@ -271,7 +273,7 @@ def test_on_sqlite_undefer_reads_only_its_hosts_rows_however_many_share_its_time
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     with recorded_statements() as statements:
-        assert store.undefer([("https://few.example", until)]) == 5
+        assert hosts.undefer([("https://few.example", until)]) == 5
     (sql, params), = statements
     plan = sqlite_plan(sql, params)
     assert any("aq_sched_host_due (host=? AND next_attempt_at=?)" in p for p in plan), plan

@@ -634,7 +634,7 @@ def test_a_host_that_never_answered_gets_only_per_host_rows_held(peer, worker):
     with aq_settings(PER_HOST=2, BATCH_SIZE=200, TIMEOUT=1.0, CIRCUIT_THRESHOLD=1000,
                      POLL_INTERVAL=0.05):
         w = worker()
-        assert w.host_backlog == 50
+        assert w.hosts.backlog == 50
         with running(w):
             most = 0
 
@@ -710,7 +710,7 @@ def test_a_host_that_answers_gets_a_longer_line_of_rows(peer, worker):
     with aq_settings(PER_HOST=2, BATCH_SIZE=200, POLL_INTERVAL=0.05):
         w = worker()
         with running(w):
-            # PER_HOST in the first claim; once the host has answered, up to host_backlog.
+            # PER_HOST in the first claim; once the host has answered, up to hosts.backlog.
             assert wait_until(lambda: leased(w) > 2 * 2, timeout=10)
     assert not ScheduledActivity.objects.filter(leased_by=w.id).exists()
 

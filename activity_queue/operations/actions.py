@@ -23,7 +23,7 @@ from ..exceptions import InvalidActivity
 from ..lifecycle import State
 from ..models import Activity, Host, ScheduledActivity
 from ..sending import backends
-from ..sending import queue as store
+from ..sending import hosts as host_health
 from ..sending.outbox import enqueue
 
 CHUNK = 500
@@ -231,13 +231,13 @@ def resume_hosts(hosts: Iterable[str]) -> int:
 
     A host's health row only exists while it is troubled (a success deletes
     it), so closing the circuit is deleting the row. Rows the worker moved
-    aside to wait for the host (:func:`activity_queue.sending.queue.defer_paused`,
-    :func:`activity_queue.sending.queue.defer_backlog`) become due now; retries keep
+    aside to wait for the host (:func:`activity_queue.sending.hosts.defer_paused`,
+    :func:`activity_queue.sending.hosts.defer_backlog`) become due now; retries keep
     their own time.
     """
     using = _alias()
     with transaction.atomic(using=using):
-        removed = store.close_circuits(hosts)
+        removed = host_health.close_circuits(hosts)
         if removed:
             transaction.on_commit(partial(backends.wake, using), using=using)
     return removed

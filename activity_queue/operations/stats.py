@@ -26,10 +26,10 @@ class QueueStats:
     #: Due rows whose host's circuit is open: they wait for the host, not for a worker.
     due_paused: int
     #: Rows of hosts whose circuit is open that are due by the end of the pause: the due
-    #: ones, and those the worker moved to the end of the pause (store.defer_paused).
+    #: ones, and those the worker moved to the end of the pause (hosts.defer_paused).
     waiting_for_paused: int
     #: Rows of hosts that fail (timeouts, refused connections, 5xx) moved out of the claims'
-    #: way until the host answers or ``Host.deferred_until`` (store.defer_backlog).
+    #: way until the host answers or ``Host.deferred_until`` (hosts.defer_backlog).
     waiting_for_failing: int
     in_flight: int
     #: ``created_at`` of the earliest-enqueued row still queued.

@@ -9,11 +9,11 @@ out through the callback, from the loop's thread.
 
 Admission is per host: a host with all its slots busy waits in its own line
 and never holds one of the ``WORKERS`` global slots while it waits, so a dead
-inbox cannot block healthy ones. A host's slots open up as it answers, as a
-TCP window does: two at first, doubled by each answer up to ``PER_HOST``,
-halved by each timeout or connection failure down to one. A black-holed host
-thus ties up one or two global slots while its requests time out, not
-``PER_HOST`` of them.
+inbox cannot block healthy ones. A host's slots are its window in the
+worker's :class:`~activity_queue.sending.hosts.HostBook`: two at first,
+doubled by each answer up to ``PER_HOST``, halved by each timeout or
+connection failure down to one. A black-holed host thus ties up one or two
+global slots while its requests time out, not ``PER_HOST`` of them.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ..net.addresses import (
     is_ip_literal,
     origin,
 )
+from .hosts import HostBook
 from .jobs import Job, Outcome
 from .retry import RETRYABLE_STATUSES, classify_status, parse_retry_after
 
@@ -53,8 +54,6 @@ TOTAL_TIMEOUTS = 3
 #: The setting behind each limit of the HTTP client, named when the limit runs out.
 LIMIT_SETTINGS = {"connect": "TIMEOUT", "read": "TIMEOUT",
                   "total": f"{TOTAL_TIMEOUTS} × TIMEOUT"}
-#: Slots a host gets before it has answered anything.
-FIRST_WINDOW = 2
 REDIRECTS = frozenset({301, 302, 307, 308})
 #: A 303 answers a POST with "look over there" (a GET): the inbox took nothing.
 SEE_OTHER = "303 See Other: the inbox did not accept the POST, not following"
@@ -151,9 +150,10 @@ class Transport:
     """Delivers jobs concurrently and reports one :class:`Outcome` per job."""
 
     def __init__(self, config: Config, on_outcome: Callable[[Outcome], None],
-                 signer: Signer | None = None) -> None:
+                 hosts: HostBook, signer: Signer | None = None) -> None:
         self.config = config
         self.on_outcome = on_outcome
+        self.hosts = hosts
         self.signer = signer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -162,12 +162,9 @@ class Transport:
         self._head = b""
         self._queues: dict[str, deque[Job]] = {}
         self._inflight: dict[str, int] = {}
-        #: Slots each host may use now (see the module's docstring); FIRST_WINDOW when new.
-        self._window: dict[str, int] = {}
         self._tasks: dict[asyncio.Task, Job] = {}
         self._runnable: deque[str] = deque()
         self._runnable_set: set[str] = set()
-        self._paused: set[str] = set()
         self._closing = False
         self._failure: BaseException | None = None
 
@@ -190,7 +187,8 @@ class Transport:
             self._loop.call_soon_threadsafe(self._accept, jobs)
 
     def pause(self, hosts: Iterable[str]) -> None:
-        """Hand back, undelivered, what waits for these hosts (their circuit opened)."""
+        """Hand back, undelivered, what waits for these hosts (their circuit opened; the
+        worker has marked them paused in its book, so nothing new for them is sent)."""
         hosts = set(hosts)
         if hosts and self._loop:
             self._loop.call_soon_threadsafe(self._pause, hosts)
@@ -201,11 +199,6 @@ class Transport:
         hosts = set(hosts)
         if hosts and self._loop:
             self._loop.call_soon_threadsafe(self._trim, hosts)
-
-    def resume(self, hosts: Iterable[str]) -> None:
-        hosts = set(hosts)
-        if hosts and self._loop:
-            self._loop.call_soon_threadsafe(self._paused.difference_update, hosts)
 
     def stop(self, grace: float) -> None:
         """Stop: queued jobs come back DEFERRED, in-flight ones get ``grace`` seconds."""
@@ -256,7 +249,7 @@ class Transport:
 
     def _accept(self, jobs: list[Job]) -> None:
         for job in jobs:
-            if self._closing or job.host in self._paused:
+            if self._closing or job.host in self.hosts.paused:
                 self._emit(Outcome(job, State.PENDING, error="not attempted"))
                 continue
             queue = self._queues.get(job.host)
@@ -266,27 +259,8 @@ class Transport:
             self._mark_runnable(job.host)
         self._pump()
 
-    def _slots(self, host: str) -> int:
-        window = self._window.get(host)
-        if window is None:
-            window = self._window[host] = min(FIRST_WINDOW, self.config.PER_HOST)
-        return window
-
-    def _adjust_window(self, outcome: Outcome) -> None:
-        host = outcome.job.host
-        window = self._slots(host)
-        if outcome.state is State.PENDING:
-            return
-        if outcome.host_fault:
-            self._window[host] = max(1, window // 2)
-        elif window < self.config.PER_HOST:
-            self._window[host] = min(self.config.PER_HOST, window * 2)
-        if len(self._window) > 10_000:  # forget hosts with nothing going on
-            busy = self._queues.keys() | self._inflight.keys()
-            self._window = {h: w for h, w in self._window.items() if h in busy}
-
     def _mark_runnable(self, host: str) -> None:
-        if host not in self._runnable_set and self._inflight.get(host, 0) < self._slots(host):
+        if host not in self._runnable_set and self._inflight.get(host, 0) < self.hosts.slots(host):
             self._runnable_set.add(host)
             self._runnable.append(host)
 
@@ -306,7 +280,7 @@ class Transport:
             task = self._loop.create_task(self._deliver(job))
             self._tasks[task] = job
             task.add_done_callback(self._finished)
-            if queue and count < self._slots(host):
+            if queue and count < self.hosts.slots(host):
                 self._runnable_set.add(host)
                 self._runnable.append(host)
 
@@ -323,14 +297,14 @@ class Transport:
             self._emit(Outcome(job, State.RETRYING, error=repr(task.exception())))
         else:
             outcome = task.result()
-            self._adjust_window(outcome)
+            if outcome.state is not State.PENDING:
+                self.hosts.adjust_window(outcome, self._queues.keys() | self._inflight.keys())
             self._emit(outcome)
         if job.host in self._queues:
             self._mark_runnable(job.host)
         self._pump()
 
     def _pause(self, hosts: set[str]) -> None:
-        self._paused |= hosts
         self._hand_back(hosts, "host paused")
 
     def _trim(self, hosts: set[str]) -> None:

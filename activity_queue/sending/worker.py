@@ -28,10 +28,11 @@ from ..conf import Config, get_config
 from ..lifecycle import State
 from ..models import ScheduledActivity
 from ..net import signatures
-from . import chores
+from . import chores, hosts
 from . import drops as dropping
 from . import queue as store
 from .alerts import report_final_failure
+from .hosts import HostBook
 from .jobs import Job, Outcome
 from .listen import Listener
 from .retry import is_final, retry_delay
@@ -39,9 +40,7 @@ from .transport import Signer, Transport
 from .writer import BackgroundWriter, Written
 
 logger = logging.getLogger(__name__)
-#: Hosts on probation (store.claim) read in one claim at most: one subquery each.
-PROBATION_PER_CLAIM = 32
-#: Rows of paused hosts moved to the end of their pause before a claim (store.defer_paused);
+#: Rows of paused hosts moved to the end of their pause before a claim (hosts.defer_paused);
 #: a larger backlog is moved over the following claims.
 DEFER_PER_CLAIM = 5_000
 #: Seconds between passes over every paused host, for rows that came due during a pause.
@@ -79,23 +78,12 @@ class Worker:
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.transport: Transport | None = None
+        #: What this worker knows of each host's health; shared with its transport.
+        self.hosts = HostBook(self.config)
+        #: Rows this worker holds, with when their lease was last renewed.
         self._held: dict[int, tuple[Job, float]] = {}
-        self._per_host: dict[str, int] = {}
-        self._probing: set[str] = set()
-        #: Hosts whose last answer was a timeout or a connection failure: few rows held for them.
-        self._faulty: set[str] = set()
-        #: Hosts that have answered this worker: a long line of rows may be held for them.
-        self._answering: set[str] = set()
-        #: Claiming while deliveries are in flight (run_forever, run_until_idle).
-        self._pipelined = False
-        self._probation_turn = 0
         self._unresolved: list[Outcome] = []
         self._writer: BackgroundWriter | None = None
-        self._tripped: set[str] = set()
-        #: Hosts the transport was told to pause; resumed once the database lets them through.
-        self._paused: set[str] = set()
-        self._tripped_checked = 0.0
-        self._just_paused: set[str] = set()
         self._next_defer = 0.0
         self._next_renewal = 0.0
         #: Seconds in-flight deliveries get to finish when stopping.
@@ -106,16 +94,6 @@ class Worker:
     @property
     def max_held(self) -> int:
         return max(2 * self.config.BATCH_SIZE, 2 * self.config.WORKERS)
-
-    @property
-    def host_backlog(self) -> int:
-        """Rows held for one host at most: its PER_HOST in flight and a line behind them.
-
-        At least a quarter of a batch, so that a claim is worth its scan: with
-        4 * PER_HOST (32) a backlog on few hosts was claimed some 16 rows at a
-        time, and claiming took over half the worker's CPU (bench/profile.py).
-        """
-        return max(4 * self.config.PER_HOST, self.config.BATCH_SIZE // 4)
 
     # -- public entry points -------------------------------------------------
 
@@ -143,14 +121,14 @@ class Worker:
             except queue.Empty:
                 raise TimeoutError(f"{waiting} deliveries still in flight") from None
             waiting -= 1
-        self._track_faults(collected)
+        self._observe(collected)
         self._resolve(collected, report)
         return report
 
     def run_forever(self) -> None:
         """Pipeline claims, deliveries and resolutions until :meth:`stop`."""
         self._ensure_transport()
-        self._pipelined = True
+        self.hosts.pipelined = True
         alias = router.db_for_write(ScheduledActivity)
         if Listener.supported(alias):
             Listener(alias, self.wakeup, self.stopping).start()
@@ -188,7 +166,7 @@ class Worker:
         still holds stay tracked, so the next call picks up where this one failed.
         """
         self._ensure_transport()
-        self._pipelined = True
+        self.hosts.pipelined = True
         while True:
             claiming = not self.stopping.is_set() and (deadline is None
                                                        or time.monotonic() < deadline)
@@ -213,7 +191,7 @@ class Worker:
         if self._writer is not None:
             self._collect(self._writer.result(), report)
         fresh = self._drain()
-        self._track_faults(fresh)
+        self._observe(fresh)
         outcomes = self._unresolved + fresh
         self._unresolved = []
         handled = False
@@ -269,7 +247,8 @@ class Worker:
 
     def _ensure_transport(self) -> None:
         if self.transport is None:
-            self.transport = Transport(self.config, self._on_outcome, signer=self.signer)
+            self.transport = Transport(self.config, self._on_outcome, self.hosts,
+                                       signer=self.signer)
             self.transport.start()
 
     def _on_outcome(self, outcome: Outcome) -> None:
@@ -281,28 +260,12 @@ class Worker:
             return []
         cfg = self.config
         now = time.monotonic()
-        if now - self._tripped_checked > 1.0:
-            self._tripped = store.tripped_hosts(cfg.CIRCUIT_THRESHOLD)
-            self._tripped_checked = now
+        self.hosts.refresh_tripped()
         self._defer_paused(now)
-        full = {h for h, n in self._per_host.items() if n >= self._cap(h)} | self._probing
-        room = {h: self._cap(h) - n for h, n in self._per_host.items() if n < self._cap(h)}
-        # Hosts that time out, and half-open circuits (one probe), are claimed from a
-        # window of their own: their backlog would fill the main one.
-        probation = {h: cfg.PER_HOST - self._per_host.get(h, 0) for h in self._faulty
-                     if h not in full}
-        probation.update((h, 1) for h in self._tripped if h not in full)
-        if len(probation) > PROBATION_PER_CLAIM:  # the others wait for a later claim
-            turn = sorted(probation)
-            start = self._probation_turn % len(turn)
-            waiting = (turn[start:] + turn[:start])[PROBATION_PER_CLAIM:]
-            full |= set(waiting)
-            for host in waiting:
-                del probation[host]
-            self._probation_turn = start + PROBATION_PER_CLAIM
+        full, room, probation = self.hosts.claim_limits()
         # Rows in the writer's hands may already be back in the queue, due; they are
         # still held here until the writer reports, so they are not claimed twice.
-        jobs = store.claim(self.id, limit, cfg.LEASE, per_host=self.host_backlog, room=room,
+        jobs = store.claim(self.id, limit, cfg.LEASE, per_host=self.hosts.backlog, room=room,
                            probation=probation, exclude_hosts=full,
                            exclude_ids=self._writer.ids if self._writer else ())
         if not jobs:
@@ -316,87 +279,39 @@ class Worker:
         keep: list[Job] = []
         surplus: list[int] = []
         for job in jobs:
-            held = self._per_host.get(job.host, 0)
-            if job.host in self._tripped:  # half-open: one probe at a time
-                if job.host in self._probing:
-                    surplus.append(job.id)
-                    continue
-                self._probing.add(job.host)
-            elif held >= self._cap(job.host):
+            if self.hosts.admit(job):
+                self._held[job.id] = (job, now)
+                keep.append(job)
+            else:
                 surplus.append(job.id)
-                continue
-            self._per_host[job.host] = held + 1
-            self._held[job.id] = (job, now)
-            keep.append(job)
         if surplus:
             store.release(self.id, surplus)
-        reopened = self._paused.intersection(job.host for job in keep)
-        if reopened:
-            self.transport.resume(reopened)  # queued on the loop ahead of the submit
-            self._paused -= reopened
+        self.hosts.resume({job.host for job in keep})
         report.claimed += len(keep)
         report.released += len(surplus)
         return keep
 
     def _defer_paused(self, now: float) -> None:
-        """Move paused hosts' due rows out of the claims' way (store.defer_paused): those
+        """Move paused hosts' due rows out of the claims' way (hosts.defer_paused): those
         of hosts whose circuit just opened at once, the others' every DEFER_EVERY seconds,
         DEFER_PER_CLAIM rows per claim until none is left."""
-        if self._just_paused:
-            hosts, self._just_paused = self._just_paused, set()
-            if store.defer_paused(hosts, limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM:
+        book = self.hosts
+        if book.just_paused:
+            paused, book.just_paused = book.just_paused, set()
+            if hosts.defer_paused(paused, limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM:
                 self._next_defer = 0.0
-        if self._tripped and now >= self._next_defer:
-            full = store.defer_paused(limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM
+        if book.tripped and now >= self._next_defer:
+            full = hosts.defer_paused(limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM
             self._next_defer = 0.0 if full else now + DEFER_EVERY
 
     def _stalled(self) -> int:
-        """Rows held for hosts that do not answer (PER_HOST each at most), up to a quarter
-        of ``max_held``: they are left out of the pipeline the claims keep full.
+        """Rows held for hosts that do not answer, up to a quarter of ``max_held``."""
+        return self.hosts.stalled(self.max_held // 4)
 
-        Counted in, two dead hosts' 16 rows kept ``max_held - 16`` from ever leaving room
-        for a whole batch until every healthy delivery was done: the claim came late and
-        the network side ran dry once per batch (black-hole run, bench/).
-        """
-        stalled = sum(n for host, n in self._per_host.items()
-                      if self._cap(host) == self.config.PER_HOST)
-        return min(stalled, self.max_held // 4)
-
-    def _cap(self, host: str) -> int:
-        """Rows held for one host: a long line for a host that answers, PER_HOST for one
-        that times out, so that a dead host ties up few of the ``max_held`` rows.
-
-        In the pipelined loops, a host that has not answered yet gets PER_HOST too, so
-        that a dead host takes few rows even before its first timeout. A claim may
-        bring more rows of a host not held yet (its SQL cap is per claim, and listing
-        every known host in it would cost more); the surplus goes back at once.
-        :meth:`run_once` waits for all it claimed anyway, so it takes the line at once.
-        """
-        if host in self._faulty or (self._pipelined and host not in self._answering):
-            return self.config.PER_HOST
-        return self.host_backlog
-
-    def _track_faults(self, outcomes: list[Outcome]) -> None:
-        faulty = set()
-        for o in outcomes:
-            host = o.job.host
-            if o.host_fault:
-                faulty.add(host)
-                self._answering.discard(host)
-            elif o.state is State.SENT or o.status_code is not None:
-                if o.state is State.SENT:
-                    faulty.discard(host)
-                    self._faulty.discard(host)
-                self._answering.add(host)
-        new = faulty - self._faulty
-        # Bounded: every claim lists the faulty hosts (a few parameters each).
-        if len(self._faulty) > 2_000:
-            self._faulty.clear()
-        if len(self._answering) > 10_000:
-            self._answering.clear()
-        self._faulty |= faulty
-        if new and self.transport is not None:
-            self.transport.trim(new)
+    def _observe(self, outcomes: list[Outcome]) -> None:
+        stopped = self.hosts.observe(outcomes)
+        if stopped and self.transport is not None:
+            self.transport.trim(stopped)
 
     def _renew_leases(self) -> None:
         now = time.monotonic()
@@ -447,15 +362,13 @@ class Worker:
         """Bookkeeping, circuits, signals and alerts once outcomes are in the database."""
         for o in outcomes:
             self._forget(o.job)
+        self.hosts.written(written, opened)
         if opened:
             logger.warning("activity_queue: pausing deliveries to %s", ", ".join(opened))
             self.transport.pause(opened)
-            self._paused.update(opened)
-            self._just_paused.update(opened)  # the next claim defers their backlogs
         for o in written:
             if o.state is State.SENT:
                 report.sent += 1
-                self._tripped.discard(o.job.host)
                 signals.activity_delivered.send(sender=Worker, outcome=o)
             elif o.state is State.FAILED:
                 report.failed += 1
@@ -464,18 +377,11 @@ class Worker:
                 report.retried += 1
             else:
                 report.deferred += 1
-        self._tripped.update(opened)  # after the successes: a batch can close then reopen
         report.outcomes.extend(written)
 
     def _forget(self, job: Job) -> None:
-        if self._held.pop(job.id, None) is None:
-            return
-        left = self._per_host.get(job.host, 1) - 1
-        if left > 0:
-            self._per_host[job.host] = left
-        else:
-            self._per_host.pop(job.host, None)
-        self._probing.discard(job.host)
+        if self._held.pop(job.id, None) is not None:
+            self.hosts.release(job)
 
     def _report_failure(self, outcome: Outcome) -> None:
         job = outcome.job
@@ -509,7 +415,7 @@ class Worker:
             if self._held:
                 store.release(self.id, list(self._held))
                 self._held.clear()
-                self._per_host.clear()
+                self.hosts.held.clear()
         except Exception:
             logger.exception("activity_queue: could not write back in-flight rows; "
                              "their leases will expire")

@@ -1,0 +1,438 @@
+"""A host's health, in one place: what every worker shares, and what one worker knows.
+
+Shared, persisted in the ``Host`` row: consecutive failures, how often the
+circuit opened, the pause, and where the backlog of a failing host waits for
+its next answer. :func:`record` folds a batch of outcomes into it inside the
+resolve's transaction; :func:`close_circuits` and the ``defer_*`` functions
+move the backlog that waits for a host.
+
+One worker's own, in a :class:`HostBook` shared with its transport: how many
+rows it holds for each host, which hosts answer and which time out (those are
+on probation: a few rows at a time, from a window of their own), which have a
+half-open circuit (one probe at a time) or are paused, and the transport's
+window of concurrent requests to each host, which opens as the host answers
+and halves at each timeout, as a TCP window does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from django.db import connections
+from django.utils import timezone
+
+from ..conf import Config
+from ..lifecycle import State
+from ..models import Host, ScheduledActivity
+from .jobs import Job, Outcome
+from .sql import alias, dt
+
+
+def defer_backlog(hosts: Iterable[str], until: datetime, *, limit: int = 2_000,
+                  keep: int = 0, now: datetime | None = None) -> int:
+    """Move the oldest due rows nobody holds of hosts that do not answer to ``until``,
+    but for the ``keep`` oldest of each host, left due as its probes.
+
+    No attempt is counted. A dead host's backlog is usually the oldest due rows:
+    left there, every claim would scan past it, row by row. Up to ``limit`` rows
+    per host per call, read from the ``(host, next_attempt_at)`` index; rows
+    already waiting (not due) are not touched, so calling again with the same
+    ``until`` only moves what came due since.
+    """
+    now = now or timezone.now()
+    connection = connections[alias()]
+    with connection.cursor() as cursor:
+        return sum(_move(cursor, connection, host, now, until, limit, now, skip=keep)
+                   for host in sorted(set(hosts)))
+
+
+def defer_paused(hosts: Iterable[str] | None = None, *, limit: int = 5_000,
+                 now: datetime | None = None) -> int:
+    """Move due rows nobody holds of paused hosts to the end of their host's pause.
+
+    No attempt is counted: nothing can be sent to a paused host before then
+    anyway. Left due, a paused host's backlog is skipped row by row by every
+    claim until the pause ends (see ``bench/``: a 500-row claim behind 100,000
+    such rows takes 66-102 ms instead of 9-12). Only rows already due move, so
+    a row that sits exactly at ``paused_until`` was moved here, and closing the
+    circuit early brings exactly those back (:func:`undefer`). ``hosts`` (default:
+    every paused host) is a list to look at; the pause is checked again in the
+    statement itself. Up to ``limit`` rows per call: a large backlog is moved
+    over several calls rather than in one long write.
+    """
+    now = now or timezone.now()
+    connection = connections[alias()]
+    if hosts is None:
+        hosts = Host.objects.using(connection.alias).filter(paused_until__gt=now) \
+            .values_list("host", flat=True)
+    moved = 0
+    with connection.cursor() as cursor:
+        for host in sorted(set(hosts)):
+            if moved >= limit:
+                break
+            moved += _move(cursor, connection, host, now, None, limit - moved, now)
+    return moved
+
+
+def undefer(waits: Iterable[tuple[str, datetime | None]], *,
+            now: datetime | None = None) -> int:
+    """Make due now the rows moved aside to wait for a host, ``(host, until)`` each: to
+    the end of a pause (:func:`defer_paused`) or for its next answer
+    (:func:`defer_backlog`), when that ends early (an answer, an operator resuming
+    the host). Only rows at exactly ``until`` move, so retries keep their own time."""
+    now = now or timezone.now()
+    connection = connections[alias()]
+    table = ScheduledActivity._meta.db_table
+    stamp = dt(connection, now)
+    made = 0
+    with connection.cursor() as cursor:
+        for host, until in sorted({(h, u) for h, u in waits if u is not None and u > now}):
+            cursor.execute(
+                f"UPDATE {table}{_host_range(connection)} SET next_attempt_at = %s WHERE host = %s"
+                f" AND next_attempt_at = %s AND (leased_until IS NULL OR leased_until < %s)",
+                [stamp, host, dt(connection, until), stamp])
+            made += cursor.rowcount
+    return made
+
+
+def close_circuits(hosts: Iterable[str], *, now: datetime | None = None) -> int:
+    """Close the circuit of ``hosts`` (a host's health row only exists while it is
+    troubled, so closing is deleting it) and bring back the rows moved aside to wait
+    for them (:func:`undefer`). Returns the rows deleted.
+
+    Usually none of the hosts has a row: then this is one ``SELECT``, as cheap as
+    the ``DELETE`` it replaces on the resolve path.
+    """
+    troubled = list(Host.objects.filter(host__in=list(hosts)).values_list(
+        "host", "paused_until", "deferred_until"))
+    if not troubled:
+        return 0
+    undefer([(h, p) for h, p, _ in troubled] + [(h, d) for h, _, d in troubled], now=now)
+    removed, _ = Host.objects.filter(host__in=[h for h, _, _ in troubled]).delete()
+    return removed
+
+
+def _move(cursor, connection, host: str, before: datetime, until: datetime | None,
+          limit: int, now: datetime, skip: int = 0) -> int:
+    """Set ``next_attempt_at = until`` on up to ``limit`` of ``host``'s rows due before
+    ``before`` that nobody holds, oldest first after the ``skip`` oldest: one range of
+    the host's index (ordered, so that the planner keeps to it). ``until`` None: the end
+    of the host's pause, read in the statement itself, and nothing moves if it is no
+    longer paused."""
+    table = ScheduledActivity._meta.db_table
+    hosts_table = Host._meta.db_table
+    lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    stamp = dt(connection, now)
+    if until is None:
+        target = f"(SELECT h.paused_until FROM {hosts_table} h WHERE h.host = %s)"
+        target_params = [host]
+        paused = (f" AND EXISTS (SELECT 1 FROM {hosts_table} h"
+                  f" WHERE h.host = %s AND h.paused_until > %s)")
+        paused_params = [host, stamp]
+    else:
+        target, target_params, paused, paused_params = "%s", [dt(connection, until)], "", []
+    cursor.execute(
+        f"UPDATE {table} SET next_attempt_at = {target} WHERE id IN ("
+        f"SELECT id FROM {table}{_host_range(connection)} WHERE host = %s AND next_attempt_at < %s"
+        f" AND (leased_until IS NULL OR leased_until < %s){paused}"
+        f" ORDER BY next_attempt_at LIMIT %s OFFSET %s {lock})",
+        [*target_params, host, dt(connection, before), stamp, *paused_params, limit, skip])
+    return cursor.rowcount
+
+
+def _host_range(connection) -> str:
+    """On SQLite, read one host's rows from its range of ``(host, next_attempt_at)``.
+
+    Rows of many hosts share one ``next_attempt_at`` (a fan-out; the hosts of a batch
+    that failed together wait until one time), and SQLite's planner may prefer the
+    covering due index (:class:`~activity_queue.models.DueIndex`), which holds
+    ``host`` too, and read every row at that time: 1.2 ms instead of 0.02 ms for a
+    5-row host beside 20,000 others.
+    """
+    return " INDEXED BY aq_sched_host_due" if connection.vendor == "sqlite" else ""
+
+
+def record(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
+                  cooldown_max: float, now: datetime, *, defer_for: float = 0.0,
+                  probes: int = 0) -> list[str]:
+    """Fold this batch's outcomes into each host's health; return hosts newly paused.
+
+    A host that fails (a timeout, a refused connection, a 5xx…) has its backlog
+    moved out of the claims' way until ``now + defer_for``, all but its ``probes``
+    oldest due rows, which stay due so that it is tried again. Left due, a dead
+    host's backlog stays the oldest rows and every claim scans past it row by
+    row. The time is kept in the host's health row and set once per episode, so
+    each row is moved once (moving rewrites it; moving the same rows again at
+    every timeout cost more than the scans it saved: 24,000 rewrites for 6,000
+    rows in a black-hole run of ``bench/``), and whichever worker sees the host
+    answer again brings the rows back at once.
+    """
+    touched: dict[str, list[Outcome]] = {}
+    answered: set[str] = set()
+    for o in outcomes:
+        if o.state is State.SENT or o.host_fault:
+            touched.setdefault(o.job.host, []).append(o)
+        elif o.status_code is not None:
+            answered.add(o.job.host)  # alive, if not well: a 404 is an answer too
+    if answered := answered - touched.keys():
+        _bring_back(answered, now)
+    if not touched:
+        return []
+    troubled = [h for h, seq in touched.items() if any(o.host_fault for o in seq)]
+    healthy = [h for h in touched if h not in troubled]
+    if healthy:
+        close_circuits(healthy, now=now)
+    if not troubled:
+        return []
+    known = {h.host: h for h in Host.objects.filter(host__in=troubled)}
+    opened: list[str] = []
+    save: list[Host] = []
+    back: list[tuple[str, datetime]] = []
+    waits: dict[datetime, list[str]] = {}
+    for name in troubled:
+        health = known.get(name) or Host(host=name)
+        was_paused_until = health.paused_until
+        for o in touched[name]:
+            if o.state is State.SENT:
+                health.consecutive_failures = health.trips = 0
+                health.paused_until = None
+                if health.deferred_until is not None:
+                    back.append((name, health.deferred_until))
+                    health.deferred_until = None
+                continue
+            health.consecutive_failures += 1
+            health.last_error = o.error[:500]
+            paused = health.paused_until is not None and health.paused_until > now
+            if health.consecutive_failures >= threshold and not paused:
+                health.trips += 1
+                pause = min(cooldown_max, cooldown * 2 ** min(health.trips - 1, 32))
+                health.paused_until = now + timedelta(seconds=pause)
+                opened.append(name)
+        if was_paused_until is not None and health.paused_until is None:
+            back.append((name, was_paused_until))
+        if defer_for > 0 and health.consecutive_failures:
+            if health.deferred_until is None or health.deferred_until <= now:
+                health.deferred_until = now + timedelta(seconds=defer_for)
+            waits.setdefault(health.deferred_until, []).append(name)
+        health.updated_at = now
+        save.append(health)
+    undefer(back, now=now)
+    Host.objects.bulk_create(
+        save, update_conflicts=True, unique_fields=["host"],
+        update_fields=["consecutive_failures", "trips", "paused_until", "deferred_until",
+                       "last_error", "updated_at"],
+    )
+    for until, hosts in waits.items():
+        defer_backlog(hosts, until, keep=probes, now=now)
+    return opened
+
+
+def _bring_back(hosts: Iterable[str], now: datetime) -> None:
+    """The backlog of hosts that answered, if it waits for their answer (no query else)."""
+    waiting = list(Host.objects.filter(host__in=list(hosts), deferred_until__gt=now)
+                   .values_list("host", "deferred_until"))
+    if waiting:
+        undefer(waiting, now=now)
+        Host.objects.filter(host__in=[h for h, _ in waiting]).update(deferred_until=None)
+
+
+def tripped_hosts(threshold: int) -> set[str]:
+    """Hosts whose circuit opened and has not closed since: paused, or half-open.
+
+    Paused ones are skipped by :func:`claim`; for the others the worker lets one
+    probe through at a time. Listing them while still paused means a worker that
+    caches this set never mistakes a host whose pause just ended for a healthy one.
+    """
+    return set(
+        Host.objects.filter(consecutive_failures__gte=threshold).values_list("host", flat=True)
+    )
+
+
+#: Hosts on probation read in one claim at most: the claim has one subquery for each.
+PROBATION_PER_CLAIM = 32
+#: Slots a host gets in the transport before it has answered anything.
+FIRST_WINDOW = 2
+#: Seconds between two reads of the circuits that opened (:func:`tripped_hosts`).
+TRIPPED_EVERY = 1.0
+
+
+class HostBook:
+    """One worker's view of the hosts it sends to, shared with its transport.
+
+    The worker's thread owns everything but :attr:`window`, which only the
+    transport's event loop touches; :attr:`paused` is written by the worker and
+    read by the loop (a set's membership test is atomic).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        #: Rows this worker holds (claimed, not yet resolved), per host.
+        self.held: dict[str, int] = {}
+        #: Hosts whose last answer was a timeout or a connection failure: few rows held.
+        self.faulty: set[str] = set()
+        #: Hosts that have answered this worker: a long line of rows may be held for them.
+        self.answering: set[str] = set()
+        #: Hosts whose circuit opened and has not closed since (paused, or half-open).
+        self.tripped: set[str] = set()
+        #: Half-open hosts whose one probe is in flight.
+        self.probing: set[str] = set()
+        #: Hosts the transport holds nothing for: what reaches it comes back unattempted.
+        self.paused: set[str] = set()
+        #: Hosts paused since the last claim, whose backlog the next claim moves aside.
+        self.just_paused: set[str] = set()
+        #: Requests the transport may have in flight to each host (the loop's own).
+        self.window: dict[str, int] = {}
+        #: Claiming while deliveries are in flight (the pipelined loops).
+        self.pipelined = False
+        self._tripped_read = 0.0
+        self._probation_turn = 0
+
+    # -- how many rows to hold -----------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Rows held for one host at most: its PER_HOST in flight and a line behind them.
+
+        At least a quarter of a batch, so that a claim is worth its scan: with
+        4 * PER_HOST a backlog on few hosts was claimed some 16 rows at a time,
+        and claiming took over half the worker's CPU (bench/profile.py).
+        """
+        return max(4 * self.config.PER_HOST, self.config.BATCH_SIZE // 4)
+
+    def cap(self, host: str) -> int:
+        """Rows held for one host: a long line for a host that answers, PER_HOST for one
+        that times out, so that a dead host ties up few rows.
+
+        In the pipelined loops, a host that has not answered yet gets PER_HOST too, so
+        that a dead host takes few rows even before its first timeout. A claim may
+        bring more rows of a host not held yet (its SQL cap is per claim, and listing
+        every known host in it would cost more); the surplus goes back at once.
+        ``run_once`` waits for all it claimed anyway, so it takes the line at once.
+        """
+        if host in self.faulty or (self.pipelined and host not in self.answering):
+            return self.config.PER_HOST
+        return self.backlog
+
+    def stalled(self, limit: int) -> int:
+        """Rows held for hosts that do not answer, up to ``limit``: the claims leave them
+        out of the pipeline they keep full, or two dead hosts' rows would keep room for a
+        whole batch from ever opening while healthy deliveries run."""
+        per_host = self.config.PER_HOST
+        return min(sum(n for host, n in self.held.items() if self.cap(host) == per_host), limit)
+
+    # -- claiming --------------------------------------------------------------------
+
+    def refresh_tripped(self) -> None:
+        """Read which circuits are open or half-open, at most every TRIPPED_EVERY seconds."""
+        now = time.monotonic()
+        if now - self._tripped_read > TRIPPED_EVERY:
+            self.tripped = tripped_hosts(self.config.CIRCUIT_THRESHOLD)
+            self._tripped_read = now
+
+    def claim_limits(self) -> tuple[set[str], dict[str, int], dict[str, int]]:
+        """``(hosts to skip, room left per held host, rows per host on probation)`` for
+        :func:`queue.claim <activity_queue.sending.queue.claim>`.
+
+        Hosts that time out, and half-open circuits (one probe), are claimed from a
+        window of their own: their backlog would fill the main one. Beyond
+        PROBATION_PER_CLAIM of them, the others take turns over the next claims.
+        """
+        full = {h for h, n in self.held.items() if n >= self.cap(h)} | self.probing
+        room = {h: self.cap(h) - n for h, n in self.held.items() if n < self.cap(h)}
+        probation = {h: self.config.PER_HOST - self.held.get(h, 0) for h in self.faulty
+                     if h not in full}
+        probation.update((h, 1) for h in self.tripped if h not in full)
+        if len(probation) > PROBATION_PER_CLAIM:
+            turn = sorted(probation)
+            start = self._probation_turn % len(turn)
+            waiting = (turn[start:] + turn[:start])[PROBATION_PER_CLAIM:]
+            full |= set(waiting)
+            for host in waiting:
+                del probation[host]
+            self._probation_turn = start + PROBATION_PER_CLAIM
+        return full, room, probation
+
+    def admit(self, job: Job) -> bool:
+        """Count a claimed row as held, or say it is surplus (its host is at its cap, or
+        a half-open host already has its probe in flight)."""
+        held = self.held.get(job.host, 0)
+        if job.host in self.tripped:
+            if job.host in self.probing:
+                return False
+            self.probing.add(job.host)
+        elif held >= self.cap(job.host):
+            return False
+        self.held[job.host] = held + 1
+        return True
+
+    def resume(self, hosts: Iterable[str]) -> None:
+        """The database let rows of these paused hosts through: their pause is over."""
+        self.paused.difference_update(hosts)
+
+    def release(self, job: Job) -> None:
+        """A held row is resolved or handed back."""
+        left = self.held.get(job.host, 1) - 1
+        if left > 0:
+            self.held[job.host] = left
+        else:
+            self.held.pop(job.host, None)
+        self.probing.discard(job.host)
+
+    # -- what the answers say ------------------------------------------------------------
+
+    def observe(self, outcomes: Iterable[Outcome]) -> set[str]:
+        """Note which hosts answer and which do not; returns the hosts that just stopped
+        answering (the transport hands back what waits for them)."""
+        faulty: set[str] = set()
+        for o in outcomes:
+            host = o.job.host
+            if o.host_fault:
+                faulty.add(host)
+                self.answering.discard(host)
+            elif o.state is State.SENT or o.status_code is not None:
+                if o.state is State.SENT:
+                    faulty.discard(host)
+                    self.faulty.discard(host)
+                self.answering.add(host)
+        new = faulty - self.faulty
+        # Bounded: every claim lists the faulty hosts (a few parameters each).
+        if len(self.faulty) > 2_000:
+            self.faulty.clear()
+        if len(self.answering) > 10_000:
+            self.answering.clear()
+        self.faulty |= faulty
+        return new
+
+    def written(self, outcomes: Iterable[Outcome], opened: Iterable[str]) -> None:
+        """Outcomes are in the database: a success closes a circuit, ``opened`` were paused
+        (after the successes: a batch can close a circuit, then open it again)."""
+        for o in outcomes:
+            if o.state is State.SENT:
+                self.tripped.discard(o.job.host)
+        opened = set(opened)
+        self.paused |= opened
+        self.just_paused |= opened
+        self.tripped |= opened
+
+    # -- the transport's window (its event loop only) ---------------------------------
+
+    def slots(self, host: str) -> int:
+        window = self.window.get(host)
+        if window is None:
+            window = self.window[host] = min(FIRST_WINDOW, self.config.PER_HOST)
+        return window
+
+    def adjust_window(self, outcome: Outcome, busy: Iterable[str]) -> None:
+        """Open the host's window on an answer, halve it on a fault; ``busy`` are the
+        hosts with requests queued or in flight, kept when the table is trimmed."""
+        host = outcome.job.host
+        window = self.slots(host)
+        if outcome.host_fault:
+            self.window[host] = max(1, window // 2)
+        elif window < self.config.PER_HOST:
+            self.window[host] = min(self.config.PER_HOST, window * 2)
+        if len(self.window) > 10_000:  # forget hosts with nothing going on
+            keep = set(busy)
+            self.window = {h: w for h, w in self.window.items() if h in keep}

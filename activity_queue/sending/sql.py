@@ -1,0 +1,39 @@
+"""Small pieces of SQL the queue and the host health share: the database, bound values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from django.db import router
+
+from ..models import ScheduledActivity
+
+#: Rows per statement, under SQLite's limit of bound parameters.
+CHUNK = 900
+
+
+def alias() -> str:
+    return router.db_for_write(ScheduledActivity)
+
+
+def dt(connection, value: datetime):
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def chunks(seq: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]
+
+
+def placeholders(n: int) -> str:
+    return ", ".join(["%s"] * n)
+
+
+def values_list(connection, rows: list[list], casts: Sequence[str]) -> tuple[str, list]:
+    """A ``VALUES`` list; PostgreSQL needs the first row typed, SQLite needs nothing."""
+    pg = connection.vendor == "postgresql"
+    first = ", ".join(f"CAST(%s AS {c})" if pg else "%s" for c in casts)
+    rest = "(" + placeholders(len(casts)) + ")"
+    sql = "VALUES (" + first + ")" + "".join(", " + rest for _ in rows[1:])
+    return sql, [p for row in rows for p in row]
