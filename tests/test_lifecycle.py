@@ -16,8 +16,8 @@ from activity_queue.operations import actions
 from activity_queue.sending import drops
 from activity_queue.sending import queue as store
 
-from .conftest import aq_settings
-from .receiver import Rule
+from .support.helpers import aq_settings
+from .support.receiver import Rule
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

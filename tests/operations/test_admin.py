@@ -1,0 +1,325 @@
+from datetime import UTC, timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse, reverse_lazy
+from django.utils import timezone
+
+from activity_queue.models import Activity, Follower, Host, PendingDiscovery, ScheduledActivity
+
+from ..support.opsdata import log_row, moved_backlog, queued
+
+pytestmark = pytest.mark.django_db
+
+LOG = reverse("admin:activity_queue_activity_changelist")
+QUEUE = reverse("admin:activity_queue_scheduledactivity_changelist")
+HOSTS = reverse("admin:activity_queue_host_changelist")
+DASHBOARD = reverse("admin:activity_queue_dashboard")
+# Lazy, so that a missing registration fails these tests alone, not the whole module.
+FOLLOWERS = reverse_lazy("admin:activity_queue_follower_changelist")
+DISCOVERIES = reverse_lazy("admin:activity_queue_pendingdiscovery_changelist")
+
+
+@pytest.fixture
+def operator(client, django_user_model):
+    """A logged-in staff member with the given activity_queue permissions."""
+
+    def make(*codenames: str):
+        user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+        user.user_permissions.add(*Permission.objects.filter(
+            content_type__app_label="activity_queue", codename__in=codenames))
+        client.force_login(user)
+        return client
+
+    return make
+
+
+VIEW_ALL = ("view_activity", "view_scheduledactivity", "view_host")
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def action(client, url, name, rows):
+    return client.post(url, {"action": name, "_selected_action": [r.pk for r in rows]},
+                       follow=True)
+
+
+def test_log_list_columns_filters_and_search(admin_client):
+    failed = log_row(inbox="https://a.example/inbox/", status_code=503)
+    log_row(status="sent", status_code=202, inbox="https://b.example/inbox/")
+    response = admin_client.get(LOG)
+    assert response.status_code == 200
+    page = response.content.decode()
+    for text in ("failed (503)", "sent (202)", "https://a.example", "Re-queue selected failed",
+                 "Dashboard"):
+        assert text in page
+    failed_only = admin_client.get(LOG, {"status__exact": "failed"})
+    assert list(failed_only.context["cl"].result_list) == [failed]
+    by_host = admin_client.get(LOG, {"host": "https://b.example"})
+    assert [r.host for r in by_host.context["cl"].result_list] == ["https://b.example"]
+    found = admin_client.get(LOG, {"q": failed.activity_id})
+    assert list(found.context["cl"].result_list) == [failed]
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    for params in ({"direction__exact": "out"}, {"activity_type": "Create"},
+                   {"resolved_at__gte": str(midnight)}):
+        assert admin_client.get(LOG, params).status_code == 200
+
+
+def test_log_detail_is_read_only_and_pretty(admin_client):
+    row = log_row(response_excerpt="<b>upstream down</b>", error="HTTP 503: busy")
+    url = reverse("admin:activity_queue_activity_change", args=[row.pk])
+    response = admin_client.get(url)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert '  &quot;type&quot;: &quot;Create&quot;' in page  # indented JSON
+    assert "&lt;b&gt;upstream down&lt;/b&gt;" in page  # escaped, not rendered
+    assert "HTTP 503: busy" in page
+    assert 'name="_save"' not in page
+    assert admin_client.post(url, {"error": "edited"}).status_code == 403
+    assert admin_client.get(reverse("admin:activity_queue_activity_add")).status_code == 403
+    assert admin_client.get(
+        reverse("admin:activity_queue_activity_delete", args=[row.pk])).status_code == 403
+    row.refresh_from_db()
+    assert row.error == "HTTP 503: busy"
+
+
+def test_queue_list_state_filter_and_detail(admin_client):
+    now = timezone.now()
+    due = queued(last_error="HTTP 502", last_status=502, attempts=1)
+    waiting = queued(next_attempt_at=now + timedelta(hours=1))
+    leased = queued(leased_by="w", leased_until=now + timedelta(minutes=5))
+    cases = {"due": [due], "waiting": [waiting], "leased": [leased], "retrying": [due]}
+    for state, rows in cases.items():
+        listed = admin_client.get(QUEUE, {"state": state}).context["cl"].result_list
+        assert list(listed) == rows, state
+    page = admin_client.get(QUEUE).content.decode()
+    assert "due now" in page and "leased (in flight)" in page
+    detail = admin_client.get(reverse("admin:activity_queue_scheduledactivity_change",
+                                      args=[due.pk])).content.decode()
+    assert "HTTP 502" in detail and "search the log for this activity id" in detail
+    assert admin_client.get(reverse("admin:activity_queue_scheduledactivity_add")
+                            ).status_code == 403
+
+
+def test_requeue_action_reports_and_never_duplicates(admin_client):
+    failed = log_row()
+    response = action(admin_client, LOG, "requeue", [failed])
+    assert messages_of(response) == ["Re-queued 1 delivery."]
+    assert ScheduledActivity.objects.get().activity_id == failed.activity_id
+    again = action(admin_client, LOG, "requeue", [failed, log_row(status="sent")])
+    assert messages_of(again) == [
+        "Re-queued 0 deliveries.",
+        "Skipped 2: 1 already pending, 1 not a failed or discarded outbound delivery."]
+    assert ScheduledActivity.objects.count() == 1
+
+
+def test_actions_need_their_permission(operator):
+    client = operator(*VIEW_ALL)
+    failed = log_row()
+    row = queued()
+    host = Host.objects.create(host="https://a.example",
+                               paused_until=timezone.now() + timedelta(hours=1))
+    for url, name, rows in ((LOG, "requeue", [failed]), (QUEUE, "retry_now", [row]),
+                            (QUEUE, "discard", [row]), (HOSTS, "resume", [host])):
+        page = client.get(url)
+        assert page.status_code == 200
+        assert f'value="{name}"' not in page.content.decode()
+        response = action(client, url, name, rows)
+        assert response.status_code == 200 and messages_of(response) == []
+    assert ScheduledActivity.objects.get() == row and not Activity.objects.exclude(pk=failed.pk)
+    assert Host.objects.exists()
+
+
+def test_one_permission_does_not_grant_another_action(operator):
+    client = operator(*VIEW_ALL, "change_scheduledactivity")
+    row = queued()
+    page = client.get(QUEUE).content.decode()
+    assert 'value="retry_now"' in page and 'value="discard"' not in page
+    assert messages_of(action(client, QUEUE, "discard", [row])) == ["No action selected."]
+    assert ScheduledActivity.objects.get() == row and not Activity.objects.exists()
+
+
+def test_permitted_operator_can_requeue(operator):
+    client = operator(*VIEW_ALL, "add_scheduledactivity")
+    failed = log_row()
+    assert 'value="requeue"' in client.get(LOG).content.decode()
+    assert messages_of(action(client, LOG, "requeue", [failed])) == ["Re-queued 1 delivery."]
+
+
+def test_retry_now_action(operator):
+    client = operator(*VIEW_ALL, "change_scheduledactivity")
+    now = timezone.now()
+    later = queued(next_attempt_at=now + timedelta(hours=3))
+    leased = queued(leased_by="w", leased_until=now + timedelta(minutes=5))
+    response = action(client, QUEUE, "retry_now", [later, leased])
+    assert messages_of(response) == [
+        "1 delivery due now; the worker was woken.",
+        "Skipped 1: being delivered right now or already gone from the queue."]
+    later.refresh_from_db()
+    assert later.next_attempt_at <= timezone.now()
+
+
+def test_discard_action_logs_what_it_removed(operator):
+    client = operator(*VIEW_ALL, "delete_scheduledactivity")
+    row = queued()
+    response = action(client, QUEUE, "discard", [row])
+    assert messages_of(response) == [
+        "Discarded 1 delivery; each is in the log with status 'discarded'."]
+    assert not ScheduledActivity.objects.exists()
+    log = Activity.objects.get()
+    assert (log.status, log.error) == ("discarded", "discarded by operator")
+
+
+def test_resume_host_action(operator):
+    client = operator(*VIEW_ALL, "change_host")
+    host = Host.objects.create(host="https://a.example", trips=2,
+                               paused_until=timezone.now() + timedelta(hours=1))
+    page = client.get(HOSTS).content.decode()
+    assert "open" in page
+    response = action(client, HOSTS, "resume", [host])
+    assert messages_of(response) == [
+        "Resumed 1 host; their queued deliveries are claimable now."]
+    assert not Host.objects.exists()
+
+
+def test_app_index_links_the_dashboard(admin_client):
+    page = admin_client.get(reverse("admin:app_list", args=["activity_queue"]))
+    assert DASHBOARD in page.content.decode()
+
+
+def test_dashboard_needs_login_and_view_permission(client, operator):
+    assert client.get(DASHBOARD).status_code == 302
+    assert operator("view_host").get(DASHBOARD).status_code == 403
+
+
+def test_dashboard_numbers(operator):
+    client = operator(*VIEW_ALL)
+    now = timezone.now()
+    paused = "https://paused.example"
+    Host.objects.create(host=paused, paused_until=now + timedelta(hours=1), trips=1,
+                        consecutive_failures=5, last_error="timeout")
+    first = queued(created_at=now - timedelta(hours=2), next_attempt_at=now - timedelta(hours=1))
+    queued(next_attempt_at=now - timedelta(minutes=1))
+    queued(inbox=f"{paused}/inbox/", next_attempt_at=now - timedelta(hours=5))
+    queued(leased_by="w", leased_until=now + timedelta(minutes=1))
+    queued(next_attempt_at=now + timedelta(hours=1))
+    three_hours = timedelta(hours=3)
+    for _ in range(5):
+        log_row(status="sent", status_code=202, ago=timedelta(minutes=1))
+    for _ in range(2):
+        log_row(status="sent", status_code=202, ago=three_hours)
+    log_row(inbox="https://a.example/inbox/", ago=three_hours)
+    log_row(inbox="https://a.example/inbox/", ago=three_hours)
+    log_row(inbox=f"{paused}/inbox/", ago=three_hours)
+    log_row(inbox="https://old.example/inbox/", ago=timedelta(hours=30))
+    log_row(status="dropped", ago=timedelta(hours=1))
+    log_row(status="dropped", ago=timedelta(hours=2))
+    log_row(status="dropped", ago=timedelta(days=2))
+    log_row(status="discarded", ago=timedelta(hours=1))
+    log_row(status="received", direction="in", ago=timedelta(hours=1))
+
+    response = client.get(DASHBOARD)
+    assert response.status_code == 200
+    ctx = response.context
+    stats = ctx["stats"]
+    assert (stats.depth, stats.due, stats.due_paused, stats.in_flight) == (5, 3, 1, 1)
+    assert stats.waiting_for_paused == 1
+    assert stats.oldest_pending == first.created_at
+    assert stats.oldest_due == first.next_attempt_at  # the paused host's row does not count
+    assert (ctx["sent_24h"], ctx["failed_24h"], ctx["success_rate"]) == (7, 3, 70.0)
+    assert [(h.host, h.failures, h.circuit) for h in ctx["failing_hosts"]] == [
+        ("https://a.example", 2, "closed"), (paused, 1, "open")]
+    assert [h.host for h in ctx["troubled_hosts"]] == [paused]
+    assert (ctx["dropped_24h"], ctx["discarded_24h"]) == (2, 1)
+    page = response.content.decode()
+    assert page.count('aria-label="Deliveries and final failures per hour, last 24 hours"') == 1
+    hour = (now - three_hours).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    assert f"{timezone.localtime(hour):%Y-%m-%d %H:00}: 2 delivered, 3 failed" in page
+    assert sum(b.sent for b in ctx["buckets"]) == 7
+
+
+def assert_read_only(client, model: str, row, field: str, value) -> None:
+    """The detail page shows the row with no save button; add, edit and delete are refused."""
+    url = reverse(f"admin:activity_queue_{model}_change", args=[row.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert client.post(url, {field: "edited"}).status_code == 403
+    assert client.get(reverse(f"admin:activity_queue_{model}_add")).status_code == 403
+    assert client.post(reverse(f"admin:activity_queue_{model}_add"),
+                       {field: "new"}).status_code == 403
+    assert client.post(reverse(f"admin:activity_queue_{model}_delete", args=[row.pk]),
+                       {"post": "yes"}).status_code == 403
+    row.refresh_from_db()
+    assert getattr(row, field) == value
+    assert type(row).objects.count() >= 1
+
+
+def test_followers_are_listed_searchable_and_read_only(admin_client):
+    alice = Follower.objects.create(object_id="https://here.example/circles/1/",
+                                    inbox="https://b.example/inbox/")
+    Follower.objects.create(object_id="https://here.example/circles/2/",
+                            inbox="https://C.example:8443/inbox/")
+    response = admin_client.get(FOLLOWERS)
+    assert response.status_code == 200
+    page = response.content.decode()
+    for text in ("https://here.example/circles/1/", "https://b.example/inbox/",
+                 "https://c.example:8443", "2 followers"):
+        assert text in page
+    found = admin_client.get(FOLLOWERS, {"q": "circles/1/"}).context["cl"].result_list
+    assert list(found) == [alice]
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = admin_client.get(FOLLOWERS, {"created_at__gte": str(midnight)})
+    assert today.context["cl"].result_count == 2
+    assert_read_only(admin_client, "follower", alice, "inbox", "https://b.example/inbox/")
+    assert Follower.objects.count() == 2
+
+
+def test_pending_discoveries_are_listed_filtered_and_read_only(admin_client):
+    now = timezone.now()
+    payload = {"type": "Add", "object": {"@id": "https://here.example/circles/1/"}}
+    due = PendingDiscovery.objects.create(
+        resource="https://b.example/users/7/", activity_type="Add", payload=payload,
+        object_id="https://here.example/circles/1/")
+    waiting = PendingDiscovery.objects.create(
+        resource="https://c.example/users/8/", activity_type="Remove", payload=payload,
+        attempts=2, next_attempt_at=now + timedelta(hours=1),
+        last_error="inbox discovery: HTTP 503 fetching the document")
+    claimed = PendingDiscovery.objects.create(
+        resource="https://d.example/users/9/", activity_type="Add", payload=payload,
+        claimed_by="worker-1")
+    response = admin_client.get(DISCOVERIES)
+    assert response.status_code == 200
+    page = response.content.decode()
+    for text in ("https://b.example/users/7/", "due now", "in 59\xa0minutes",
+                 "inbox discovery: HTTP 503", "3 pending inbox discoveries"):
+        assert text in page, text
+    cases = {"due": [due], "waiting": [waiting], "claimed": [claimed], "retrying": [waiting]}
+    for state, rows in cases.items():
+        listed = admin_client.get(DISCOVERIES, {"state": state}).context["cl"].result_list
+        assert list(listed) == rows, state
+    by_type = admin_client.get(DISCOVERIES, {"activity_type__exact": "Remove"})
+    assert list(by_type.context["cl"].result_list) == [waiting]
+    found = admin_client.get(DISCOVERIES, {"q": "d.example"}).context["cl"].result_list
+    assert list(found) == [claimed]
+    detail = admin_client.get(reverse("admin:activity_queue_pendingdiscovery_change",
+                                      args=[waiting.pk])).content.decode()
+    assert "HTTP 503 fetching the document" in detail
+    assert "  &quot;type&quot;: &quot;Add&quot;" in detail  # indented JSON
+    assert_read_only(admin_client, "pendingdiscovery", waiting, "resource",
+                     "https://c.example/users/8/")
+    assert PendingDiscovery.objects.count() == 3
+
+
+def test_followers_and_discoveries_are_in_the_app_index(admin_client):
+    page = admin_client.get(reverse("admin:app_list", args=["activity_queue"])).content.decode()
+    assert str(FOLLOWERS) in page and str(DISCOVERIES) in page
+
+
+def test_dashboard_counts_the_rows_waiting_for_a_failing_host(operator):
+    moved_backlog("https://down.example", 4)
+    page = operator(*VIEW_ALL).get(DASHBOARD)
+    assert page.context["stats"].waiting_for_failing == 3
+    assert "3 wait for failing hosts to answer" in page.content.decode()
