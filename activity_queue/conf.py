@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_PRIVATE_ADDRESSES": False,
     # A Retry-After header is honoured up to this many seconds.
     "RETRY_AFTER_MAX": 24 * 3600.0,
-    # Bytes of a response body read at most; the first ERROR_EXCERPT characters are kept.
+    # Bytes of a response body read at most; the first RESPONSE_EXCERPT characters are kept.
     "MAX_RESPONSE_BYTES": 64 * 1024,
     "RESPONSE_EXCERPT": 1000,
     # Consecutive failures that pause a host, and the first pause in seconds
@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "CIRCUIT_COOLDOWN": 60.0,
     # Rows claimed per database round trip.
     "BATCH_SIZE": 500,
-    # How often an idle dedicated worker looks for due rows, in seconds.
+    # How often an idle worker looks for due rows written by other processes, in seconds.
     "POLL_INTERVAL": 1.0,
     # How deliveries run: "thread" (in-process event loop) or "celery".
     "BACKEND": "thread",

@@ -60,10 +60,9 @@ class DueIndex(models.Index):
 
     There a claim reads the due range in this index alone: it rejects a row that is
     in flight, or whose host is paused or already busy, without reading the row
-    (1.2 KB for a 1 KB activity). Behind the rows of a host that never answers, a
-    500-row claim took 6.4 instead of 10.3 ms, and the healthy throughput with
-    black-holed hosts went from 0.90-0.92x to 0.93-0.96x that of an all-healthy run
-    (bench/, docs/bench.md). ``id`` keeps the rows of a fan-out, which share one
+    (1.2 KB for a 1 KB activity), which matters most behind the rows of a host that
+    never answers (the black-hole run of ``bench/``). ``id`` keeps the rows of a
+    fan-out, which share one
     ``next_attempt_at``, in id order rather than by host. Not on PostgreSQL: a claim
     sets ``leased_until``, and an update of an indexed column cannot be a HOT update
     there (see migration 0004).

@@ -1,5 +1,5 @@
 """Celery's ``app.autodiscover_tasks()`` imports this module: it registers the
-``activity_queue.deliver_due`` task of the Celery backend (docs/worker-processes.md)."""
+``activity_queue.deliver_due`` task of the Celery backend (docs/deployment.md)."""
 
 from .sending.backends.celery import deliver_due
 

@@ -3,7 +3,7 @@
 A claim rewrites each row it leases (``leased_by``, ``leased_until``, no
 indexed column). With free space on the page PostgreSQL makes that a HOT
 update: no new entry in any of the table's indexes. Measured on a 20,000-row
-backlog, leasing 500 rows took about half the time (bench/, docs/bench.md).
+backlog, leasing 500 rows takes about half the time.
 """
 
 from django.db import migrations

@@ -54,8 +54,8 @@ def defer_paused(hosts: Iterable[str] | None = None, *, limit: int = 5_000,
 
     No attempt is counted: nothing can be sent to a paused host before then
     anyway. Left due, a paused host's backlog is skipped row by row by every
-    claim until the pause ends (see ``bench/``: a 500-row claim behind 100,000
-    such rows takes 66-102 ms instead of 9-12). Only rows already due move, so
+    claim until the pause ends (``bench/`` measures a claim behind such a
+    backlog). Only rows already due move, so
     a row that sits exactly at ``paused_until`` was moved here, and closing the
     circuit early brings exactly those back (:func:`undefer`). ``hosts`` (default:
     every paused host) is a list to look at; the pause is checked again in the
