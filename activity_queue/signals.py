@@ -1,7 +1,8 @@
 """Signals other apps can listen to. Each is sent after the outcome is committed.
 
 - ``activity_delivered`` and ``activity_failed`` (final failure): receivers get
-  ``outcome`` (an :class:`activity_queue.sending.jobs.Outcome`).
+  ``outcome`` (an :class:`activity_queue.sending.jobs.Outcome`: ``job``, ``state``,
+  ``status_code``, ``error``, ``duration_ms``…).
 - ``activity_dropped`` (left the queue as redundant): ``activity`` (the payload),
   ``inbox`` and ``reason``.
 - ``activity_discarded`` (an operator took scheduled rows out of the queue):
