@@ -162,7 +162,7 @@ def _drop(using: str, decisions: list[tuple[dict[Hashable, Drop], dict[Hashable,
         dropped: list[tuple[Activity, str, str]] = []
         for drops, types in decisions:
             for key, row in _remove(using, drops, types, worker_id, now).items():
-                lifecycle.move(_state_of(row, worker_id, now), State.DROPPED)
+                lifecycle.move(row.state, State.DROPPED)
                 gone.add(key)
                 dropped.append((_log_row(row, drops[key].reason, now), row.inbox,
                                 drops[key].reason))
@@ -178,12 +178,6 @@ def _record(using: str, dropped: list[tuple[Activity, str, str]]) -> None:
         transaction.on_commit(partial(signals.activity_dropped.send, sender=Activity,
                                       activity=activity.payload, inbox=inbox, reason=reason),
                               using=using)
-
-
-def _state_of(row: ScheduledActivity, worker_id: str | None, now: datetime) -> State:
-    if worker_id and row.leased_by == worker_id and row.leased_until and row.leased_until >= now:
-        return State.LEASED
-    return lifecycle.waiting_state(row.attempts)
 
 
 def _log_row(row: ScheduledActivity, reason: str, now: datetime) -> Activity:

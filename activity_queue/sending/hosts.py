@@ -17,7 +17,7 @@ and halves at each timeout, as a TCP window does.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from django.db import connections
@@ -424,8 +424,8 @@ class HostBook:
             window = self.window[host] = min(FIRST_WINDOW, self.config.PER_HOST)
         return window
 
-    def adjust_window(self, outcome: Outcome, busy: Iterable[str]) -> None:
-        """Open the host's window on an answer, halve it on a fault; ``busy`` are the
+    def adjust_window(self, outcome: Outcome, busy: Callable[[], Iterable[str]]) -> None:
+        """Open the host's window on an answer, halve it on a fault; ``busy()`` gives the
         hosts with requests queued or in flight, kept when the table is trimmed."""
         host = outcome.job.host
         window = self.slots(host)
@@ -434,5 +434,5 @@ class HostBook:
         elif window < self.config.PER_HOST:
             self.window[host] = min(self.config.PER_HOST, window * 2)
         if len(self.window) > 10_000:  # forget hosts with nothing going on
-            keep = set(busy)
+            keep = set(busy())
             self.window = {h: w for h, w in self.window.items() if h in keep}

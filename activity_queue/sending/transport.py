@@ -298,11 +298,14 @@ class Transport:
         else:
             outcome = task.result()
             if outcome.state is not State.PENDING:
-                self.hosts.adjust_window(outcome, self._queues.keys() | self._inflight.keys())
+                self.hosts.adjust_window(outcome, self._busy_hosts)
             self._emit(outcome)
         if job.host in self._queues:
             self._mark_runnable(job.host)
         self._pump()
+
+    def _busy_hosts(self) -> set[str]:
+        return self._queues.keys() | self._inflight.keys()
 
     def _pause(self, hosts: set[str]) -> None:
         self._hand_back(hosts, "host paused")
@@ -381,11 +384,11 @@ class Transport:
                     logger.info("activity_queue: %s redirects to %s", url, target)
                 url = target
                 continue
-            verdict = classify_status(status)
+            state = classify_status(status)
             excerpt = resp.body[: cfg.RESPONSE_EXCERPT * 4].decode("utf-8", "replace")
             excerpt = excerpt[: cfg.RESPONSE_EXCERPT]
-            error = "" if verdict is State.SENT else f"HTTP {status}"
-            return Outcome(job, verdict, status_code=status, error=error, excerpt=excerpt,
+            error = "" if state is State.SENT else f"HTTP {status}"
+            return Outcome(job, state, status_code=status, error=error, excerpt=excerpt,
                            retry_after=parse_retry_after(resp.headers.get("retry-after")),
                            host_fault=status in RETRYABLE_STATUSES)
         return Outcome(job, State.FAILED, status_code=status,
