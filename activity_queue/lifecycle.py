@@ -11,7 +11,7 @@ operator). The inbox logs what it accepts as *received*.
 Every piece of code that changes a state says so through :func:`move`, so a
 move missing from :data:`TRANSITIONS` fails loudly, in the tests first. A
 lease that runs out (its worker died) is not a move: the row is simply
-claimable again, as the state it had before.
+claimable again, as *retrying*, since the claim counted an attempt.
 """
 
 from __future__ import annotations

@@ -23,11 +23,10 @@ def report_final_failure(outcome: Outcome) -> None:
     if sentry_sdk is None or not sentry_sdk.get_client().is_active():
         return
     job = outcome.job
-    attempts = job.attempts + 1
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("inbox_host", job.host)
         scope.set_tag("activity_type", job.activity_type)
-        scope.set_tag("attempts", str(attempts))
+        scope.set_tag("attempts", str(job.attempts))
         scope.set_tag("status_code", str(outcome.status_code or "none"))
         scope.set_context("activity", {
             "id": job.activity_id,

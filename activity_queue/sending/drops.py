@@ -162,9 +162,12 @@ def _drop(using: str, decisions: list[tuple[dict[Hashable, Drop], dict[Hashable,
         dropped: list[tuple[Activity, str, str]] = []
         for drops, types in decisions:
             for key, row in _remove(using, drops, types, worker_id, now).items():
-                lifecycle.move(row.state, State.DROPPED)
+                state = row.state
+                lifecycle.move(state, State.DROPPED)
                 gone.add(key)
-                dropped.append((_log_row(row, drops[key].reason, now), row.inbox,
+                # A row this worker claimed was not sent: its claim's attempt does not count.
+                attempts = row.attempts - (state is State.LEASED)
+                dropped.append((_log_row(row, drops[key].reason, attempts, now), row.inbox,
                                 drops[key].reason))
         _record(using, dropped)
     return gone
@@ -180,11 +183,11 @@ def _record(using: str, dropped: list[tuple[Activity, str, str]]) -> None:
                               using=using)
 
 
-def _log_row(row: ScheduledActivity, reason: str, now: datetime) -> Activity:
+def _log_row(row: ScheduledActivity, reason: str, attempts: int, now: datetime) -> Activity:
     return Activity(activity_id=row.activity_id, activity_type=row.activity_type,
                     object_id=row.object_id, inbox=row.inbox, host=row.host,
                     payload=row.payload, direction=Activity.Direction.OUTBOUND,
-                    status=State.DROPPED, error=reason, attempts=row.attempts,
+                    status=State.DROPPED, error=reason, attempts=attempts,
                     created_at=row.created_at, resolved_at=now)
 
 
@@ -290,13 +293,14 @@ def _flag(using: str, ids: list[int]) -> None:
 
 
 def _hold_back(using: str, worker_id: str, ids: set[int], until: datetime) -> None:
-    """Give jobs back, due again a little later, with no attempt counted."""
+    """Give jobs back, due again a little later, with the claim's attempt taken back."""
     connection = connections[using]
     table = ScheduledActivity._meta.db_table
     ids_list = sorted(ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET leased_by = '', leased_until = NULL, next_attempt_at = %s "
+            f"UPDATE {table} SET leased_by = '', leased_until = NULL, next_attempt_at = %s, "
+            "attempts = attempts - 1 "
             f"WHERE leased_by = %s AND id IN ({', '.join(['%s'] * len(ids_list))})",
             [connection.ops.adapt_datetimefield_value(until), worker_id, *ids_list],
         )

@@ -16,6 +16,7 @@ class Job:
     inbox: str
     host: str
     body: bytes
+    #: This attempt's number: counted when the row was claimed.
     attempts: int
     activity_type: str
     activity_id: str

@@ -31,7 +31,13 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
           room: dict[str, int] | None = None, probation: dict[str, int] | None = None,
           exclude_hosts: Iterable[str] = (), exclude_ids: Iterable[int] = (),
           now: datetime | None = None) -> list[Job]:
-    """Lease up to ``limit`` due rows, oldest due first, at most ``per_host`` for one host.
+    """Lease up to ``limit`` due rows, oldest due first, at most ``per_host`` for one host,
+    and count an attempt for each.
+
+    The attempt is counted here, not when its outcome is written, so that
+    ``MAX_ATTEMPTS`` bounds the requests a receiver sees even when a worker dies
+    with deliveries in flight; a row handed back unsent gets its attempt back
+    (:func:`release`, a deferred outcome).
 
     ``room`` lowers that cap for hosts the caller already holds rows of; paused
     and excluded hosts are skipped. The per-host cap is applied in SQL, over a
@@ -87,7 +93,7 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
         candidate_params += [stamp, stamp, stamp, *id_params, host, probation[host]]
     sql = f"""
         WITH r(host, room) AS ({rooms})
-        UPDATE {table} SET leased_by = %s, leased_until = %s
+        UPDATE {table} SET leased_by = %s, leased_until = %s, attempts = attempts + 1
         WHERE id IN (
             SELECT id FROM (
                 SELECT c.id, c.next_attempt_at, COALESCE(r.room, %s) AS room,
@@ -110,7 +116,7 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     rows.sort(key=lambda r: r[0])
     jobs = [Job(r[0], r[1], r[2], r[3].encode(), r[4], r[5], r[6], r[7], bool(r[8]))
             for r in rows]
-    retrying = sum(1 for job in jobs if job.attempts)
+    retrying = sum(1 for job in jobs if job.attempts > 1)
     lifecycle.move(State.RETRYING, State.LEASED, retrying)
     lifecycle.move(State.PENDING, State.LEASED, len(jobs) - retrying)
     return jobs
@@ -200,20 +206,38 @@ def renew(worker_id: str, ids: Sequence[int], lease: float) -> int:
 
 
 def release(worker_id: str, ids: Sequence[int]) -> int:
-    """Give rows back untouched: no attempt is counted."""
+    """Give rows back unsent, with the attempt their claim counted taken back."""
     released = _set_lease(worker_id, ids, None)
     lifecycle.move(State.LEASED, State.PENDING, released)
     return released
 
 
-def _set_lease(worker_id: str, ids: Sequence[int], until: datetime | None) -> int:
+def release_attempts(worker_id: str, ids: Sequence[int]) -> int:
+    """Take back the attempt the claim counted, for rows that will not be sent."""
     connection = connections[alias()]
     table = ScheduledActivity._meta.db_table
     changed = 0
     with connection.cursor() as cursor:
         for chunk in chunks(list(ids)):
             cursor.execute(
-                f"UPDATE {table} SET leased_until = %s, leased_by = %s "
+                f"UPDATE {table} SET attempts = attempts - 1 "
+                f"WHERE leased_by = %s AND id IN ({placeholders(len(chunk))})",
+                [worker_id, *chunk],
+            )
+            changed += cursor.rowcount
+    return changed
+
+
+def _set_lease(worker_id: str, ids: Sequence[int], until: datetime | None) -> int:
+    """Renew a lease, or (``until=None``) end it and give the claim's attempt back."""
+    connection = connections[alias()]
+    table = ScheduledActivity._meta.db_table
+    uncount = "" if until else ", attempts = attempts - 1"
+    changed = 0
+    with connection.cursor() as cursor:
+        for chunk in chunks(list(ids)):
+            cursor.execute(
+                f"UPDATE {table} SET leased_until = %s, leased_by = %s{uncount} "
                 f"WHERE leased_by = %s AND id IN ({placeholders(len(chunk))})",
                 [dt(connection, until) if until else None, worker_id if until else "",
                  worker_id, *chunk],
@@ -247,9 +271,9 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
         for chunk in chunks(final):
             written |= _finish(cursor, connection, worker_id, chunk, now)
         for chunk in chunks(retry):
-            written |= _reschedule(cursor, connection, worker_id, chunk, count_attempt=True)
+            written |= _reschedule(cursor, connection, worker_id, chunk, attempted=True)
         for chunk in chunks(deferred):
-            written |= _reschedule(cursor, connection, worker_id, chunk, count_attempt=False)
+            written |= _reschedule(cursor, connection, worker_id, chunk, attempted=False)
         opened = hosts.record(outcomes, circuit_threshold, circuit_cooldown, cooldown_max, now,
                                defer_for=defer_for, probes=probes)
     return [o for o in outcomes if o.job.id in written], opened
@@ -282,7 +306,7 @@ def _finish(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now) -
         WITH v(id, status, status_code, error, excerpt, duration_ms) AS ({values}), {HOLDER}
         INSERT INTO {log} ({LOG_COLUMNS})
         SELECT s.activity_id, s.activity_type, s.object_id, s.inbox, s.host, s.payload,
-               %s, v.status, v.status_code, v.error, v.excerpt, s.attempts + 1,
+               %s, v.status, v.status_code, v.error, v.excerpt, s.attempts,
                s.created_at, %s, v.duration_ms
         FROM v JOIN w JOIN {table} s ON s.id = v.id AND s.leased_by = w.worker
         """,
@@ -319,7 +343,7 @@ def _finish_pg(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now
         ), logged AS (
             INSERT INTO {log} ({LOG_COLUMNS})
             SELECT activity_id, activity_type, object_id, inbox, host, payload, %s, status,
-                   status_code, error, excerpt, attempts + 1, created_at, %s, duration_ms
+                   status_code, error, excerpt, attempts, created_at, %s, duration_ms
             FROM gone
         )
         SELECT id FROM gone
@@ -333,7 +357,7 @@ def _finish_pg(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now
 
 
 def _reschedule(cursor, connection, worker_id: str, chunk: Sequence[Outcome],
-                *, count_attempt: bool) -> set[int]:
+                *, attempted: bool) -> set[int]:
     table = ScheduledActivity._meta.db_table
     now = timezone.now()
     values, params = values_list(
@@ -342,11 +366,10 @@ def _reschedule(cursor, connection, worker_id: str, chunk: Sequence[Outcome],
          for o in chunk],
         ["bigint", "timestamp with time zone", "integer", "text"],
     )
-    if count_attempt:
-        setters = ("attempts = attempts + 1, last_status = v.status_code, "
-                   "last_error = v.error, ")
-    else:
-        setters = ""
+    if attempted:
+        setters = "last_status = v.status_code, last_error = v.error, "
+    else:  # handed back unsent: the claim's attempt is given back
+        setters = "attempts = attempts - 1, "
     cursor.execute(
         f"""
         WITH v(id, next_at, status_code, error) AS ({values}), {HOLDER}

@@ -270,6 +270,10 @@ class Worker:
                            exclude_ids=self._writer.ids if self._writer else ())
         if not jobs:
             return []
+        exhausted = [job for job in jobs if job.attempts > cfg.MAX_ATTEMPTS]
+        if exhausted:
+            jobs = [job for job in jobs if job.attempts <= cfg.MAX_ATTEMPTS]
+            self._give_up(exhausted, report)
         jobs, dropped, waiting = dropping.on_claim(self.id, jobs,
                                                    router.db_for_write(ScheduledActivity))
         report.dropped += dropped
@@ -290,6 +294,24 @@ class Worker:
         report.claimed += len(keep)
         report.released += len(surplus)
         return keep
+
+    def _give_up(self, jobs: list[Job], report: Report) -> None:
+        """End rows whose last allowed attempt left no outcome as failed, unsent.
+
+        Their worker stopped mid-delivery (killed, out of memory, a native crash),
+        so their lease ran out. Sending them again would exceed ``MAX_ATTEMPTS``,
+        and a delivery that kills its worker every time would be retried forever.
+        """
+        store.release_attempts(self.id, [job.id for job in jobs])
+        made = self.config.MAX_ATTEMPTS
+        outcomes = [Outcome(job, State.FAILED, error=(
+            f"gave up after {made} attempts: the last one ended without an outcome "
+            "(its worker stopped while delivering it, and the lease expired)"))
+            for job in jobs]
+        for outcome in outcomes:
+            outcome.job.attempts = made
+        written, opened = self._write(outcomes)
+        self._written(outcomes, written, opened, report)
 
     def _defer_paused(self, now: float) -> None:
         """Move paused hosts' due rows out of the claims' way (hosts.defer_paused): those
@@ -331,7 +353,7 @@ class Worker:
     def _finalise(self, outcome: Outcome, now) -> Outcome:
         """Turn a transport outcome into what is written: retry time, or give up."""
         cfg = self.config
-        made = outcome.job.attempts + 1
+        made = outcome.job.attempts
         if outcome.state is State.RETRYING:
             if is_final(outcome.state, made, cfg.MAX_ATTEMPTS):
                 outcome.state = State.FAILED
@@ -387,7 +409,7 @@ class Worker:
         job = outcome.job
         failure_logger.error(
             "activity_queue: %s %s to %s failed finally after %s attempt(s): %s",
-            job.activity_type, job.activity_id, job.inbox, job.attempts + 1, outcome.error,
+            job.activity_type, job.activity_id, job.inbox, job.attempts, outcome.error,
             extra={"inbox_host": job.host, "status_code": outcome.status_code},
         )
         report_final_failure(outcome)

@@ -101,7 +101,7 @@ def test_resolve_leaves_rows_whose_lease_was_taken_over(receiver, verdict):
     assert written == []
     assert not Activity.objects.exists()
     row = ScheduledActivity.objects.get()
-    assert (row.leased_by, row.attempts, row.last_error) == ("w2", 0, "")
+    assert (row.leased_by, row.attempts, row.last_error) == ("w2", 2, "")  # both claims count
 
 
 def test_resolve_writes_the_holders_outcomes_in_one_batch(receiver):
