@@ -30,7 +30,7 @@ from django.utils.http import urlencode
 from django.utils.timesince import timesince, timeuntil
 
 from .lifecycle import State
-from .models import Activity, Follower, Host, PendingDiscovery, ScheduledActivity
+from .models import Activity, Follower, Host, Payload, PendingDiscovery, ScheduledActivity
 from .net.addresses import origin
 from .operations import actions as operations
 from .operations import chart
@@ -82,11 +82,12 @@ class QueueHostFilter(ValueFilter):
 
 class QueueTypeFilter(ValueFilter):
     title = "type"
-    parameter_name = field = "activity_type"
+    parameter_name = "activity_type"
+    field = "payload__activity_type"
 
     def values(self, model_admin):
-        return list(ScheduledActivity.objects.values_list("activity_type", flat=True)
-                    .annotate(n=Count("id")).order_by("-n", "activity_type")[:30])
+        return list(ScheduledActivity.objects.values_list("payload__activity_type", flat=True)
+                    .annotate(n=Count("id")).order_by("-n", "payload__activity_type")[:30])
 
 
 class LogHostFilter(QueueHostFilter):
@@ -147,7 +148,8 @@ class Displays:
 
     @admin.display(description="payload")
     def payload_pretty(self, obj):
-        return format_html(PRE, json.dumps(obj.payload, indent=2, ensure_ascii=False,
+        document = obj.payload.document if isinstance(obj.payload, Payload) else obj.payload
+        return format_html(PRE, json.dumps(document, indent=2, ensure_ascii=False,
                                            sort_keys=True))
 
     @admin.display(description="next attempt", ordering="next_attempt_at")
@@ -189,8 +191,9 @@ class ScheduledActivityAdmin(RecordAdmin):
     list_display = ("activity_type", "host", "object_short", "state_label", "last_status",
                     "attempts", "next_attempt", "age")
     list_filter = (StateFilter, QueueTypeFilter, QueueHostFilter,
-                   ("created_at", admin.DateFieldListFilter))
-    search_fields = ("activity_id", "inbox", "object_id")
+                   ("payload__created_at", admin.DateFieldListFilter))
+    search_fields = ("payload__activity_id", "inbox", "payload__object_id")
+    list_select_related = ("payload",)
     ordering = ("next_attempt_at",)
     actions = ("retry_now", "discard")
     readonly_fields = ("activity_id", "activity_type", "object_id", "inbox", "host",
@@ -205,6 +208,10 @@ class ScheduledActivityAdmin(RecordAdmin):
         ("Last error", {"fields": ("last_error_pre",)}),
         ("Payload", {"fields": ("payload_pretty",)}),
     )
+
+    @admin.display(description="age", ordering="payload__created_at")
+    def age(self, obj):
+        return timesince(obj.created_at)
 
     @admin.display(description="state")
     def state_label(self, obj):

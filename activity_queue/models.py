@@ -1,5 +1,5 @@
-"""What is persisted: the queue (``ScheduledActivity``), the log (``Activity``)
-and per-host health (``Host``).
+"""What is persisted: the activities' bodies (``Payload``), the queue
+(``ScheduledActivity``), the log (``Activity``) and per-host health (``Host``).
 
 The queue's hot paths (claim, resolve) are single SQL statements over many
 rows, written against both SQLite and PostgreSQL, because the ORM's per-object
@@ -8,10 +8,74 @@ cost would be most of a delivery's budget.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from .lifecycle import FINAL_STATES, State, waiting_state
+
+
+def object_key(object_id: str) -> int:
+    """A 64-bit key for an object id, 0 for none: what a queued row is indexed by.
+
+    Indexing the queue by (key, inbox) rather than by the id itself keeps each
+    queued row small. Two ids sharing a key only make a row looked at more
+    closely: the checks compare the ids themselves.
+    """
+    if not object_id:
+        return 0
+    digest = hashlib.blake2b(object_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True) or 1
+
+
+class Payload(models.Model):
+    """One activity as sent: its identity and its JSON, stored once.
+
+    A fan-out to a thousand inboxes is one ``Payload`` and a thousand small
+    ``ScheduledActivity`` rows, and the log rows of those deliveries show the
+    same one. ``activity_cleanup`` removes the payloads nobody refers to any more.
+    """
+
+    activity_id = models.CharField(max_length=500, help_text="The activity's own id (URI).")
+    activity_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=2000, blank=True)
+    body = models.TextField(help_text="The JSON text, exactly as sent.")
+    created_at = models.DateTimeField(default=timezone.now, help_text="enqueued or received")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["activity_id"], name="aq_payload_activity"),
+            # What is queued for an inbox about an object: this, then (payload, inbox).
+            models.Index(fields=["object_id"], name="aq_payload_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.activity_type} {self.activity_id}"
+
+    @classmethod
+    def of(cls, document: dict[str, Any], *, activity_type: str, object_id: str = "",
+           activity_id: str | None = None, created_at=None) -> Payload:
+        """An unsaved payload holding ``document``."""
+        if activity_id is None:
+            activity_id = str(document.get("id") or "")[:500]
+        made = cls(activity_id=activity_id, activity_type=activity_type,
+                   object_id=object_id, body=json.dumps(document),
+                   created_at=created_at or timezone.now())
+        made.document = document
+        return made
+
+    @cached_property
+    def document(self) -> dict[str, Any]:
+        """The body as a dict (``{}`` if it is not a JSON object)."""
+        try:
+            value = json.loads(self.body)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 class ScheduledActivityQuerySet(models.QuerySet):
@@ -82,15 +146,20 @@ class DueIndex(models.Index):
 
 
 class ScheduledActivity(models.Model):
-    """One activity waiting to be delivered to one inbox."""
+    """One activity waiting to be delivered to one inbox.
 
-    activity_id = models.CharField(max_length=500, help_text="The activity's own id (URI).")
-    activity_type = models.CharField(max_length=32)
-    object_id = models.CharField(max_length=2000, blank=True)
+    The activity itself (id, type, object, body) is its ``payload``, shared by
+    every inbox it goes to; a row holds only what differs per inbox, which keeps
+    a large backlog small.
+    """
+
+    payload = models.ForeignKey(Payload, on_delete=models.PROTECT, related_name="deliveries",
+                                db_index=False)  # aq_sched_payload, named
+    #: :func:`object_key` of the payload's object, for "what is queued for this inbox
+    #: about this object" (the redundancy and order checks).
+    object_key = models.BigIntegerField(default=0)
     inbox = models.URLField(max_length=2000)
     host = models.CharField(max_length=255, help_text="scheme://host[:port] of the inbox")
-    payload = models.JSONField()
-    created_at = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     last_error = models.TextField(blank=True)
@@ -115,12 +184,34 @@ class ScheduledActivity(models.Model):
             DueIndex(fields=["next_attempt_at"], name="aq_sched_due"),
             # A host's due rows in order: the probation claim (store.claim), per-host counts.
             models.Index(fields=["host", "next_attempt_at"], name="aq_sched_host_due"),
-            models.Index(fields=["activity_id"], name="aq_sched_activity"),
-            models.Index(fields=["inbox", "object_id"], name="aq_sched_inbox_object"),
+            models.Index(fields=["payload"], name="aq_sched_payload"),
+            models.Index(fields=["object_key", "inbox"], name="aq_sched_object_inbox"),
         ]
 
     def __str__(self) -> str:
         return f"{self.activity_type} {self.object_id or self.activity_id} → {self.inbox}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.object_key and self.payload_id:
+            self.object_key = object_key(self.payload.object_id)
+        super().save(*args, **kwargs)
+
+    @property
+    def activity_id(self) -> str:
+        return self.payload.activity_id
+
+    @property
+    def activity_type(self) -> str:
+        return self.payload.activity_type
+
+    @property
+    def object_id(self) -> str:
+        return self.payload.object_id
+
+    @property
+    def created_at(self):
+        """When the activity was enqueued."""
+        return self.payload.created_at
 
     @property
     def state(self) -> State:
@@ -152,7 +243,7 @@ class Activity(models.Model):
     object_id = models.CharField(max_length=2000, blank=True)
     inbox = models.CharField(max_length=2000, blank=True)
     host = models.CharField(max_length=255, blank=True)
-    payload = models.JSONField()
+    payload = models.ForeignKey(Payload, on_delete=models.PROTECT, related_name="records")
     direction = models.CharField(max_length=3, choices=Direction.choices)
     status = models.CharField(
         max_length=16, choices=[(s.value, s.label) for s in FINAL_STATES]

@@ -11,12 +11,12 @@ from django.utils import timezone
 from activity_queue import enqueue, lifecycle
 from activity_queue.federation import dispatch
 from activity_queue.lifecycle import NEW, TRANSITIONS, IllegalTransition, State
-from activity_queue.models import Activity, PendingDiscovery, ScheduledActivity
+from activity_queue.models import Activity, Payload, PendingDiscovery, ScheduledActivity
 from activity_queue.operations import actions
 from activity_queue.sending import drops
 from activity_queue.sending import queue as store
 
-from .support.helpers import aq_settings
+from .support.helpers import aq_settings, stored
 from .support.receiver import Rule
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,11 +50,10 @@ def note(n: int, kind: str = "Update", **extra) -> dict:
 
 def queue_raw(inbox: str, activity: dict, attempts: int = 0) -> ScheduledActivity:
     """A row as a worker left it, written without going through enqueue()."""
+    activity = {**activity, "id": f"https://here.example/a/{Payload.objects.count()}-{attempts}"}
     return ScheduledActivity.objects.create(
-        activity_id=f"https://here.example/a/{ScheduledActivity.objects.count()}-{attempts}",
-        activity_type=activity["type"], object_id=activity["object"]["@id"], inbox=inbox,
-        host=inbox.rsplit("/", 2)[0], payload=activity, attempts=attempts,
-        has_predecessor=True)
+        payload=stored(activity, activity["object"]["@id"]), inbox=inbox,
+        host=inbox.rsplit("/", 2)[0], attempts=attempts, has_predecessor=True)
 
 
 def test_every_declared_move_is_made_and_none_other(receiver, worker, moves):

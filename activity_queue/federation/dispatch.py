@@ -31,7 +31,7 @@ from django.utils import timezone
 from .. import lifecycle, signals
 from ..conf import get_config
 from ..lifecycle import State
-from ..models import Activity, Follower, PendingDiscovery
+from ..models import Activity, Follower, Payload, PendingDiscovery
 from ..net.addresses import origin
 from ..sending import backends
 from ..sending.alerts import report_final_failure
@@ -109,12 +109,17 @@ def forget(object_id: str, using: str | None = None) -> None:
 def _log(rows: list[PendingDiscovery], status: State, *, error: str, using: str) -> None:
     lifecycle.move(lifecycle.NEW, status, len(rows))
     now = timezone.now()
+    payloads = Payload.objects.using(using).bulk_create([
+        Payload.of(p.payload, activity_type=p.activity_type, object_id=p.object_id,
+                   created_at=p.created_at)
+        for p in rows
+    ])
     Activity.objects.using(using).bulk_create([
-        Activity(activity_id=str(p.payload.get("id", ""))[:500], activity_type=p.activity_type,
-                 object_id=p.object_id, inbox="", host=origin(p.resource), payload=p.payload,
+        Activity(activity_id=payload.activity_id, activity_type=p.activity_type,
+                 object_id=p.object_id, inbox="", host=origin(p.resource), payload=payload,
                  direction=Activity.Direction.OUTBOUND, status=status, error=error,
                  attempts=p.attempts, created_at=p.created_at, resolved_at=now)
-        for p in rows
+        for p, payload in zip(rows, payloads, strict=True)
     ])
 
 
@@ -208,8 +213,9 @@ def _give_up(row: PendingDiscovery, error: str, db: str) -> None:
     message = f"inbox discovery for {row.resource} failed: {error}"
     _log([row], State.FAILED, error=message, using=db)
     job = Job(id=row.pk, inbox=row.resource, host=origin(row.resource), body=b"",
-              attempts=row.attempts - 1, activity_type=row.activity_type,
-              activity_id=str(row.payload.get("id", "")), object_id=row.object_id)
+              attempts=row.attempts, activity_type=row.activity_type,
+              activity_id=str(row.payload.get("id", "")), object_id=row.object_id,
+              has_predecessor=False)
     outcome = Outcome(job, State.FAILED, error=message)
     failure_logger.error("activity_queue: %s %s: %s", row.activity_type, row.object_id, message,
                          extra={"inbox_host": job.host, "status_code": None})

@@ -32,7 +32,7 @@ from .. import lifecycle
 from ..conf import get_config
 from ..exceptions import InvalidActivity
 from ..lifecycle import State
-from ..models import Activity
+from ..models import Activity, Payload
 from ..net.addresses import origin
 from . import receive, validation
 from .authentication import HasValidSignature, HTTPSignatureAuthentication, VerifiedSignature
@@ -166,10 +166,14 @@ class InboxView(APIView):
                 return True
             now = timezone.now()
             lifecycle.move(lifecycle.NEW, State.RECEIVED)
+            payload = Payload.of(activity, activity_type=summary.activity_type,
+                                 object_id=summary.object_id,
+                                 activity_id=summary.activity_id, created_at=now)
+            payload.save(using=using)
             Activity.objects.using(using).create(
                 activity_id=summary.activity_id, activity_type=summary.activity_type,
                 object_id=summary.object_id, inbox=_inbox_url(request), host=host,
-                payload=activity, direction=Activity.Direction.INBOUND,
+                payload=payload, direction=Activity.Direction.INBOUND,
                 status=State.RECEIVED, created_at=now, resolved_at=now,
             )
             receive.apply_activity(activity)

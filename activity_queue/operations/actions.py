@@ -21,7 +21,7 @@ from django.utils import timezone
 from .. import lifecycle, signals
 from ..exceptions import InvalidActivity
 from ..lifecycle import State
-from ..models import Activity, Host, ScheduledActivity
+from ..models import Activity, Host, Payload, ScheduledActivity
 from ..sending import backends
 from ..sending import hosts as host_health
 from ..sending.outbox import enqueue
@@ -84,7 +84,8 @@ def requeue(ids: Iterable[int], *, dry_run: bool = False) -> RequeueResult:
     result = RequeueResult()
     ids = list(ids)
     for chunk in _chunks(ids):
-        rows = list(Activity.objects.filter(pk__in=chunk).order_by("pk"))
+        rows = list(Activity.objects.filter(pk__in=chunk).select_related("payload")
+                    .order_by("pk"))
         with transaction.atomic(using=_alias()):
             result.add(_requeue_chunk(rows, dry_run))
     result.ineligible += len(ids) - result.seen
@@ -94,11 +95,12 @@ def requeue(ids: Iterable[int], *, dry_run: bool = False) -> RequeueResult:
 def _requeue_chunk(rows: Sequence[Activity], dry_run: bool) -> RequeueResult:
     result = RequeueResult(seen=len(rows))
     eligible = [r for r in rows if r.direction == Activity.Direction.OUTBOUND
-                and r.status in REQUEUEABLE and r.inbox and isinstance(r.payload, dict)]
+                and r.status in REQUEUEABLE and r.inbox and r.payload.document]
     result.ineligible = len(rows) - len(eligible)
     ids = {r.activity_id for r in eligible}
     pending = set(
-        ScheduledActivity.objects.filter(activity_id__in=ids).values_list("activity_id", "inbox")
+        ScheduledActivity.objects.filter(payload__activity_id__in=ids)
+        .values_list("payload__activity_id", "inbox")
     )
     latest: dict[tuple[str, str], tuple] = {}
     for activity_id, inbox, resolved_at, pk in (
@@ -124,13 +126,13 @@ def _requeue_chunk(rows: Sequence[Activity], dry_run: bool) -> RequeueResult:
 
 
 def _enqueue_again(row: Activity, dry_run: bool) -> ScheduledActivity | None:
-    payload = dict(row.payload)
+    payload = dict(row.payload.document)
     if not payload.get("id") and row.activity_id:
         payload["id"] = row.activity_id
     if dry_run:
-        return ScheduledActivity(activity_id=row.activity_id, activity_type=row.activity_type,
-                                 object_id=row.object_id, inbox=row.inbox, host=row.host,
-                                 payload=payload)
+        return ScheduledActivity(inbox=row.inbox, host=row.host, payload=Payload(
+            activity_id=row.activity_id, activity_type=row.activity_type,
+            object_id=row.object_id, body=row.payload.body, created_at=row.created_at))
     try:
         made = enqueue(payload, to=row.inbox, using=_alias())
     except InvalidActivity:
@@ -199,7 +201,7 @@ def discard(ids: Iterable[int], *, by: str = "") -> DiscardResult:
             ScheduledActivity.objects.filter(id__in=chunk).filter(_not_leased(now)).update(
                 leased_by=token, leased_until=now + timedelta(hours=1))
             mine = ScheduledActivity.objects.filter(id__in=chunk, leased_by=token)
-            marked = list(mine)
+            marked = list(mine.select_related("payload"))
             for row in marked:
                 lifecycle.move(lifecycle.waiting_state(row.attempts), State.DISCARDED)
             logged = Activity.objects.bulk_create([

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import router, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from ..conf import Config, get_config
 from ..lifecycle import State
-from ..models import Activity
+from ..models import Activity, Payload, ScheduledActivity
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,34 @@ def prune(policy: Policy, *, now: datetime | None = None, batch_size: int = 1000
             return deleted
         with transaction.atomic(using=using):
             count, _ = Activity.objects.filter(pk__in=ids).delete()
+        deleted += count
+        if on_batch:
+            on_batch(count)
+
+
+def unreferenced():
+    """Payloads no queued delivery and no log row refers to any more."""
+    return Payload.objects.filter(
+        ~Exists(ScheduledActivity.objects.filter(payload=OuterRef("pk"))),
+        ~Exists(Activity.objects.filter(payload=OuterRef("pk"))),
+    )
+
+
+def prune_payloads(*, batch_size: int = 1000,
+                   on_batch: Callable[[int], None] | None = None) -> int:
+    """Delete the payloads of pruned log rows, ``batch_size`` per transaction.
+
+    Each batch is checked again as it is deleted, so a payload that gained a
+    reference meanwhile stays.
+    """
+    using = router.db_for_write(Payload)
+    deleted = 0
+    while True:
+        ids = list(unreferenced().values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        with transaction.atomic(using=using):
+            count, _ = unreferenced().filter(pk__in=ids).delete()
         deleted += count
         if on_batch:
             on_batch(count)

@@ -60,7 +60,7 @@ def queue_stats(now: datetime | None = None) -> QueueStats:
                .values("host"))
     due = queue.due(now)
     # Enqueue stamps created_at as it inserts, so the lowest id is the oldest row.
-    oldest = queue.order_by("id").values_list("created_at", flat=True).first()
+    oldest = queue.order_by("id").values_list("payload__created_at", flat=True).first()
     oldest_due = (due.exclude(host__in=paused).order_by("next_attempt_at")
                   .values_list("next_attempt_at", flat=True).first())
     return QueueStats(

@@ -34,7 +34,7 @@ from django.utils import timezone
 from .. import lifecycle, signals
 from ..conf import get_config
 from ..lifecycle import State
-from ..models import Activity, ScheduledActivity
+from ..models import Activity, Payload, ScheduledActivity, object_key
 from .jobs import Job
 from .redundancy import Drop, Entry, decide, fingerprint
 
@@ -75,23 +75,25 @@ def lookup(using: str, pairs: Sequence[Pair], now: datetime, cap: int = ROW_CAP
     connection = connections[using]
     pg = connection.vendor == "postgresql"
     sched = ScheduledActivity._meta.db_table
+    payloads = Payload._meta.db_table
     log = Activity._meta.db_table
-    payload = "payload::text" if pg else "payload"
-    first = ("(CAST(%s AS varchar(2000)), CAST(%s AS varchar(2000)))" if pg else "(%s, %s)")
-    values = "VALUES " + ", ".join([first] + ["(%s, %s)"] * (len(pairs) - 1))
+    first = ("(CAST(%s AS varchar(2000)), CAST(%s AS varchar(2000)), CAST(%s AS bigint))"
+             if pg else "(%s, %s, %s)")
+    values = "VALUES " + ", ".join([first] + ["(%s, %s, %s)"] * (len(pairs) - 1))
     # Literal constants, so that the partial index aq_act_delivered applies.
     sql = f"""
-        WITH v(inbox, object_id) AS ({values})
+        WITH v(inbox, object_id, object_key) AS ({values})
         SELECT * FROM (
-            SELECT 0 AS kind, s.id, s.inbox, s.object_id, s.activity_type, s.{payload} AS body,
+            SELECT 0 AS kind, s.id, s.inbox, m.object_id, m.activity_type, m.body,
                    CASE WHEN s.leased_until IS NULL OR s.leased_until < %s
                         THEN '' ELSE s.leased_by END AS holder
-            FROM v JOIN {sched} s ON s.inbox = v.inbox AND s.object_id = v.object_id
+            FROM v JOIN {sched} s ON s.object_key = v.object_key AND s.inbox = v.inbox
+            JOIN {payloads} m ON m.id = s.payload_id AND m.object_id = v.object_id
             ORDER BY s.id LIMIT %s
         ) p
         UNION ALL
-        SELECT 1, a.id, a.inbox, a.object_id, a.activity_type, a.{payload}, ''
-        FROM {log} a WHERE a.id IN (
+        SELECT 1, a.id, a.inbox, a.object_id, a.activity_type, m.body, ''
+        FROM {log} a JOIN {payloads} m ON m.id = a.payload_id WHERE a.id IN (
             SELECT (SELECT b.id FROM {log} b
                     WHERE b.inbox = v.inbox AND b.object_id = v.object_id
                       AND b.direction = '{Activity.Direction.OUTBOUND.value}'
@@ -99,7 +101,8 @@ def lookup(using: str, pairs: Sequence[Pair], now: datetime, cap: int = ROW_CAP
                     ORDER BY b.id DESC LIMIT 1)
             FROM v)
     """
-    params: list[Any] = [p for pair in pairs for p in pair]
+    params: list[Any] = [p for inbox, object_id in pairs
+                         for p in (inbox, object_id, object_key(object_id))]
     params += [connection.ops.adapt_datetimefield_value(now), cap + 1]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -130,8 +133,9 @@ def _delete(using: str, ids: Iterable[int], worker_id: str | None, now: datetime
     ids = list(ids)
     if not ids:
         return []
-    rows = list(ScheduledActivity.objects.using(using).select_for_update(skip_locked=True)
-                .filter(pk__in=ids).filter(_movable(worker_id, now)))
+    rows = list(ScheduledActivity.objects.using(using).select_for_update(skip_locked=True,
+                                                                         of=("self",))
+                .select_related("payload").filter(pk__in=ids).filter(_movable(worker_id, now)))
     if rows:
         ScheduledActivity.objects.using(using).filter(pk__in=[r.pk for r in rows]).delete()
     return rows
@@ -179,7 +183,8 @@ def _record(using: str, dropped: list[tuple[Activity, str, str]]) -> None:
     Activity.objects.using(using).bulk_create([a for a, _, _ in dropped])
     for activity, inbox, reason in dropped:
         transaction.on_commit(partial(signals.activity_dropped.send, sender=Activity,
-                                      activity=activity.payload, inbox=inbox, reason=reason),
+                                      activity=activity.payload.document, inbox=inbox,
+                                      reason=reason),
                               using=using)
 
 

@@ -15,15 +15,16 @@ class Job:
     id: int
     inbox: str
     host: str
-    body: bytes
     #: This attempt's number: counted when the row was claimed.
     attempts: int
+    #: Written while an older activity about the object was queued for the inbox or
+    #: delivered there: the redundancy and order checks must look at it.
+    has_predecessor: bool
     activity_type: str
     activity_id: str
     object_id: str
-    #: Written while an older activity about the object was queued for the inbox or
-    #: delivered there: the redundancy and order checks must look at it.
-    has_predecessor: bool = True
+    #: The payload's JSON text, shared by the jobs of one fan-out.
+    body: bytes
 
 
 @dataclass(slots=True)

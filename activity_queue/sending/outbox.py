@@ -17,14 +17,14 @@ from django.utils import timezone
 from .. import lifecycle
 from ..exceptions import InvalidActivity, UnsafeDestination, WrongType
 from ..lifecycle import State
-from ..models import ScheduledActivity
+from ..models import Payload, ScheduledActivity
 from ..net.addresses import check_inbox, origin
 from ..payloads import MAX_DEPTH, dumped_problem
 from . import backends
 from . import drops as dropping
 from . import queue as store
 
-MAX_TYPE_LENGTH = ScheduledActivity._meta.get_field("activity_type").max_length
+MAX_TYPE_LENGTH = Payload._meta.get_field("activity_type").max_length
 MAX_INBOX_LENGTH = ScheduledActivity._meta.get_field("inbox").max_length
 MAX_HOST_LENGTH = ScheduledActivity._meta.get_field("host").max_length
 BINARY = (bytes, bytearray, memoryview)
@@ -150,17 +150,12 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     due = now + timedelta(seconds=delay) if delay else now
     object_id = object_id_of(activity)[:2000]
     using = using or router.db_for_write(ScheduledActivity)
-    common = {
-        "activity_id": activity["id"][:500],
-        "activity_type": kind,
-        "object_id": object_id,
-        "payload": activity,
-        "created_at": now,
-        "next_attempt_at": due,
-    }
+    stored = Payload(activity_id=activity["id"][:500], activity_type=kind, object_id=object_id,
+                     body=payload, created_at=now)
+    stored.document = activity
     # Outside a transaction, one of our own keeps the rows and the drops they cause together.
     with transaction.atomic(using=using) if transaction.get_autocommit(using) else nullcontext():
-        rows = store.insert(using, common, payload, destinations)
+        rows = store.insert(using, stored, due, destinations)
         lifecycle.move(lifecycle.NEW, State.PENDING, len(rows))
         rows = dropping.on_enqueue(rows, using=using, now=now)
     if rows:

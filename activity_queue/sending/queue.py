@@ -11,20 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.db import connections, transaction
 from django.utils import timezone
 
 from .. import lifecycle
 from ..lifecycle import State
-from ..models import Activity, Host, ScheduledActivity
+from ..models import Activity, Host, Payload, ScheduledActivity, object_key
 from . import hosts
 from .jobs import Job, Outcome
 from .sql import CHUNK, alias, chunks, dt, placeholders, values_list
 
-#: ``enqueue()``'s statement on PostgreSQL (migration 0009).
-ENQUEUE_FUNCTION = "activity_queue_enqueue_v2"
+#: ``enqueue()``'s statement on PostgreSQL (migration 0010).
+ENQUEUE_FUNCTION = "activity_queue_enqueue_v3"
 
 
 def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = None,
@@ -105,8 +104,7 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
             ORDER BY next_attempt_at
             LIMIT %s
         )
-        RETURNING id, inbox, host, {"payload::text" if pg else "payload"}, attempts,
-                  activity_type, activity_id, object_id, has_predecessor
+        RETURNING id, inbox, host, payload_id, attempts, has_predecessor
     """
     params = [*room_params, worker_id, dt(connection, now + timedelta(seconds=lease)),
               per_host, *candidate_params, limit]
@@ -114,86 +112,109 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     rows.sort(key=lambda r: r[0])
-    jobs = [Job(r[0], r[1], r[2], r[3].encode(), r[4], r[5], r[6], r[7], bool(r[8]))
-            for r in rows]
+    payloads = _payloads(connection, {r[3] for r in rows})
+    jobs = [Job(row_id, inbox, host, attempts, bool(flag), *payloads[payload_id])
+            for row_id, inbox, host, payload_id, attempts, flag in rows]
     retrying = sum(1 for job in jobs if job.attempts > 1)
     lifecycle.move(State.RETRYING, State.LEASED, retrying)
     lifecycle.move(State.PENDING, State.LEASED, len(jobs) - retrying)
     return jobs
 
 
-def insert(using: str, common: dict[str, Any], payload: str,
-           destinations: Sequence[tuple[str, str]]) -> list[ScheduledActivity]:
-    """Write one scheduled row per ``(inbox, host)`` in one statement (on SQLite, one per
-    450 inboxes).
+def _payloads(connection, ids: set[int]) -> dict[int, tuple[str, str, str, bytes]]:
+    """The claimed rows' payloads, each read once however many of its deliveries came."""
+    found: dict[int, tuple[str, str, str, bytes]] = {}
+    with connection.cursor() as cursor:
+        for chunk in chunks(sorted(ids)):
+            cursor.execute(
+                f"SELECT id, activity_type, activity_id, object_id, body "
+                f"FROM {Payload._meta.db_table} WHERE id IN ({placeholders(len(chunk))})",
+                chunk)
+            for payload_id, kind, activity_id, object_id, body in cursor.fetchall():
+                found[payload_id] = (kind, activity_id, object_id, body.encode())
+    return found
 
-    The payload is sent to the database once per statement, not once per inbox
-    (the ORM's ``bulk_create`` would serialise and bind it for every row).
+
+def insert(using: str, payload: Payload, due: datetime,
+           destinations: Sequence[tuple[str, str]]) -> list[ScheduledActivity]:
+    """Write ``payload`` once and one scheduled row per ``(inbox, host)`` that refers to it,
+    in one statement (on SQLite, two, and one more per 450 inboxes).
+
     The same statement sets ``has_predecessor``: whether another row about
     the object is queued for the inbox, or an activity about it was delivered
     there. Most rows have neither, and the redundancy and order checks skip
     them (see :mod:`activity_queue.sending.drops`) without a query of their own.
     The statement does not see the rows it writes, and each inbox appears
     once, so ``has_predecessor`` only reflects rows written before.
-    On PostgreSQL the statement is the stored function of migration 0009, which
+    On PostgreSQL the statement is the stored function of migration 0010, which
     also notifies dedicated workers at commit (:mod:`activity_queue.sending.listen`).
     """
     connection = connections[using]
+    key = object_key(payload.object_id)
     ids: dict[str, tuple[int, bool]] = {}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s)", [
-                common["activity_id"], common["activity_type"], common["object_id"], payload,
-                common["created_at"], common["next_attempt_at"],
+            cursor.execute(
+                f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s)", [
+                payload.activity_id, payload.activity_type, payload.object_id, key, payload.body,
+                payload.created_at, due,
                 [inbox for inbox, _ in destinations], [host for _, host in destinations]])
-            ids.update((r[1], (r[0], r[2])) for r in cursor.fetchall())
+            for row_id, inbox, flag, payload.id in cursor.fetchall():
+                ids[inbox] = (row_id, flag)
         else:
+            cursor.execute(
+                f"INSERT INTO {Payload._meta.db_table} (activity_id, activity_type, object_id, "
+                "body, created_at) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                [payload.activity_id, payload.activity_type, payload.object_id, payload.body,
+                 dt(connection, payload.created_at)])
+            payload.id = cursor.fetchone()[0]
             for chunk in chunks(list(destinations), CHUNK // 2):
-                cursor.execute(*_insert_statement(connection, common, payload, chunk))
+                cursor.execute(*_insert_statement(connection, payload, key, due, chunk))
                 ids.update((r[1], (r[0], bool(r[2]))) for r in cursor.fetchall())
+    payload._state.adding = False
+    payload._state.db = using
     rows = []
     for inbox, host in destinations:
         pk, flag = ids[inbox]
-        row = ScheduledActivity(id=pk, inbox=inbox, host=host, has_predecessor=flag, **common)
+        row = ScheduledActivity(id=pk, payload=payload, object_key=key, inbox=inbox, host=host,
+                                has_predecessor=flag, next_attempt_at=due)
         row._state.adding = False
         row._state.db = using
         rows.append(row)
     return rows
 
 
-def _insert_statement(connection, common: dict[str, Any], payload: str,
+def _insert_statement(connection, payload: Payload, key: int, due: datetime,
                       chunk: Sequence[tuple[str, str]]) -> tuple[str, list]:
     """The SQLite INSERT of :func:`insert`, in a simpler form for one inbox (the usual case)."""
     table = ScheduledActivity._meta.db_table
     log = Activity._meta.db_table
-    object_id = common["object_id"]
+    object_id = payload.object_id
     one = len(chunk) == 1
     inbox = "%s" if one else "v.inbox"
     if object_id:
         # Literal constants, so that the partial index aq_act_delivered applies.
         predecessor = (
-            f"(EXISTS (SELECT 1 FROM {table} q WHERE q.inbox = {inbox} AND q.object_id = %s)"
+            f"(EXISTS (SELECT 1 FROM {table} q WHERE q.object_key = %s AND q.inbox = {inbox})"
             f" OR EXISTS (SELECT 1 FROM {log} d WHERE d.inbox = {inbox} AND d.object_id = %s"
             f" AND d.direction = '{Activity.Direction.OUTBOUND.value}'"
             f" AND d.status = '{State.SENT.value}'))"
         )
-        predecessor_params = ([chunk[0][0], object_id] * 2 if one else [object_id] * 2)
+        predecessor_params = ([key, chunk[0][0], chunk[0][0], object_id] if one
+                              else [key, object_id])
     else:  # the checks concern activities about an object only
         predecessor, predecessor_params = "FALSE", []
     values, params = ("", []) if one else values_list(connection, [list(d) for d in chunk],
                                                   ["varchar(2000)", "varchar(255)"])
     sql = f"""
         {f"WITH v(inbox, host) AS ({values})" if values else ""}
-        INSERT INTO {table} (activity_id, activity_type, object_id, payload, created_at,
-                             next_attempt_at, inbox, host, attempts, last_error, leased_by,
-                             has_predecessor)
-        SELECT %s, %s, %s, %s, %s, %s, {"%s, %s" if one else "v.inbox, v.host"}, 0, '', '',
-               {predecessor}
+        INSERT INTO {table} (payload_id, object_key, next_attempt_at, inbox, host, attempts,
+                             last_error, leased_by, has_predecessor)
+        SELECT %s, %s, %s, {"%s, %s" if one else "v.inbox, v.host"}, 0, '', '', {predecessor}
         {"" if one else "FROM v"}
         RETURNING id, inbox, has_predecessor
     """
-    params += [common["activity_id"], common["activity_type"], object_id, payload,
-               dt(connection, common["created_at"]), dt(connection, common["next_attempt_at"])]
+    params += [payload.id, key, dt(connection, due)]
     if one:
         params += list(chunk[0])
     params += predecessor_params
@@ -285,7 +306,7 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
 #: made every resolve a scan of the queue (90 against 2 ms for 500 rows, 120,000 queued).
 HOLDER = "w(worker) AS (VALUES (%s))"
 
-LOG_COLUMNS = """activity_id, activity_type, object_id, inbox, host, payload, direction,
+LOG_COLUMNS = """activity_id, activity_type, object_id, inbox, host, payload_id, direction,
                  status, status_code, error, response_excerpt, attempts, created_at,
                  resolved_at, duration_ms"""
 
@@ -305,10 +326,11 @@ def _finish(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now) -
         f"""
         WITH v(id, status, status_code, error, excerpt, duration_ms) AS ({values}), {HOLDER}
         INSERT INTO {log} ({LOG_COLUMNS})
-        SELECT s.activity_id, s.activity_type, s.object_id, s.inbox, s.host, s.payload,
+        SELECT m.activity_id, m.activity_type, m.object_id, s.inbox, s.host, s.payload_id,
                %s, v.status, v.status_code, v.error, v.excerpt, s.attempts,
-               s.created_at, %s, v.duration_ms
+               m.created_at, %s, v.duration_ms
         FROM v JOIN w JOIN {table} s ON s.id = v.id AND s.leased_by = w.worker
+        JOIN {Payload._meta.db_table} m ON m.id = s.payload_id
         """,
         [*params, worker_id, Activity.Direction.OUTBOUND.value, dt(connection, now)],
     )
@@ -342,9 +364,10 @@ def _finish_pg(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now
             RETURNING s.*, v.status, v.status_code, v.error, v.excerpt, v.duration_ms
         ), logged AS (
             INSERT INTO {log} ({LOG_COLUMNS})
-            SELECT activity_id, activity_type, object_id, inbox, host, payload, %s, status,
-                   status_code, error, excerpt, attempts, created_at, %s, duration_ms
-            FROM gone
+            SELECT m.activity_id, m.activity_type, m.object_id, gone.inbox, gone.host,
+                   gone.payload_id, %s, gone.status, gone.status_code, gone.error,
+                   gone.excerpt, gone.attempts, m.created_at, %s, gone.duration_ms
+            FROM gone JOIN {Payload._meta.db_table} m ON m.id = gone.payload_id
         )
         SELECT id FROM gone
         """,

@@ -70,7 +70,7 @@ def test_operator_requeues_a_failure_and_sees_the_dashboard(live_server, django_
     shot = tmp_path / "dashboard.png"
     with chromium(tmp_path / "profile") as browser:
         requeue_and_screenshot(browser.new_page(), live_server.url, target.pk, shot)
-    assert ScheduledActivity.objects.filter(activity_id=target.activity_id,
+    assert ScheduledActivity.objects.filter(payload__activity_id=target.activity_id,
                                             inbox=target.inbox).count() == 1
     if os.environ.get("AQ_SCREENSHOT_DIR"):
         shutil.copy(shot, Path(os.environ["AQ_SCREENSHOT_DIR"]) / "dashboard.png")

@@ -16,7 +16,7 @@ from django.utils import timezone
 from activity_queue.checks import check_settings
 from activity_queue.conf import get_config
 from activity_queue.management.commands.activity_status import Command as StatusCommand
-from activity_queue.models import Activity, Host, ScheduledActivity
+from activity_queue.models import Activity, Host, Payload, ScheduledActivity
 
 from ..support.opsdata import log_row, moved_backlog, queued
 
@@ -37,7 +37,7 @@ def status_json() -> dict:
 
 
 def queued_ids() -> set[str]:
-    return set(ScheduledActivity.objects.values_list("activity_id", flat=True))
+    return set(ScheduledActivity.objects.values_list("payload__activity_id", flat=True))
 
 
 # -- activity_replay -------------------------------------------------------------
@@ -255,11 +255,16 @@ def test_prune_deletes_in_batches(aged_log):
         out, _ = run("activity_prune", "--batch-size", "2")
     assert out.strip() == (
         "Deleted 8 log row(s) in 4 batch(es) (sent/dropped older than 7 days: 6; "
-        "failed/discarded older than 30 days: 2; received: kept forever).")
-    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+        "failed/discarded older than 30 days: 2; received: kept forever), and 8 payload(s) "
+        "nothing refers to any more.")
+    log = Activity._meta.db_table
+    deletes = [q["sql"] for q in queries.captured_queries
+               if q["sql"].startswith(f'DELETE FROM "{log}"')]
     assert len(deletes) == 4
     assert set(Activity.objects.values_list("pk", flat=True)) == {
         r.pk for r in aged_log["kept"]}
+    assert set(Payload.objects.values_list("pk", flat=True)) == {
+        r.payload_id for r in aged_log["kept"]}, "the pruned rows' payloads go with them"
 
 
 def test_prune_uses_the_defaults(aged_log):

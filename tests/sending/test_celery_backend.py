@@ -144,7 +144,7 @@ def test_a_lost_message_is_recovered_by_the_beat_entry(receiver, broker, celery_
     activity_id = send(receiver.url("/inbox/"))
     assert broker.llen(celery_app.QUEUE) == 1
     broker.delete(celery_app.QUEUE)  # the broker lost the wake-up
-    assert ScheduledActivity.objects.filter(activity_id=activity_id).exists()
+    assert ScheduledActivity.objects.filter(payload__activity_id=activity_id).exists()
 
     proc = celery_worker(beat=True)
     assert wait_until(lambda: sent(activity_id), timeout=30), proc.stderr()
@@ -214,7 +214,7 @@ def test_eager_mode_delivers_at_commit_and_sets_no_timer(receiver, broker, caplo
     try:
         activity_id = send(receiver.url("/flaky/"))  # delivered inside the commit
         assert receiver.calls == {"/flaky/": 1}
-        row = ScheduledActivity.objects.get(activity_id=activity_id)
+        row = ScheduledActivity.objects.get(payload__activity_id=activity_id)
         assert row.attempts == 1 and row.last_status == 503
         assert broker.llen(celery_app.QUEUE) == 0
         assert broker.get(celery_backend.marks_for_alias("default").timer_key) is None

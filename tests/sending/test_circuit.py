@@ -139,7 +139,7 @@ def test_a_success_during_the_pause_brings_the_moved_rows_back(receiver):
     ScheduledActivity.objects.exclude(id=retry.id).update(next_attempt_at=now)
     assert hosts.defer_paused() == 2
     # A request already in flight when the circuit opened is answered: the circuit closes.
-    job = Job(0, receiver.url("/inbox/"), receiver.base, b"{}", 0, "Create", "a", "", False)
+    job = Job(0, receiver.url("/inbox/"), receiver.base, 0, False, "Create", "a", "", b"{}")
     store.resolve("w", [Outcome(job, State.SENT, status_code=202)], circuit_threshold=3,
                   circuit_cooldown=10.0, cooldown_max=3600.0)
     assert not Host.objects.exists()
@@ -186,7 +186,7 @@ def test_any_worker_that_hears_the_host_answer_brings_its_backlog_back(receiver,
     rest = failing_host_backlog(receiver, 6)
     before = timezone.now()
     # Another worker's probe is answered, with a success or not: the host is alive.
-    job = Job(0, receiver.url("/inbox/"), receiver.base, b"{}", 0, "Create", "a", "", False)
+    job = Job(0, receiver.url("/inbox/"), receiver.base, 0, False, "Create", "a", "", b"{}")
     verdict = State.SENT if answer == 202 else State.FAILED
     store.resolve("w2", [Outcome(job, verdict, status_code=answer)], defer_for=600.0,
                   probes=2, **RESOLVE)

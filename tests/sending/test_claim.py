@@ -4,7 +4,7 @@ import pytest
 from django.db import transaction
 
 from activity_queue import enqueue
-from activity_queue.models import Host, ScheduledActivity
+from activity_queue.models import Host, Payload, ScheduledActivity
 from activity_queue.sending import hosts
 from activity_queue.sending import queue as store
 
@@ -142,7 +142,8 @@ def test_on_sqlite_a_claim_reads_the_due_range_from_its_index_alone():
     with recorded_statements() as statements:
         jobs = store.claim("w1", 100, 30, per_host=100, exclude_hosts=["https://busy.example"])
     assert len(jobs) == 100 and {j.host for j in jobs} == {"https://live.example"}
-    (sql, params), = statements
+    (sql, params), (read, _) = statements  # the claim, then its payloads by primary key
+    assert read.lstrip().startswith("SELECT") and Payload._meta.db_table in read
     plan = sqlite_plan(sql, params)
     table = ScheduledActivity._meta.db_table
     reads = [p for p in plan if table in p and "USING INTEGER PRIMARY KEY" not in p]
@@ -178,7 +179,7 @@ def test_rows_held_for_hosts_that_do_not_answer_leave_the_pipeline_room(worker):
     w.hosts.faulty = {"https://dead.example"}
     for i in range(22):
         host = "https://dead.example" if i < 2 else "https://live.example"
-        w._held[i] = (Job(i, host + "/inbox", host, b"{}", 0, "Create", str(i), ""), 0.0)
+        w._held[i] = (Job(i, host + "/inbox", host, 0, False, "Create", str(i), "", b"{}"), 0.0)
         w.hosts.held[host] = w.hosts.held.get(host, 0) + 1
     assert w.max_held == 40
     assert w._stalled() == 2  # room 40 - 22 + 2 = 20: a whole batch, the claim comes now

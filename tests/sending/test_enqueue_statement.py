@@ -6,7 +6,7 @@ from django.db import connection
 from django.utils import timezone
 
 from activity_queue import enqueue
-from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.models import Activity, Payload, ScheduledActivity
 from activity_queue.sending import queue as store
 
 NOTE = {"type": "Create", "object": {"@id": "https://here.example/notes/1", "@type": "Note"}}
@@ -48,17 +48,22 @@ def test_the_probes_stay_index_probes_once_the_tables_are_large():
         cursor.execute("DISCARD PLANS")
     enqueue(NOTE, to=inbox)  # plans the function's statement on the empty tables
     other = "'https://here.example/notes/other-' || i"
+    payloads = Payload._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {queue} (activity_id, activity_type, object_id, payload, created_at,"
-            " next_attempt_at, inbox, host, attempts, last_error, leased_by, has_predecessor)"
-            f" SELECT 'a' || i, 'Create', {other}, '{{}}', now(), now(), %s, %s, 0, '', '',"
-            " FALSE FROM generate_series(1, 30000) AS i", [inbox, "https://remote.example"])
+            f"INSERT INTO {payloads} (activity_id, activity_type, object_id, body, created_at)"
+            f" SELECT 'a' || i, 'Create', {other}, '{{}}', now()"
+            " FROM generate_series(1, 30000) AS i")
         cursor.execute(
-            f"INSERT INTO {log} (activity_id, activity_type, object_id, payload, created_at,"
+            f"INSERT INTO {queue} (payload_id, next_attempt_at, inbox, host, attempts,"
+            " last_error, leased_by, has_predecessor)"
+            f" SELECT id, now(), %s, %s, 0, '', '', FALSE FROM {payloads}"
+            " WHERE activity_id LIKE 'a%%'", [inbox, "https://remote.example"])
+        cursor.execute(
+            f"INSERT INTO {log} (activity_id, activity_type, object_id, payload_id, created_at,"
             " resolved_at, inbox, host, attempts, error, response_excerpt, direction, status)"
-            f" SELECT 'a' || i, 'Create', {other}, '{{}}', now(), now(), %s, %s, 1, '', '',"
-            " 'out', 'sent' FROM generate_series(1, 30000) AS i",
+            f" SELECT activity_id, 'Create', object_id, id, now(), now(), %s, %s, 1, '', '',"
+            f" 'out', 'sent' FROM {payloads} WHERE activity_id LIKE 'a%%'",
             [inbox, "https://remote.example"])
     now = timezone.now()
     common = {"activity_id": "https://here.example/a/2", "activity_type": "Create",

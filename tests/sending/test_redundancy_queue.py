@@ -7,10 +7,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from activity_queue import enqueue, signals
-from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.models import Activity, ScheduledActivity, object_key
 from activity_queue.net.addresses import origin
 from activity_queue.sending import queue as store
 
+from ..support.helpers import stored
 from ..support.receiver import Rule
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,8 +24,8 @@ def act(kind, owner="u1", obj=OBJ, **extra):
 
 
 def queued():
-    return list(ScheduledActivity.objects.order_by("pk")
-                .values_list("activity_type", "payload__object__owner__@id"))
+    return [(row.activity_type, row.payload.document["object"].get("owner", {}).get("@id"))
+            for row in ScheduledActivity.objects.select_related("payload").order_by("pk")]
 
 
 def dropped():
@@ -74,7 +75,7 @@ def test_newer_update_replaces_older_pending_update(inbox):
     assert [t for t, _ in dropped()] == ["Update", "Update"]
     assert {e for _, e in dropped()} == {"replaced by a newer Update"}
     logged = Activity.objects.filter(status="dropped").order_by("pk")
-    assert [a.payload["object"]["owner"]["@id"] for a in logged] == ["u1", "u2"]
+    assert [a.payload.document["object"]["owner"]["@id"] for a in logged] == ["u1", "u2"]
 
 
 def test_delete_makes_pending_update_moot(inbox, receiver, worker):
@@ -307,7 +308,7 @@ def test_a_younger_activity_waits_while_an_older_one_retries(unfiltered, receive
     unfiltered(act("Remove", "m1"), inbox)
     w = worker()
     assert w.run_once(timeout=10).retried == 1
-    ScheduledActivity.objects.filter(activity_type="Remove").update(
+    ScheduledActivity.objects.filter(payload__activity_type="Remove").update(
         next_attempt_at=timezone.now())
     report = w.run_once(timeout=10)
     assert report.claimed == 0 and report.released == 1
@@ -318,7 +319,7 @@ def test_a_younger_activity_waits_while_an_older_one_retries(unfiltered, receive
 
 def flags():
     return list(ScheduledActivity.objects.order_by("pk")
-                .values_list("activity_type", "inbox", "has_predecessor"))
+                .values_list("payload__activity_type", "inbox", "has_predecessor"))
 
 
 def test_lone_activities_are_written_unflagged(receiver):
@@ -381,8 +382,7 @@ def test_rows_written_another_way_are_checked(inbox, receiver, worker):
     worker().run_once(timeout=10)
     body = act("Add", id="https://a.example/activities/again")
     row = ScheduledActivity.objects.create(
-        activity_id=body["id"], activity_type="Add", object_id=OBJ, inbox=inbox,
-        host=receiver.url("").rstrip("/"), payload=body)
+        inbox=inbox, host=receiver.url("").rstrip("/"), payload=stored(body, OBJ))
     row.refresh_from_db()
     assert row.has_predecessor  # the database default
     report = worker().run_once(timeout=10)
@@ -395,8 +395,8 @@ def test_two_unflagged_rows_of_one_pair_in_a_claim_are_checked(inbox, receiver, 
     for n in (1, 2):
         body = act("Add", id=f"https://a.example/activities/{n}")
         ScheduledActivity.objects.create(
-            activity_id=body["id"], activity_type="Add", object_id=OBJ, inbox=inbox,
-            host=receiver.url("").rstrip("/"), payload=body, has_predecessor=False)
+            inbox=inbox, host=receiver.url("").rstrip("/"), payload=stored(body, OBJ),
+            has_predecessor=False)
     report = worker().run_once(timeout=10)
     assert (report.sent, report.dropped) == (1, 1)
 
@@ -422,9 +422,8 @@ def test_rows_of_other_pairs_do_not_count_toward_the_cap(receiver):
     b, c = receiver.url("/b/inbox/"), receiver.url("/c/inbox/")
     other = "https://a.example/circles/2/"
     ScheduledActivity.objects.bulk_create([
-        ScheduledActivity(activity_id=f"https://a.example/activities/{n}", activity_type="Add",
-                          object_id=other, inbox=b, host=origin(b),
-                          payload=act("Add", str(n), obj=other))
+        ScheduledActivity(inbox=b, host=origin(b), object_key=object_key(other), payload=stored(
+            act("Add", str(n), obj=other, id=f"https://a.example/activities/{n}"), other))
         for n in range(dropping.ROW_CAP + 1)])
     enqueue(act("Add"), b)
     enqueue(act("Add", obj=other), c)

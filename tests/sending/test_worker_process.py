@@ -39,7 +39,7 @@ def test_rows_of_a_killed_worker_come_back_when_its_lease_expires(receiver, spaw
     first.send(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
     orphaned = set(ScheduledActivity.objects.exclude(leased_by="")
-                   .values_list("activity_id", flat=True))
+                   .values_list("payload__activity_id", flat=True))
     assert orphaned, "the worker was killed holding no lease; the test proves nothing"
     assert ScheduledActivity.objects.exists()
 
@@ -85,7 +85,7 @@ def test_burst_drains_due_rows_then_exits(receiver, spawn):
     summary = proc.stdout().strip().splitlines()[-1]
     assert summary.startswith("activity_worker --burst: 5 sent, 0 to retry, 0 failed")
     assert {body["id"] for body in receiver.bodies()} == set(due)
-    assert sorted(ScheduledActivity.objects.values_list("activity_id", flat=True)) == later
+    assert sorted(ScheduledActivity.objects.values_list("payload__activity_id", flat=True)) == later
     assert not ScheduledActivity.objects.exclude(leased_by="").exists()
 
 

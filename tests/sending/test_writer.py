@@ -17,8 +17,8 @@ NOTE = {"type": "Create", "object": "https://here.example/notes/1"}
 
 
 def outcome(job_id: int) -> Outcome:
-    job = Job(job_id, "https://a.example/inbox/", "https://a.example", b"{}", 0, "Create",
-              f"https://here.example/a/{job_id}", "")
+    job = Job(job_id, "https://a.example/inbox/", "https://a.example", 0, False, "Create",
+              f"https://here.example/a/{job_id}", "", b"{}")
     return Outcome(job, State.SENT, status_code=202)
 
 

@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from activity_queue.models import Payload
 from activity_queue.sending.worker import Worker
 
 
@@ -16,6 +17,13 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def stored(document: dict, object_id: str = "") -> Payload:
+    """``document`` saved as a payload, as ``enqueue()`` would store it."""
+    payload = Payload.of(document, activity_type=document["type"], object_id=object_id)
+    payload.save()
+    return payload
 
 
 def aq_settings(**overrides):

@@ -7,16 +7,20 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from activity_queue.models import Activity, Host, ScheduledActivity
+from activity_queue.models import Activity, Host, Payload, ScheduledActivity
 from activity_queue.net.addresses import origin
 from activity_queue.sending import hosts
 
 _serial = itertools.count(1)
 
 
-def _payload(activity_id: str, kind: str, object_id: str) -> dict:
-    return {"@context": "https://www.w3.org/ns/activitystreams", "id": activity_id,
-            "type": kind, "object": {"@id": object_id, "@type": "hd:circle"}}
+def _payload(activity_id: str, kind: str, object_id: str, created_at=None) -> Payload:
+    document = {"@context": "https://www.w3.org/ns/activitystreams", "id": activity_id,
+                "type": kind, "object": {"@id": object_id, "@type": "hd:circle"}}
+    payload = Payload.of(document, activity_type=kind, object_id=object_id,
+                         created_at=created_at)
+    payload.save()
+    return payload
 
 
 def log_row(*, save: bool = True, ago: timedelta = timedelta(minutes=30), **fields) -> Activity:
@@ -30,7 +34,7 @@ def log_row(*, save: bool = True, ago: timedelta = timedelta(minutes=30), **fiel
     values = {
         "activity_id": activity_id, "activity_type": kind, "object_id": object_id,
         "inbox": inbox, "host": origin(inbox),
-        "payload": _payload(activity_id, kind, object_id),
+        "payload": _payload(activity_id, kind, object_id, now - ago - timedelta(minutes=5)),
         "direction": Activity.Direction.OUTBOUND, "status": "failed", "status_code": 500,
         "error": "HTTP 500", "response_excerpt": "<h1>oops</h1>", "attempts": 3,
         "created_at": now - ago - timedelta(minutes=5), "resolved_at": now - ago,
@@ -49,10 +53,9 @@ def queued(**fields) -> ScheduledActivity:
     activity_id = fields.pop("activity_id", f"https://testserver/activities/q{n}")
     kind = fields.pop("activity_type", "Update")
     object_id = fields.pop("object_id", f"https://testserver/circles/q{n}/")
-    values = {
-        "activity_id": activity_id, "activity_type": kind, "object_id": object_id,
-        "inbox": inbox, "host": origin(inbox), "payload": _payload(activity_id, kind, object_id),
-    }
+    created_at = fields.pop("created_at", None)
+    values = {"inbox": inbox, "host": origin(inbox),
+              "payload": _payload(activity_id, kind, object_id, created_at)}
     values.update(fields)
     return ScheduledActivity.objects.create(**values)
 

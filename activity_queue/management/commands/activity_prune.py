@@ -11,7 +11,8 @@ from ..options import positive_int
 
 class Command(BaseCommand):
     help = ("Delete Activity log rows older than ACTIVITY_QUEUE's RETENTION_SENT_DAYS, "
-            "RETENTION_FAILED_DAYS and RETENTION_RECEIVED_DAYS, in batches.")
+            "RETENTION_FAILED_DAYS and RETENTION_RECEIVED_DAYS, and the payloads nothing "
+            "refers to any more, in batches.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--dry-run", action="store_true",
@@ -45,5 +46,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Dry run: would delete {total} log row(s) ({'; '.join(parts)}). "
                               "Nothing was changed.")
         else:
+            payloads = retention.prune_payloads(batch_size=batch_size)
             self.stdout.write(f"Deleted {total} log row(s) in {batches} batch(es) "
-                              f"({'; '.join(parts)}).")
+                              f"({'; '.join(parts)}), and {payloads} payload(s) nothing "
+                              "refers to any more.")
