@@ -134,7 +134,7 @@ def drop_function(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("activity_queue", "0009_enqueue_function_v2")]
+    dependencies = [("activity_queue", "0010_host_unavailable")]
 
     operations = [
         migrations.CreateModel(
