@@ -34,6 +34,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "RESPONSE_EXCERPT": (int, 0, "an integer >= 0"),
     "CIRCUIT_THRESHOLD": (int, 1, "an integer >= 1"),
     "CIRCUIT_COOLDOWN": ((int, float), 0, "a number of seconds >= 0"),
+    "UNAVAILABLE_AFTER": ((int, float, type(None)), 1, "a number of seconds >= 1, or None "
+                          "(never)"),
     "BATCH_SIZE": (int, 1, "an integer >= 1"),
     "POLL_INTERVAL": ((int, float), 0.001, "a number of seconds > 0"),
     "BACKEND": (str, None, f"one of {', '.join(sorted(BACKENDS))}"),

@@ -96,6 +96,8 @@ BAD_VALUES = [
     ("RESPONSE_EXCERPT", True, "has type bool", "an integer >= 0"),
     ("CIRCUIT_THRESHOLD", 0, "is too small", "an integer >= 1"),
     ("CIRCUIT_COOLDOWN", "60", "has type str", "a number of seconds >= 0"),
+    ("UNAVAILABLE_AFTER", 0, "is too small", "a number of seconds >= 1, or None (never)"),
+    ("UNAVAILABLE_AFTER", "7d", "has type str", "a number of seconds >= 1, or None (never)"),
     ("BATCH_SIZE", 0, "is too small", "an integer >= 1"),
     ("POLL_INTERVAL", 0, "is too small", "a number of seconds > 0"),
     ("BACKEND", "redis", "is not a known backend", "one of celery, thread"),
@@ -264,3 +266,10 @@ def test_manage_py_check_shows_the_sqlite_warning():
         with sqlite():
             call_command("check", stdout=output, stderr=output)
     assert "activity_queue.W003" in output.getvalue()
+
+
+@pytest.mark.parametrize("value", [None, 3600, 1.5])
+def test_unavailable_after_accepts_none_and_seconds(value):
+    with with_queue({"UNAVAILABLE_AFTER": value}):
+        assert ours() == []
+        assert get_config().UNAVAILABLE_AFTER == value

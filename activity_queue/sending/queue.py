@@ -21,7 +21,7 @@ from ..lifecycle import State
 from ..models import Activity, Host, ScheduledActivity
 from . import hosts
 from .jobs import Job, Outcome
-from .sql import CHUNK, alias, chunks, dt, placeholders, values_list
+from .sql import CHUNK, LOG_COLUMNS, alias, chunks, dt, placeholders, values_list
 
 #: ``enqueue()``'s statement on PostgreSQL (migration 0009).
 ENQUEUE_FUNCTION = "activity_queue_enqueue_v2"
@@ -39,8 +39,8 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     with deliveries in flight; a row handed back unsent gets its attempt back
     (:func:`release`, a deferred outcome).
 
-    ``room`` lowers that cap for hosts the caller already holds rows of; paused
-    and excluded hosts are skipped. The per-host cap is applied in SQL, over a
+    ``room`` lowers that cap for hosts the caller already holds rows of; paused,
+    unavailable and excluded hosts are skipped. The per-host cap is applied in SQL, over a
     bounded window of the oldest due rows, so a backlog on one host neither
     crowds out the others nor makes the caller lease rows only to give them back.
 
@@ -76,7 +76,8 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
         SELECT id, host, next_attempt_at FROM {table}
         WHERE next_attempt_at <= %s
           AND (leased_until IS NULL OR leased_until < %s)
-          AND host NOT IN (SELECT host FROM {hosts_table} WHERE paused_until > %s)
+          AND host NOT IN (SELECT host FROM {hosts_table}
+                           WHERE paused_until > %s OR unavailable_since IS NOT NULL)
           {id_filter}"""
     window = min(max(4 * limit, per_host), 20 * limit, 10_000)
     candidates = f"""
@@ -248,7 +249,8 @@ def _set_lease(worker_id: str, ids: Sequence[int], until: datetime | None) -> in
 
 def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: int,
             circuit_cooldown: float, cooldown_max: float, defer_for: float = 0.0,
-            probes: int = 0, now: datetime | None = None) -> tuple[list[Outcome], list[str]]:
+            probes: int = 0, unavailable_after: float | None = None,
+            now: datetime | None = None) -> tuple[list[Outcome], list[str], list[str]]:
     """Write a batch of outcomes in one transaction.
 
     Sent and finally failed rows become ``Activity`` rows and leave the queue;
@@ -256,8 +258,10 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
     were. Rows whose lease this worker lost (another worker took them after
     expiry) are left alone. With ``defer_for``, the backlog of a host that
     fails waits that long for its next answer, but for its ``probes`` oldest
-    rows (see :func:`_update_hosts`). Returns the outcomes that were written
-    and the hosts whose circuit opened.
+    rows (see :func:`hosts.record`). Returns the outcomes that were written, the
+    hosts whose circuit opened, and the hosts that became unavailable (failing for
+    more than ``unavailable_after`` seconds), whose rows the caller then retires
+    (:func:`hosts.retire`).
     """
     now = now or timezone.now()
     connection = connections[alias()]
@@ -274,9 +278,10 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
             written |= _reschedule(cursor, connection, worker_id, chunk, attempted=True)
         for chunk in chunks(deferred):
             written |= _reschedule(cursor, connection, worker_id, chunk, attempted=False)
-        opened = hosts.record(outcomes, circuit_threshold, circuit_cooldown, cooldown_max, now,
-                               defer_for=defer_for, probes=probes)
-    return [o for o in outcomes if o.job.id in written], opened
+        opened, unavailable = hosts.record(
+            outcomes, circuit_threshold, circuit_cooldown, cooldown_max, now,
+            defer_for=defer_for, probes=probes, unavailable_after=unavailable_after)
+    return [o for o in outcomes if o.job.id in written], opened, unavailable
 
 
 #: The lease holder, as a joined row rather than a constant in the ``WHERE``: given a
@@ -284,10 +289,6 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
 #: filter over the whole queue table for each statement that joins a batch to it, which
 #: made every resolve a scan of the queue (90 against 2 ms for 500 rows, 120,000 queued).
 HOLDER = "w(worker) AS (VALUES (%s))"
-
-LOG_COLUMNS = """activity_id, activity_type, object_id, inbox, host, payload, direction,
-                 status, status_code, error, response_excerpt, attempts, created_at,
-                 resolved_at, duration_ms"""
 
 
 def _finish(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now) -> set[int]:

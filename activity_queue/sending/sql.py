@@ -12,6 +12,11 @@ from ..models import ScheduledActivity
 #: Rows per statement, under SQLite's limit of bound parameters.
 CHUNK = 900
 
+#: The columns a row moving from the queue to the log (``Activity``) fills.
+LOG_COLUMNS = """activity_id, activity_type, object_id, inbox, host, payload, direction,
+                 status, status_code, error, response_excerpt, attempts, created_at,
+                 resolved_at, duration_ms"""
+
 
 def alias() -> str:
     return router.db_for_write(ScheduledActivity)

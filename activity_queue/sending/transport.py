@@ -19,6 +19,7 @@ global slots while its requests time out, not ``PER_HOST`` of them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
@@ -160,6 +161,7 @@ class Transport:
         self._ready = threading.Event()
         self._client: http11.Client | None = None
         self._head = b""
+        self._probe_head = b""
         self._queues: dict[str, deque[Job]] = {}
         self._inflight: dict[str, int] = {}
         self._tasks: dict[asyncio.Task, Job] = {}
@@ -199,6 +201,12 @@ class Transport:
         hosts = set(hosts)
         if hosts and self._loop:
             self._loop.call_soon_threadsafe(self._trim, hosts)
+
+    def probe(self, host: str) -> concurrent.futures.Future:
+        """GET the origin ``host`` (an unavailable one): the future's result is None when
+        it answered (any status but 408, 425, 429 and 5xx: those say it is unwell), else
+        what went wrong."""
+        return asyncio.run_coroutine_threadsafe(self._probe(host), self._loop)
 
     def stop(self, grace: float) -> None:
         """Stop: queued jobs come back DEFERRED, in-flight ones get ``grace`` seconds."""
@@ -246,6 +254,7 @@ class Transport:
             keepalive=30.0, max_idle=max(256, 2 * cfg.WORKERS))
         self._head = header_lines({"User-Agent": cfg.USER_AGENT, "Content-Type": CONTENT_TYPE,
                                    "Accept": ACCEPT})
+        self._probe_head = header_lines({"User-Agent": cfg.USER_AGENT, "Accept": "*/*"})
 
     def _accept(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -356,6 +365,24 @@ class Transport:
             outcome = Outcome(job, State.RETRYING, error=f"{type(exc).__name__}: {exc}")
         outcome.duration_ms = (time.perf_counter() - started) * 1000
         return outcome
+
+    async def _probe(self, host: str) -> str | None:
+        url = host + "/"
+        try:
+            check_url(url)
+            check_literal_address(url, self.config.ALLOW_PRIVATE_ADDRESSES)
+            resp = await self._client.request(b"GET", url, self._probe_head)
+        except UnsafeDestination as exc:
+            return f"refused: {exc}"
+        except http11.Timeout as exc:
+            return f"{exc} ({LIMIT_SETTINGS[exc.limit]})"
+        except http11.ProtocolError as exc:
+            return f"bad response: {exc}"
+        except OSError as exc:
+            return f"connection failed: {describe(exc)}"
+        except ValueError as exc:
+            return f"refused: {exc}"
+        return f"HTTP {resp.status}" if resp.status in RETRYABLE_STATUSES else None
 
     async def _post(self, job: Job) -> Outcome:
         url = job.inbox

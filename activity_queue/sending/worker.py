@@ -10,6 +10,7 @@ command.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import queue
@@ -31,7 +32,7 @@ from ..net import signatures
 from . import chores, hosts
 from . import drops as dropping
 from . import queue as store
-from .alerts import report_final_failure
+from .alerts import report_final_failure, report_unavailable
 from .hosts import HostBook
 from .jobs import Job, Outcome
 from .listen import Listener
@@ -59,10 +60,13 @@ class Report:
     deferred: int = 0
     released: int = 0
     dropped: int = 0
+    #: Queued rows that ended as failures because their host is unavailable.
+    retired: int = 0
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def add(self, other: Report) -> None:
-        for name in ("claimed", "sent", "retried", "failed", "deferred", "released", "dropped"):
+        for name in ("claimed", "sent", "retried", "failed", "deferred", "released", "dropped",
+                     "retired"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -85,7 +89,10 @@ class Worker:
         self._unresolved: list[Outcome] = []
         self._writer: BackgroundWriter | None = None
         self._next_defer = 0.0
+        self._next_unavailable = 0.0
         self._next_renewal = 0.0
+        #: Probes of unavailable hosts in flight (:meth:`Transport.probe`), per host.
+        self._probes: dict[str, concurrent.futures.Future] = {}
         #: Seconds in-flight deliveries get to finish when stopping.
         self.grace = self.config.TIMEOUT + 1
 
@@ -109,6 +116,8 @@ class Worker:
         report = Report()
         for chore in chores.registered():
             chore.run()
+        self.hosts.refresh_tripped(force=True)
+        self._next_unavailable = 0.0
         jobs = self._claim(self.max_held, report)
         self.transport.submit(jobs)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -123,6 +132,10 @@ class Worker:
             waiting -= 1
         self._observe(collected)
         self._resolve(collected, report)
+        if self._probes:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            concurrent.futures.wait(list(self._probes.values()), timeout=remaining)
+            self._collect_probes()
         return report
 
     def run_forever(self) -> None:
@@ -171,7 +184,8 @@ class Worker:
             claiming = not self.stopping.is_set() and (deadline is None
                                                        or time.monotonic() < deadline)
             busy = self._step(claim=claiming)
-            if not (self._held or self._unresolved) and (not busy or not claiming):
+            if (not (self._held or self._unresolved or self._probes)
+                    and (not busy or not claiming)):
                 return
             if not busy:
                 self.wakeup.wait(self._idle_wait())
@@ -190,6 +204,8 @@ class Worker:
         report = Report()
         if self._writer is not None:
             self._collect(self._writer.result(), report)
+        if self._probes:
+            self._collect_probes()
         fresh = self._drain()
         self._observe(fresh)
         outcomes = self._unresolved + fresh
@@ -226,7 +242,7 @@ class Worker:
         if done.error is not None:
             self._unresolved = done.outcomes + self._unresolved
             raise done.error
-        self._written(done.outcomes, done.written, done.opened, report)
+        self._written(done.outcomes, done.written, done.opened, done.retired, report)
 
     def _idle_wait(self) -> float:
         if self._held:
@@ -262,6 +278,7 @@ class Worker:
         now = time.monotonic()
         self.hosts.refresh_tripped()
         self._defer_paused(now)
+        self._tend_unavailable(now, report)
         full, room, probation = self.hosts.claim_limits()
         # Rows in the writer's hands may already be back in the queue, due; they are
         # still held here until the writer reports, so they are not claimed twice.
@@ -310,8 +327,7 @@ class Worker:
             for job in jobs]
         for outcome in outcomes:
             outcome.job.attempts = made
-        written, opened = self._write(outcomes)
-        self._written(outcomes, written, opened, report)
+        self._written(outcomes, *self._write(outcomes), report)
 
     def _defer_paused(self, now: float) -> None:
         """Move paused hosts' due rows out of the claims' way (hosts.defer_paused): those
@@ -325,6 +341,43 @@ class Worker:
         if book.tripped and now >= self._next_defer:
             full = hosts.defer_paused(limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM
             self._next_defer = 0.0 if full else now + DEFER_EVERY
+
+    def _tend_unavailable(self, now: float, report: Report) -> None:
+        """Every DEFER_EVERY seconds while some host is unavailable: end its rows that came
+        in since (written by a process that did not know yet, or handed back by a worker),
+        and probe the hosts whose probe is due."""
+        if not self.hosts.unavailable or now < self._next_unavailable:
+            return
+        self._next_unavailable = now + DEFER_EVERY
+        retired = hosts.retire(hosts.retiring(), limit=DEFER_PER_CLAIM)
+        report.retired += sum(r.failed for r in retired)
+        if any(r.failed == DEFER_PER_CLAIM for r in retired):
+            self._next_unavailable = 0.0
+        if self.transport is None or self.stopping.is_set():
+            return
+        for host in hosts.take_probes():
+            if host not in self._probes:
+                self._probes[host] = self.transport.probe(host)
+
+    def _collect_probes(self) -> None:
+        """A probe answered: the host is available again (its circuit closes); else it is
+        probed again in PROBE_EVERY seconds."""
+        for host, future in list(self._probes.items()):
+            if not future.done():
+                continue
+            del self._probes[host]
+            try:
+                error = future.result()
+            except Exception as exc:  # the loop stopped under it
+                error = f"{type(exc).__name__}: {exc}"
+            if error is None:
+                logger.warning("activity_queue: %s answered a probe; delivering to it again",
+                               host)
+                hosts.close_circuits([host], keep_stopped=True)
+                self.hosts.unavailable.discard(host)
+                self.hosts.resume([host])
+            else:
+                hosts.probe_failed(host, error)
 
     def _stalled(self) -> int:
         """Rows held for hosts that do not answer, up to a quarter of ``max_held``."""
@@ -368,19 +421,24 @@ class Worker:
     def _resolve(self, outcomes: list[Outcome], report: Report) -> None:
         now = timezone.now()
         outcomes = [self._finalise(o, now) for o in outcomes]
-        written, opened = self._write(outcomes)
-        self._written(outcomes, written, opened, report)
+        self._written(outcomes, *self._write(outcomes), report)
 
-    def _write(self, outcomes: list[Outcome]) -> tuple[list[Outcome], list[str]]:
+    def _write(self, outcomes: list[Outcome]
+               ) -> tuple[list[Outcome], list[str], list[hosts.Retired]]:
+        """Write the outcomes; the queued rows of hosts that became unavailable then end
+        (those this worker held are among them: they were just written back)."""
         cfg = self.config
-        return store.resolve(
+        written, opened, unavailable = store.resolve(
             self.id, outcomes, circuit_threshold=cfg.CIRCUIT_THRESHOLD,
             circuit_cooldown=cfg.CIRCUIT_COOLDOWN, cooldown_max=cfg.BACKOFF_MAX,
             defer_for=max(cfg.TIMEOUT, cfg.CIRCUIT_COOLDOWN), probes=cfg.PER_HOST,
+            unavailable_after=cfg.UNAVAILABLE_AFTER,
         )
+        retired = hosts.retire(unavailable, limit=DEFER_PER_CLAIM) if unavailable else []
+        return written, opened, retired
 
     def _written(self, outcomes: list[Outcome], written: list[Outcome], opened: list[str],
-                 report: Report) -> None:
+                 retired: list[hosts.Retired], report: Report) -> None:
         """Bookkeeping, circuits, signals and alerts once outcomes are in the database."""
         for o in outcomes:
             self._forget(o.job)
@@ -388,6 +446,8 @@ class Worker:
         if opened:
             logger.warning("activity_queue: pausing deliveries to %s", ", ".join(opened))
             self.transport.pause(opened)
+        if retired:
+            self._retired(retired, report)
         for o in written:
             if o.state is State.SENT:
                 report.sent += 1
@@ -400,6 +460,23 @@ class Worker:
             else:
                 report.deferred += 1
         report.outcomes.extend(written)
+
+    def _retired(self, retired: list[hosts.Retired], report: Report) -> None:
+        """Hosts that just became unavailable: one alert and one signal each."""
+        names = {r.host for r in retired}
+        self.hosts.unavailable |= names
+        self.hosts.paused |= names
+        self.transport.pause(names)
+        self._next_unavailable = 0.0  # rows handed back by the transport end soon
+        for r in retired:
+            report.retired += r.failed
+            failure_logger.error(
+                "activity_queue: %s is unavailable (failing since %s): deliveries to it "
+                "stopped; %s queued deliveries failed", r.host, r.failing_since, r.failed,
+                extra={"inbox_host": r.host})
+            report_unavailable(r.host, r.failing_since, r.failed)
+            signals.host_unavailable.send(sender=Worker, host=r.host,
+                                          failing_since=r.failing_since, failed=r.failed)
 
     def _forget(self, job: Job) -> None:
         if self._held.pop(job.id, None) is not None:
@@ -425,6 +502,7 @@ class Worker:
             except Exception:
                 logger.exception("activity_queue: transport did not stop cleanly")
             self.transport = None
+        self._probes.clear()
         try:
             self._stop_writer()
         except Exception:

@@ -97,7 +97,7 @@ def test_resolve_leaves_rows_whose_lease_was_taken_over(receiver, verdict):
     assert again.id == job.id
     outcome = Outcome(job, verdict, status_code=503, error="HTTP 503",
                       retry_at=timezone.now() + timedelta(seconds=60))
-    written, _ = store.resolve("w1", [outcome], **RESOLVE)
+    written, _, _ = store.resolve("w1", [outcome], **RESOLVE)
     assert written == []
     assert not Activity.objects.exists()
     row = ScheduledActivity.objects.get()
@@ -114,9 +114,9 @@ def test_resolve_writes_the_holders_outcomes_in_one_batch(receiver):
         Outcome(jobs[2], State.RETRYING, status_code=503, error="HTTP 503", retry_at=later),
         Outcome(jobs[3], State.PENDING, error="host paused"),
     ]
-    written, opened = store.resolve("w1", outcomes, **RESOLVE)
+    written, opened, unavailable = store.resolve("w1", outcomes, **RESOLVE)
     assert [o.job.id for o in written] == [j.id for j in jobs]
-    assert opened == []
+    assert opened == unavailable == []
     logs = {a.inbox: a for a in Activity.objects.all()}
     assert (logs[jobs[0].inbox].status, logs[jobs[0].inbox].duration_ms) == ("sent", 1.5)
     assert (logs[jobs[1].inbox].status, logs[jobs[1].inbox].error) == ("failed", "HTTP 410")
@@ -144,7 +144,7 @@ def test_resolve_looks_rows_up_by_id_however_large_the_queue(receiver):
     outcomes = [Outcome(j, State.SENT, status_code=202) for j in jobs[:250]] + [
         Outcome(j, State.RETRYING, status_code=503, retry_at=later) for j in jobs[250:]]
     with recorded_statements() as statements:
-        written, _ = store.resolve("w1", outcomes, **RESOLVE)
+        written, _, _ = store.resolve("w1", outcomes, **RESOLVE)
     assert len(written) == 500
     queue = ScheduledActivity._meta.db_table
     plans = [line for sql, params in statements if queue in sql
