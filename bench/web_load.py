@@ -34,8 +34,14 @@ if str(ROOT) not in sys.path:
 from bench.receivers import free_ports  # noqa: E402
 
 MODES = ("none", "dedicated", "inprocess")
-#: The SQLite ``OPTIONS`` the README recommends.
+#: The SQLite ``OPTIONS`` the README recommends (``activity_queue.checks.SQLITE_OPTIONS``).
 README_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+#: What it recommended before: no busy timeout (Python's 5 s), commits synced to disk.
+EARLIER_README_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "init_command": "PRAGMA journal_mode=WAL;",
 }
@@ -255,9 +261,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--threads", type=int, default=8, help="gunicorn threads")
     p.add_argument("--options", help="the database's OPTIONS as JSON (default: the README's)")
+    p.add_argument("--earlier-options", action="store_true",
+                   help="the OPTIONS the README recommended before: " +
+                   json.dumps(EARLIER_README_OPTIONS).replace("%", "%%"))
     p.add_argument("--json", action="store_true", help="print each result as JSON too")
     args = p.parse_args(argv)
     options = json.loads(args.options) if args.options else None
+    if args.earlier_options:
+        options = EARLIER_README_OPTIONS
     results = []
     for mode in MODES if args.mode == "all" else [args.mode]:
         result = run(mode, args.seconds, clients=args.clients, threads=args.threads,
