@@ -10,6 +10,7 @@ as a site that has federated for a while has. No request may fail, nothing may l
 
 import http.client
 import json
+import sqlite3
 import threading
 import time
 
@@ -27,7 +28,6 @@ pytestmark = [
     pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's single write lock"),
     pytest.mark.timeout(90),
 ]
-gunicorn = pytest.importorskip("gunicorn")
 
 SECONDS = 4.0
 CLIENTS = 12
@@ -100,6 +100,7 @@ def inboxes():
 
 @pytest.mark.parametrize("mode", ["dedicated", "in-process"])
 def test_a_busy_site_and_its_worker_never_meet_a_locked_database(spawn, inboxes, mode):
+    pytest.importorskip("gunicorn")
     delivered_before(DELIVERED)
     port = free_port()
     env = {"AQ_PROC_DB_OPTIONS": json.dumps(SQLITE_OPTIONS)}
@@ -137,3 +138,40 @@ def test_a_busy_site_and_its_worker_never_meet_a_locked_database(spawn, inboxes,
     logs = "\n".join(p.stdout() + p.stderr() for p in processes)
     assert LOCKED not in logs, logs[-3000:]
     assert all(p.alive() for p in processes), logs[-3000:]
+
+
+def test_a_worker_kept_from_the_lock_past_its_timeout_waits_and_carries_on(
+        transactional_db, receiver, worker, caplog):
+    """The safety net: a step that meets "database is locked" is tried again after a pause,
+    with a warning and no traceback, and nothing it held is lost."""
+    from django.db.backends.signals import connection_created
+
+    from activity_queue import enqueue
+
+    def short_timeout(sender, connection, **kwargs):
+        if threading.current_thread().name == "impatient":
+            connection.connection.execute("PRAGMA busy_timeout = 100")
+
+    for i in range(5):
+        enqueue({"type": "Create", "object": f"https://here.example/notes/{i}"},
+                to=receiver.url("/inbox/"))
+    holder = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    w = worker()
+    connection_created.connect(short_timeout)
+    runner = threading.Thread(target=w.run_forever, name="impatient")
+    try:
+        with caplog.at_level("INFO", logger="activity_queue"):
+            runner.start()
+            assert wait_until(lambda: "stayed busy" in caplog.text, timeout=10)
+            holder.rollback()
+            assert receiver.wait_for(lambda r: len(r.received) == 5, timeout=20)
+            assert wait_until(lambda: not ScheduledActivity.objects.exists(), timeout=10)
+    finally:
+        holder.close()
+        w.stop()
+        runner.join(30)
+        connection_created.disconnect(short_timeout)
+    warnings = [r for r in caplog.records if "stayed busy" in r.getMessage()]
+    assert warnings and all(r.levelname == "WARNING" and not r.exc_info for r in warnings)
+    assert "step failed" not in caplog.text
