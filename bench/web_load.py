@@ -7,9 +7,11 @@ Starts the small site of :mod:`bench.web_urls` under gunicorn (one process,
 ``GET /recent/``. Three modes: ``none`` (no worker), ``dedicated`` (an
 ``activity_worker`` process beside gunicorn) and ``inprocess`` (the worker
 thread, ``AUTOSTART``). Prints, per mode, requests/s, POST p50/p99, answers
-≥ 500, log records that mention "database is locked" (gunicorn's and the
-worker's), client timeouts and the deliveries that arrived. ``run()`` returns
-the same as a dict, for scripts that compare configurations.
+≥ 500, log records with "database is locked" (gunicorn's and the worker's), the
+worker's retries after such a wait, client timeouts and the deliveries that
+arrived. ``--no-enqueue`` leaves the ``enqueue()`` out of the POST (its cost is the
+difference). ``run()`` returns the same as a dict, for scripts that compare
+configurations.
 """
 
 from __future__ import annotations
@@ -45,7 +47,11 @@ EARLIER_README_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "init_command": "PRAGMA journal_mode=WAL;",
 }
-LOCKED = "database is locked"
+#: What a request or a worker step that gave up waiting for the write lock logs (the
+#: system check's warning names the error too, without the exception's name).
+LOCKED = "OperationalError: database is locked"
+#: What the worker logs when it tries a step again after such a wait.
+BUSY_RETRY = "the database stayed busy"
 
 
 class Process:
@@ -157,8 +163,8 @@ def _queue_counts(db: Path) -> tuple[int, int]:
 
 
 def run(mode: str, seconds: float = 60, *, clients: int = 16, threads: int = 8,
-        options: dict | None = None, client_timeout: float = 10.0, drain: float = 30.0,
-        workdir: str | None = None) -> dict:
+        options: dict | None = None, enqueue: bool = True, client_timeout: float = 10.0,
+        drain: float = 30.0, workdir: str | None = None) -> dict:
     """One measurement in a fresh database; see the module's docstring.
 
     ``options`` are the database's ``OPTIONS`` (default: the README's).
@@ -180,6 +186,7 @@ def run(mode: str, seconds: float = 60, *, clients: int = 16, threads: int = 8,
            "AQ_WEB_DB": str(db),
            "AQ_WEB_SQLITE_OPTIONS": json.dumps(options),
            "AQ_WEB_AUTOSTART": "1" if mode == "inprocess" else "0",
+           "AQ_WEB_ENQUEUE": "1" if enqueue else "0",
            # One receiver process on three ports: three hosts, arrivals counted together.
            "AQ_WEB_INBOXES": ",".join(f"http://127.0.0.1:{p}/inbox/" for p in inbox_ports)}
     subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
@@ -220,6 +227,7 @@ def run(mode: str, seconds: float = 60, *, clients: int = 16, threads: int = 8,
         "clients": clients,
         "threads": threads,
         "options": options,
+        "enqueue": enqueue,
         "requests_per_s": round(requests / stats["elapsed"], 1),
         "posts": len(stats["post"]),
         "post_p50_ms": round(1000 * _percentile(stats["post"], 0.50), 1),
@@ -228,9 +236,10 @@ def run(mode: str, seconds: float = 60, *, clients: int = 16, threads: int = 8,
         "status": {str(k): v for k, v in sorted(statuses.items())},
         "errors_5xx": sum(v for k, v in statuses.items() if k >= 500),
         "locked_in_logs": sum(p.records_mentioning(LOCKED) for p in (web, worker) if p),
+        "worker_busy_retries": sum(p.records_mentioning(BUSY_RETRY) for p in (web, worker) if p),
         "client_timeouts": stats["timeouts"],
         "client_errors": stats["errors"],
-        "enqueued": 3 * statuses.get(201, 0),
+        "enqueued": 3 * statuses.get(201, 0) if enqueue else 0,
         "delivered_during_load": arrived_in_load,
         "delivered": arrived,
         "logged_sent": sent,
@@ -241,7 +250,8 @@ def run(mode: str, seconds: float = 60, *, clients: int = 16, threads: int = 8,
 
 COLUMNS = [("mode", "mode"), ("req/s", "requests_per_s"), ("POST p50 ms", "post_p50_ms"),
            ("POST p99 ms", "post_p99_ms"), ("GET p99 ms", "get_p99_ms"), ("5xx", "errors_5xx"),
-           ("locked", "locked_in_logs"), ("timeouts", "client_timeouts"),
+           ("locked", "locked_in_logs"), ("busy retries", "worker_busy_retries"),
+           ("timeouts", "client_timeouts"),
            ("enqueued", "enqueued"), ("delivered (load)", "delivered_during_load"),
            ("delivered", "delivered"), ("left", "left_queued")]
 
@@ -264,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--earlier-options", action="store_true",
                    help="the OPTIONS the README recommended before: " +
                    json.dumps(EARLIER_README_OPTIONS).replace("%", "%%"))
+    p.add_argument("--no-enqueue", action="store_true",
+                   help="the POST writes its row only (no worker mode then has work)")
     p.add_argument("--json", action="store_true", help="print each result as JSON too")
     args = p.parse_args(argv)
     options = json.loads(args.options) if args.options else None
@@ -272,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for mode in MODES if args.mode == "all" else [args.mode]:
         result = run(mode, args.seconds, clients=args.clients, threads=args.threads,
-                     options=options)
+                     options=options, enqueue=not args.no_enqueue)
         results.append(result)
         if args.json:
             print(json.dumps(result), flush=True)

@@ -2,7 +2,8 @@
 
 ``POST /post/`` creates a row and enqueues a ``Create`` about it to the three
 inboxes named in ``AQ_WEB_INBOXES`` (comma-separated), in one transaction, as
-a view that publishes something does. ``GET /recent/`` reads the latest rows.
+a view that publishes something does (only the row with ``AQ_WEB_ENQUEUE=0``).
+``GET /recent/`` reads the latest rows.
 """
 
 import os
@@ -17,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from activity_queue import enqueue
 
 INBOXES = [i for i in os.environ.get("AQ_WEB_INBOXES", "").split(",") if i]
+ENQUEUE = os.environ.get("AQ_WEB_ENQUEUE", "1") == "1"
 
 
 @csrf_exempt
@@ -25,10 +27,11 @@ def post(request):
     with transaction.atomic():
         latest = Group.objects.order_by("-id").values_list("id", flat=True).first()
         group = Group.objects.create(name=name)
-        enqueue({"type": "Create", "actor": "http://127.0.0.1/users/bench",
-                 "object": {"@id": f"http://127.0.0.1/groups/{group.pk}", "name": name,
-                            "after": latest}},
-                to=INBOXES)
+        if ENQUEUE:
+            enqueue({"type": "Create", "actor": "http://127.0.0.1/users/bench",
+                     "object": {"@id": f"http://127.0.0.1/groups/{group.pk}", "name": name,
+                                "after": latest}},
+                    to=INBOXES)
     return HttpResponse(status=201)
 
 
