@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from django.db import router
+from django.db import OperationalError, router
 
 from ..models import ScheduledActivity
 
@@ -20,6 +20,11 @@ LOG_COLUMNS = """activity_id, activity_type, object_id, inbox, host, payload, di
 
 def alias() -> str:
     return router.db_for_write(ScheduledActivity)
+
+
+def locked(exc: BaseException) -> bool:
+    """SQLite's write lock stayed taken for the whole busy ``timeout``: a wait, not a fault."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc)
 
 
 def dt(connection, value: datetime):

@@ -37,6 +37,7 @@ from .hosts import HostBook
 from .jobs import Job, Outcome
 from .listen import Listener
 from .retry import is_final, retry_delay
+from .sql import locked
 from .transport import Signer, Transport
 from .writer import BackgroundWriter, Written
 
@@ -154,11 +155,18 @@ class Worker:
                 try:
                     busy = self._step()
                     errors = 0
-                except Exception:
+                except Exception as exc:
                     errors += 1
-                    logger.exception("activity_queue worker %s: step failed", self.id)
-                    self._close_connection()
-                    self.stopping.wait(min(30.0, 0.5 * 2 ** min(errors, 6)))
+                    pause = min(30.0, 0.5 * 2 ** min(errors, 6))
+                    if locked(exc):
+                        # Others held SQLite's write lock: what this step held is kept and
+                        # written at the next one, after a pause that lets them finish.
+                        logger.warning("activity_queue worker %s: the database stayed busy for "
+                                       "its timeout; trying again in %.1f s", self.id, pause)
+                    else:
+                        logger.exception("activity_queue worker %s: step failed", self.id)
+                        self._close_connection()
+                    self.stopping.wait(pause)
                     continue
                 if not busy:
                     self.wakeup.wait(self._idle_wait())
