@@ -102,6 +102,7 @@ class Worker:
         self._next_defer = 0.0
         self._next_renewal = 0.0
         self._writer_failures = 0
+        self._claim_from = 0.0
         #: Seconds in-flight deliveries get to finish when stopping.
         self.grace = self.config.TIMEOUT + 1
         #: A request starts only while its row's lease has more than this left: enough
@@ -243,8 +244,8 @@ class Worker:
             chore.poll()
         room = self.max_held - len(self._held) + self._stalled()
         jobs: list[Job] = []
-        if claim and (room >= min(self.config.BATCH_SIZE, self.max_held // 2)
-                      or not self._held):
+        if claim and time.monotonic() >= self._claim_from and (
+                room >= min(self.config.BATCH_SIZE, self.max_held // 2) or not self._held):
             jobs = self._claim(min(room, self.config.BATCH_SIZE), report)
             self.transport.submit(jobs)
         return bool(handled or jobs)
@@ -307,6 +308,9 @@ class Worker:
             if self._database_answers():
                 self._next_renewal = 0.0  # renew at once what the outage left near its end
                 self._writer_failures = 0
+                # Every worker first writes and renews what it held through the outage; a
+                # claim right away could take another's rows whose lease ran out meanwhile.
+                self._claim_from = time.monotonic() + 2 * DB_CHECK_INTERVAL
                 logger.warning("activity_queue worker %s: the database answers again after "
                                "%.1f s", self.id, time.monotonic() - started)
                 return True
@@ -326,10 +330,14 @@ class Worker:
         return held[1] + self.config.LEASE - time.monotonic() > self.lease_margin
 
     def _idle_wait(self) -> float:
+        now = time.monotonic()
+        wait = self.config.POLL_INTERVAL
         if self._held:
             # Wake in time to renew the leases of rows still in flight (LEASE may be short).
-            return max(0.01, min(1.0, self._next_renewal - time.monotonic()))
-        return self.config.POLL_INTERVAL
+            wait = min(1.0, self._next_renewal - now)
+        if self._claim_from > now:
+            wait = min(wait, self._claim_from - now)
+        return max(0.01, wait)
 
     def _drain(self) -> list[Outcome]:
         out: list[Outcome] = []

@@ -140,6 +140,22 @@ def test_the_dedicated_worker_survives_its_server_going_away(receiver, start_wor
     assert recovery < RECOVERY_BOUND
 
 
+def test_two_workers_do_not_send_each_others_rows_after_an_outage_longer_than_the_lease(
+        receiver, start_worker, db_on_server):
+    """Their leases run out while the server is away: a worker stops starting requests
+    before its leases end, and on the server's return writes and renews what it holds
+    before it claims, so neither takes and sends again what the other sent."""
+    cluster = db_on_server
+    # Slow answers: each worker still has rows waiting for a slot when its leases end.
+    receiver.rules["/inbox/"] = Rule(delay=0.2)
+    ids = enqueue_many(receiver.url("/inbox/"))
+    workers = [start_worker(LEASE=4.0) for _ in range(2)]
+    assert receiver.wait_for(lambda r: len(r.received) >= 20, 30)
+    cluster.restart(down=6.0)
+    check_delivered_once(receiver, ids)
+    assert all("the database answers again" in w.stderr() for w in workers)
+
+
 @pytest.fixture
 def inprocess():
     with aq_settings(**QUEUE):
