@@ -202,7 +202,9 @@ class Worker:
                 if not self._await_database(deadline):
                     raise
                 continue
-            if not (self._held or self._unresolved) and (not busy or not claiming):
+            waiting = time.monotonic() < self._claim_from  # claims resume shortly
+            if not (self._held or self._unresolved) and (not claiming
+                                                         or not (busy or waiting)):
                 return
             if not busy:
                 self.wakeup.wait(self._idle_wait())

@@ -13,6 +13,7 @@ SIGKILL in test_worker_process.py), or rows taken over after their lease ran out
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 
@@ -179,4 +180,29 @@ def test_the_in_process_worker_survives_a_crash_of_its_server(receiver, inproces
     assert wait_until(lambda: logged(cluster) > before, RECOVERY_BOUND, interval=0.05)
     assert time.monotonic() - back < RECOVERY_BOUND
     assert len(receiver.received) < N
+    check_delivered_once(receiver, ids)
+
+
+def test_a_celery_run_waits_for_its_server_within_its_deadline(receiver, worker, db_on_server):
+    """What the Celery task runs (Worker.run_until_idle): a crash of the server mid-run is
+    waited out within the run's deadline, and the run still ends with everything written."""
+    cluster = db_on_server
+    receiver.rules["/inbox/"] = Rule(delay=0.04)
+    ids = enqueue_many(receiver.url("/inbox/"))
+    with aq_settings(**QUEUE):
+        w = worker()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            w.run_until_idle(deadline=time.monotonic() + 30)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failure.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    assert receiver.wait_for(lambda r: len(r.received) >= 60, 30)
+    outage(cluster, "immediate")
+    runner.join(40)
+    assert not runner.is_alive() and not failure, failure
     check_delivered_once(receiver, ids)
