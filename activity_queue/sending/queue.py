@@ -204,47 +204,50 @@ def _insert_statement(connection, common: dict[str, Any], payload: str,
     return sql, params
 
 
-def renew(worker_id: str, ids: Sequence[int], lease: float) -> int:
-    """Extend the lease of rows this worker still holds (slow hosts, long waits)."""
-    return _set_lease(worker_id, ids, timezone.now() + timedelta(seconds=lease))
+def renew(worker_id: str, ids: Sequence[int], lease: float) -> set[int]:
+    """Extend the lease of rows this worker still holds (slow hosts, long waits).
+
+    Returns the ids renewed: a row missing from them was taken by another worker after
+    its lease ran out (or is gone), and this worker must not send it.
+    """
+    connection = connections[alias()]
+    table = ScheduledActivity._meta.db_table
+    until = dt(connection, timezone.now() + timedelta(seconds=lease))
+    renewed: set[int] = set()
+    with connection.cursor() as cursor:
+        for chunk in chunks(list(ids)):
+            cursor.execute(
+                f"UPDATE {table} SET leased_until = %s "
+                f"WHERE leased_by = %s AND id IN ({placeholders(len(chunk))}) RETURNING id",
+                [until, worker_id, *chunk],
+            )
+            renewed.update(r[0] for r in cursor.fetchall())
+    return renewed
 
 
 def release(worker_id: str, ids: Sequence[int]) -> int:
     """Give rows back unsent, with the attempt their claim counted taken back."""
-    released = _set_lease(worker_id, ids, None)
+    released = _update_held(worker_id, ids, "leased_until = NULL, leased_by = '', "
+                                            "attempts = attempts - 1")
     lifecycle.move(State.LEASED, State.PENDING, released)
     return released
 
 
 def release_attempts(worker_id: str, ids: Sequence[int]) -> int:
     """Take back the attempt the claim counted, for rows that will not be sent."""
+    return _update_held(worker_id, ids, "attempts = attempts - 1")
+
+
+def _update_held(worker_id: str, ids: Sequence[int], setters: str) -> int:
     connection = connections[alias()]
     table = ScheduledActivity._meta.db_table
     changed = 0
     with connection.cursor() as cursor:
         for chunk in chunks(list(ids)):
             cursor.execute(
-                f"UPDATE {table} SET attempts = attempts - 1 "
+                f"UPDATE {table} SET {setters} "
                 f"WHERE leased_by = %s AND id IN ({placeholders(len(chunk))})",
                 [worker_id, *chunk],
-            )
-            changed += cursor.rowcount
-    return changed
-
-
-def _set_lease(worker_id: str, ids: Sequence[int], until: datetime | None) -> int:
-    """Renew a lease, or (``until=None``) end it and give the claim's attempt back."""
-    connection = connections[alias()]
-    table = ScheduledActivity._meta.db_table
-    uncount = "" if until else ", attempts = attempts - 1"
-    changed = 0
-    with connection.cursor() as cursor:
-        for chunk in chunks(list(ids)):
-            cursor.execute(
-                f"UPDATE {table} SET leased_until = %s, leased_by = %s{uncount} "
-                f"WHERE leased_by = %s AND id IN ({placeholders(len(chunk))})",
-                [dt(connection, until) if until else None, worker_id if until else "",
-                 worker_id, *chunk],
             )
             changed += cursor.rowcount
     return changed

@@ -59,6 +59,9 @@ REDIRECTS = frozenset({301, 302, 307, 308})
 #: A 303 answers a POST with "look over there" (a GET): the inbox took nothing.
 SEE_OTHER = "303 See Other: the inbox did not accept the POST, not following"
 
+#: Why a job goes back unsent when its worker could not renew its lease in time.
+LEASE_ENDING = "not attempted: the lease was ending or lost"
+
 #: ``signer(method, url, headers, body) -> headers``: adds e.g. an HTTP Signature.
 Signer = Callable[[str, str, dict[str, str], bytes], dict[str, str]]
 
@@ -151,11 +154,15 @@ class Transport:
     """Delivers jobs concurrently and reports one :class:`Outcome` per job."""
 
     def __init__(self, config: Config, on_outcome: Callable[[Outcome], None],
-                 hosts: HostBook, signer: Signer | None = None) -> None:
+                 hosts: HostBook, signer: Signer | None = None,
+                 may_start: Callable[[Job], bool] | None = None) -> None:
         self.config = config
         self.on_outcome = on_outcome
         self.hosts = hosts
         self.signer = signer
+        #: Asked, from the loop's thread, just before a job's request starts; a job it
+        #: refuses goes back undelivered (its lease is about to end, or was lost).
+        self.may_start = may_start
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -284,6 +291,11 @@ class Transport:
             job = queue.popleft()
             if not queue:
                 del self._queues[host]
+            if self.may_start is not None and not self.may_start(job):
+                self._emit(Outcome(job, State.PENDING, error=LEASE_ENDING))
+                if queue:
+                    self._mark_runnable(host)
+                continue
             count = self._inflight.get(host, 0) + 1
             self._inflight[host] = count
             task = self._loop.create_task(self._deliver(job))

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import close_old_connections, connections, router
+from django.db import InterfaceError, OperationalError, close_old_connections, connections, router
 from django.utils import timezone
 
 from .. import signals
@@ -38,7 +38,7 @@ from .jobs import Job, Outcome
 from .listen import Listener
 from .retry import is_final, retry_delay
 from .sql import locked
-from .transport import Signer, Transport
+from .transport import TOTAL_TIMEOUTS, Signer, Transport
 from .writer import BackgroundWriter, Written
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,22 @@ logger = logging.getLogger(__name__)
 DEFER_PER_CLAIM = 5_000
 #: Seconds between passes over every paused host, for rows that came due during a pause.
 DEFER_EVERY = 10.0
+#: Seconds between checks for a database that stopped answering: recovery starts
+#: within this long of its return.
+DB_CHECK_INTERVAL = 0.5
+#: What a lost or refused database connection raises (also a server shutting down,
+#: starting up, or ending the session).
+DISCONNECTS = (OperationalError, InterfaceError)
 failure_logger = logging.getLogger("activity_queue.failures")
+
+
+#: The renewal time of a row whose lease another worker took.
+LOST = float("-inf")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass
@@ -94,8 +109,14 @@ class Worker:
         self._next_renewal = 0.0
         #: Probes of unavailable hosts in flight (:meth:`Transport.probe`), per host.
         self._probes: dict[str, concurrent.futures.Future] = {}
+        self._writer_failures = 0
+        self._claim_from = 0.0
         #: Seconds in-flight deliveries get to finish when stopping.
         self.grace = self.config.TIMEOUT + 1
+        #: A request starts only while its row's lease has more than this left: enough
+        #: for the whole exchange (TOTAL_TIMEOUTS x TIMEOUT), but never more than a
+        #: quarter of LEASE, which renewals keep clear of.
+        self.lease_margin = min(TOTAL_TIMEOUTS * self.config.TIMEOUT, self.config.LEASE / 4)
 
     # -- limits ------------------------------------------------------------
 
@@ -163,9 +184,13 @@ class Worker:
                         # written at the next one, after a pause that lets them finish.
                         logger.warning("activity_queue worker %s: the database stayed busy for "
                                        "its timeout; trying again in %.1f s", self.id, pause)
-                    else:
-                        logger.exception("activity_queue worker %s: step failed", self.id)
-                        self._close_connection()
+                        self.stopping.wait(pause)
+                        continue
+                    logger.exception("activity_queue worker %s: step failed", self.id)
+                    self._close_connection()
+                    if self._await_database():
+                        errors = 0
+                        continue
                     self.stopping.wait(pause)
                     continue
                 if not busy:
@@ -183,17 +208,26 @@ class Worker:
         flight (no head-of-line blocking within a batch), but it returns once
         idle instead of waiting for more. From ``deadline`` (``time.monotonic()``)
         on, or once :meth:`stop` is called, it claims nothing new and returns
-        when what it holds is written. Errors propagate; the rows this worker
-        still holds stay tracked, so the next call picks up where this one failed.
+        when what it holds is written. A database that stops answering is
+        waited for until ``deadline``; other errors propagate. The rows this
+        worker still holds stay tracked, so the next call picks up where this
+        one failed.
         """
         self._ensure_transport()
         self.hosts.pipelined = True
         while True:
             claiming = not self.stopping.is_set() and (deadline is None
                                                        or time.monotonic() < deadline)
-            busy = self._step(claim=claiming)
+            try:
+                busy = self._step(claim=claiming)
+            except DISCONNECTS:
+                logger.warning("activity_queue worker %s: step failed", self.id, exc_info=True)
+                if not self._await_database(deadline):
+                    raise
+                continue
+            waiting = time.monotonic() < self._claim_from  # claims resume shortly
             if (not (self._held or self._unresolved or self._probes)
-                    and (not busy or not claiming)):
+                    and (not claiming or not (busy or waiting))):
                 return
             if not busy:
                 self.wakeup.wait(self._idle_wait())
@@ -237,26 +271,100 @@ class Worker:
             chore.poll()
         room = self.max_held - len(self._held) + self._stalled()
         jobs: list[Job] = []
-        if claim and (room >= min(self.config.BATCH_SIZE, self.max_held // 2)
-                      or not self._held):
+        if claim and time.monotonic() >= self._claim_from and (
+                room >= min(self.config.BATCH_SIZE, self.max_held // 2) or not self._held):
             jobs = self._claim(min(room, self.config.BATCH_SIZE), report)
             self.transport.submit(jobs)
         return bool(handled or jobs)
 
     def _collect(self, done: Written | None, report: Report) -> None:
-        """Account for a batch the background writer finished."""
+        """Account for a batch the background writer finished.
+
+        A batch that failed is written again with the next one. A lost connection is
+        news only if the database still does not answer: the writer may have met it
+        during an outage this worker has already waited out, and raising it then would
+        count one outage twice.
+        """
         if done is None:
             return
         if done.error is not None:
             self._unresolved = done.outcomes + self._unresolved
+            self._writer_failures += 1
+            if (isinstance(done.error, DISCONNECTS) and self._writer_failures == 1
+                    and self._database_answers()):
+                logger.warning("activity_queue worker %s: writing %d outcomes again after "
+                               "the writer lost its connection (%s)", self.id,
+                               len(done.outcomes), first_line(done.error))
+                return
             raise done.error
+        self._writer_failures = 0
         self._written(done.outcomes, done.written, done.opened, done.retired, report)
 
+    # -- a database that does not answer -----------------------------------------
+
+    def _database_answers(self) -> bool:
+        """One ``SELECT 1``, on a new connection if the current one is broken."""
+        connection = connections[router.db_for_write(ScheduledActivity)]
+        for _ in range(2):
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                return True
+            except Exception:
+                self._close_connection()
+        return False
+
+    def _await_database(self, deadline: float | None = None) -> bool:
+        """After a failed step: wait for the database if it does not answer.
+
+        Returns False at once if it answers (the failure was something else), else
+        checks every ``DB_CHECK_INTERVAL`` seconds and returns True once it answers
+        again, False if stopped or past ``deadline`` first. Meanwhile the transport
+        goes on delivering what this worker holds while the leases allow
+        (:meth:`_may_start`); the outcomes wait here and are written on its return.
+        """
+        if self._database_answers():
+            return False
+        started = time.monotonic()
+        logger.warning("activity_queue worker %s: the database does not answer; checking "
+                       "every %.1f s, holding %d rows", self.id, DB_CHECK_INTERVAL,
+                       len(self._held))
+        while not self.stopping.wait(DB_CHECK_INTERVAL):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if self._database_answers():
+                self._next_renewal = 0.0  # renew at once what the outage left near its end
+                self._writer_failures = 0
+                # Every worker first writes and renews what it held through the outage; a
+                # claim right away could take another's rows whose lease ran out meanwhile.
+                self._claim_from = time.monotonic() + 2 * DB_CHECK_INTERVAL
+                logger.warning("activity_queue worker %s: the database answers again after "
+                               "%.1f s", self.id, time.monotonic() - started)
+                return True
+        return False
+
+    def _may_start(self, job: Job) -> bool:
+        """Whether the transport may send ``job`` now (asked from the loop's thread).
+
+        Not when its lease has less than ``lease_margin`` seconds left: renewals keep a
+        healthy worker's leases well above it, so only a worker that could not reach
+        the database stops sending, before another worker may take the row and send it
+        too. Nor when a renewal found the row taken.
+        """
+        held = self._held.get(job.id)
+        if held is None:
+            return True
+        return held[1] + self.config.LEASE - time.monotonic() > self.lease_margin
+
     def _idle_wait(self) -> float:
+        now = time.monotonic()
+        wait = self.config.POLL_INTERVAL
         if self._held:
             # Wake in time to renew the leases of rows still in flight (LEASE may be short).
-            return max(0.01, min(1.0, self._next_renewal - time.monotonic()))
-        return self.config.POLL_INTERVAL
+            wait = min(1.0, self._next_renewal - now)
+        if self._claim_from > now:
+            wait = min(wait, self._claim_from - now)
+        return max(0.01, wait)
 
     def _drain(self) -> list[Outcome]:
         out: list[Outcome] = []
@@ -272,7 +380,7 @@ class Worker:
     def _ensure_transport(self) -> None:
         if self.transport is None:
             self.transport = Transport(self.config, self._on_outcome, self.hosts,
-                                       signer=self.signer)
+                                       signer=self.signer, may_start=self._may_start)
             self.transport.start()
 
     def _on_outcome(self, outcome: Outcome) -> None:
@@ -401,13 +509,25 @@ class Worker:
         if now < self._next_renewal:
             return
         lease = self.config.LEASE
-        self._next_renewal = now + lease / 6
         stale = [job_id for job_id, (_, since) in self._held.items() if now - since > lease / 3]
         if stale:
-            store.renew(self.id, stale, lease)
+            renewed = store.renew(self.id, stale, lease)
+            lost = 0
             for job_id in stale:
-                job, _ = self._held[job_id]
-                self._held[job_id] = (job, now)
+                held = self._held.get(job_id)
+                if held is None:
+                    continue
+                if job_id in renewed:
+                    self._held[job_id] = (held[0], now)
+                elif held[1] != LOST:
+                    # Another worker took it after the lease ran out: not sent from here,
+                    # and its outcome, if any, is not written (resolve checks leased_by).
+                    self._held[job_id] = (held[0], LOST)
+                    lost += 1
+            if lost:
+                logger.warning("activity_queue worker %s: %d rows were taken by another "
+                               "worker after their lease ran out", self.id, lost)
+        self._next_renewal = now + lease / 6
 
     # -- resolving ---------------------------------------------------------------
 
