@@ -7,7 +7,7 @@ guarded by one of Django's own model permissions:
 - re-queue a failed delivery: ``add_scheduledactivity`` (it creates a queue row);
 - retry now: ``change_scheduledactivity``;
 - discard: ``delete_scheduledactivity``;
-- resume a paused host: ``change_host``.
+- resume a paused or unavailable host, or stop deliveries to one: ``change_host``.
 
 Followers and pending inbox discoveries are shown read-only, with no actions:
 the backlink machinery keeps them in step with the local objects.
@@ -349,28 +349,51 @@ class ActivityAdmin(RecordAdmin):
 
 @admin.register(Host)
 class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
-    list_display = ("host", "circuit", "consecutive_failures", "trips", "paused_until",
-                    "last_error_short", "updated_at")
+    list_display = ("host", "availability", "circuit", "consecutive_failures", "trips",
+                    "paused_until", "last_error_short", "updated_at")
     search_fields = ("host",)
     ordering = ("host",)
-    actions = ("resume",)
-    readonly_fields = ("host", "circuit", "consecutive_failures", "trips", "paused_until",
-                       "deferred_until", "last_error", "updated_at")
+    actions = ("resume", "stop_delivery")
+    readonly_fields = ("host", "availability", "circuit", "consecutive_failures", "trips",
+                       "paused_until", "deferred_until", "failing_since", "last_error",
+                       "updated_at")
     fields = readonly_fields
 
     @admin.display(description="last error")
     def last_error_short(self, obj):
         return obj.last_error[:80]
 
+    @admin.display(description="availability", ordering="unavailable_since")
+    def availability(self, obj):
+        if not obj.unavailable:
+            return "available"
+        since = timezone.localtime(obj.unavailable_since).strftime("%Y-%m-%d %H:%M")
+        if obj.unavailable_by:
+            note = f" (stopped by {obj.unavailable_by})"
+        else:
+            note = f" (next probe in {timeuntil(obj.paused_until)})" if obj.paused_until else ""
+        return f"unavailable since {since}{note}"
+
     def has_resume_permission(self, request):
         return _has(request, "change", Host)
 
-    @admin.action(description="Resume deliveries to selected hosts (close the circuit)",
-                  permissions=["resume"])
+    has_stop_delivery_permission = has_resume_permission
+
+    @admin.action(description="Resume deliveries to selected hosts (close the circuit, "
+                              "available again)", permissions=["resume"])
     def resume(self, request, queryset):
         resumed = operations.resume_hosts(queryset.values_list("host", flat=True))
         self.message_user(request, f"Resumed {_plural(resumed, 'host')}; their queued "
                                    "deliveries are claimable now.", messages.SUCCESS)
+
+    @admin.action(description="Stop deliveries to selected hosts (unavailable until resumed)",
+                  permissions=["stop_delivery"])
+    def stop_delivery(self, request, queryset):
+        result = operations.stop_hosts(queryset.values_list("host", flat=True),
+                                       by=request.user.get_username())
+        self.message_user(request, f"Stopped deliveries to {_plural(len(result.stopped), 'host')}"
+                                   f"; {_plural(result.failed, *DELIVERY)} in the queue failed "
+                                   "(logged as failed: host unavailable).", messages.SUCCESS)
 
 
 def _short(value: str, size: int = 60) -> str:

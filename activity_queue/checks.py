@@ -34,6 +34,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "RESPONSE_EXCERPT": (int, 0, "an integer >= 0"),
     "CIRCUIT_THRESHOLD": (int, 1, "an integer >= 1"),
     "CIRCUIT_COOLDOWN": ((int, float), 0, "a number of seconds >= 0"),
+    "UNAVAILABLE_AFTER": ((int, float, type(None)), 1, "a number of seconds >= 1, or None "
+                          "(never)"),
     "BATCH_SIZE": (int, 1, "an integer >= 1"),
     "POLL_INTERVAL": ((int, float), 0.001, "a number of seconds > 0"),
     "BACKEND": (str, None, f"one of {', '.join(sorted(BACKENDS))}"),
@@ -172,13 +174,28 @@ def _check_site_url() -> list:
     )]
 
 
+#: The ``OPTIONS`` of a SQLite database that serves requests while the worker writes (the
+#: README's): each transaction takes the write lock at ``BEGIN`` and waits up to ``timeout``
+#: seconds for it, readers never wait for the writer (WAL), and a commit does not wait for
+#: the disk (the last commits may be lost on power loss, never half of one).
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+#: Seconds of busy timeout below which W005 warns (Python's default is 5).
+SQLITE_MIN_TIMEOUT = 10
+
+
 @register(Tags.compatibility)
 def check_sqlite(app_configs=None, **kwargs) -> list:
-    """SQLite plus a worker thread wants IMMEDIATE transactions and WAL, or users meet locks.
+    """SQLite with a web process and a worker writing beside it needs these options, or
+    requests meet "database is locked".
 
     It reads settings only, so it is not tagged ``database``: since Django 6.0
     ``check`` and ``runserver`` skip database checks unless ``--database`` is given.
     """
+    hint = f"Set the database's 'OPTIONS' to {SQLITE_OPTIONS!r}."
     messages = []
     for alias, conf in settings.DATABASES.items():
         if conf.get("ENGINE") != "django.db.backends.sqlite3":
@@ -189,9 +206,22 @@ def check_sqlite(app_configs=None, **kwargs) -> list:
                 f"Database {alias!r} is SQLite without transaction_mode 'IMMEDIATE'; "
                 "a request that reads then writes while the worker writes can fail with "
                 "'database is locked'.",
-                hint="Add 'OPTIONS': {'transaction_mode': 'IMMEDIATE', 'init_command': "
-                     "'PRAGMA journal_mode=WAL;'} to the database settings.",
-                id="activity_queue.W003",
+                hint=hint, id="activity_queue.W003",
+            ))
+        timeout = options.get("timeout", 5)
+        if not isinstance(timeout, int | float) or timeout < SQLITE_MIN_TIMEOUT:
+            messages.append(Warning(
+                f"Database {alias!r} is SQLite with a busy timeout of {timeout!r} s (Python's "
+                f"default is 5); under load a request that waits longer for the write lock "
+                "fails with 'database is locked'.",
+                hint=hint, id="activity_queue.W005",
+            ))
+        init = "".join(str(options.get("init_command", "")).split()).lower()
+        if "journal_mode=wal" not in init:
+            messages.append(Warning(
+                f"Database {alias!r} is SQLite without 'PRAGMA journal_mode=WAL' in its "
+                "init_command; without WAL, readers and the writer block each other.",
+                hint=hint, id="activity_queue.W006",
             ))
     return messages
 

@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     # (doubling while probes keep failing, capped by BACKOFF_MAX).
     "CIRCUIT_THRESHOLD": 5,
     "CIRCUIT_COOLDOWN": 60.0,
+    # Seconds a host may fail without a single answer before it is unavailable: its queued
+    # deliveries fail, new ones fail at once, and it is only probed. None: never.
+    "UNAVAILABLE_AFTER": 7 * 86400.0,
     # Rows claimed per database round trip.
     "BATCH_SIZE": 500,
     # How often an idle worker looks for due rows written by other processes, in seconds.
@@ -103,6 +106,7 @@ class Config:
     RESPONSE_EXCERPT: int
     CIRCUIT_THRESHOLD: int
     CIRCUIT_COOLDOWN: float
+    UNAVAILABLE_AFTER: float | None
     BATCH_SIZE: int
     POLL_INTERVAL: float
     BACKEND: str

@@ -5,8 +5,9 @@ A scheduled row is *pending* until a worker leases it; a leased row ends as
 deleted in one transaction), goes back to wait as *retrying* after a failed
 attempt, or as *pending* when it was handed back without an attempt (its host
 paused, the worker stopping, an older activity about its object going first).
-Rows can also leave the queue as *dropped* (redundant) or *discarded* (by an
-operator). The inbox logs what it accepts as *received*.
+Rows can also leave the queue as *dropped* (redundant), *discarded* (by an
+operator), or *failed* without an attempt when their host is unavailable. The
+inbox logs what it accepts as *received*.
 
 Every piece of code that changes a state says so through :func:`move`, so a
 move missing from :data:`TRANSITIONS` fails loudly, in the tests first. A
@@ -39,13 +40,16 @@ NEW = None
 TRANSITIONS: dict[tuple[State | None, State], str] = {
     (NEW, State.PENDING): "enqueue(); a replay of a failed or discarded activity",
     (NEW, State.RECEIVED): "the inbox accepts an activity",
-    (NEW, State.FAILED): "the inbox of a backlink's target cannot be discovered",
+    (NEW, State.FAILED): "the inbox of a backlink's target cannot be discovered; enqueue() "
+                         "to an unavailable host",
     (NEW, State.DROPPED): "the object is deleted before its target's inbox is known",
     (State.PENDING, State.LEASED): "a worker claims the row",
     (State.RETRYING, State.LEASED): "a worker claims the row",
     (State.LEASED, State.SENT): "the inbox answers 2xx",
     (State.LEASED, State.RETRYING): "a retryable failure (408, 429, 5xx, timeout, network)",
     (State.LEASED, State.FAILED): "a permanent failure, or the last attempt failed",
+    (State.PENDING, State.FAILED): "its host became unavailable",
+    (State.RETRYING, State.FAILED): "its host became unavailable",
     (State.LEASED, State.PENDING): "handed back unattempted: host paused, worker stopping, "
                                    "claimed beyond the host's room, waiting for an older "
                                    "activity about its object",

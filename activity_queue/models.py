@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import models
@@ -100,19 +101,24 @@ class ScheduledActivityQuerySet(models.QuerySet):
 
     def next_claimable(self, now=None):
         """When the first row that cannot be claimed now can be: its attempt time, the
-        end of another worker's lease, or the end of its host's pause. None if empty.
+        end of another worker's lease, or the end of its host's pause; or when the next
+        probe of an unavailable host is due. None if there is nothing to wait for.
 
         A worker that stops when idle (the Celery backend) schedules its next run
-        from this, so retries run on time with nobody polling.
+        from this, so retries and probes run on time with nobody polling.
         """
         now = now or timezone.now()
-        paused = Host.objects.using(self.db).filter(paused_until__gt=now)
+        health = Host.objects.using(self.db)
+        unavailable = models.Q(unavailable_since__isnull=False)
+        paused = health.filter(models.Q(paused_until__gt=now) | unavailable)
         free = self.filter(models.Q(leased_until__isnull=True) | models.Q(leased_until__lt=now))
         times = [
             free.exclude(host__in=paused.values("host"))
                 .aggregate(at=models.Min("next_attempt_at"))["at"],
             self.filter(leased_until__gte=now).aggregate(at=models.Min("leased_until"))["at"],
             paused.filter(host__in=free.values("host"))
+                  .aggregate(at=models.Min("paused_until"))["at"],
+            health.filter(unavailable, unavailable_by="")
                   .aggregate(at=models.Min("paused_until"))["at"],
         ]
         return min((t for t in times if t is not None), default=None)
@@ -287,6 +293,15 @@ class Host(models.Model):
         help_text="where the host's backlog waits for its next answer while it fails")
     last_error = models.TextField(blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+    failing_since = models.DateTimeField(
+        null=True, blank=True,
+        help_text="the first failure since the host last answered")
+    unavailable_since = models.DateTimeField(
+        null=True, blank=True,
+        help_text="deliveries stopped: failing for longer than UNAVAILABLE_AFTER, or by hand")
+    unavailable_by = models.CharField(
+        max_length=150, blank=True,
+        help_text="the operator who stopped deliveries by hand (no probes then)")
 
     class Meta:
         verbose_name = "host health"
@@ -300,6 +315,28 @@ class Host(models.Model):
         if self.paused_until and self.paused_until > timezone.now():
             return "open"
         return "half-open" if self.trips else "closed"
+
+    @property
+    def unavailable(self) -> bool:
+        return self.unavailable_since is not None
+
+    @property
+    def unavailable_reason(self) -> str:
+        """What the log rows of deliveries that never left because of it say."""
+        return unavailable_reason(self.failing_since, self.unavailable_by,
+                                  self.unavailable_since)
+
+
+def unavailable_reason(failing_since: datetime | None, by: str, since: datetime | None) -> str:
+    """``host unavailable: failing since …``, or ``… delivery stopped by <operator> on …``."""
+    if by or failing_since is None:
+        who = f" by {by}" if by else ""
+        return f"host unavailable: delivery stopped{who} on {_utc(since or timezone.now())}"
+    return f"host unavailable: failing since {_utc(failing_since)}"
+
+
+def _utc(value: datetime) -> str:
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 class Follower(models.Model):

@@ -8,6 +8,9 @@
 - ``activity_discarded`` (an operator took scheduled rows out of the queue):
   ``activities`` (the new ``Activity`` log rows, status ``discarded``) and ``by``
   (who, as text). A discard is a decision, not redundancy, so it is not a drop.
+- ``host_unavailable`` (a host failed for longer than ``UNAVAILABLE_AFTER``): ``host``,
+  ``failing_since``, and ``failed``, how many queued deliveries ended with it. Those
+  deliveries do not send ``activity_failed`` one by one.
 """
 
 from django.dispatch import Signal
@@ -16,3 +19,4 @@ activity_delivered = Signal()
 activity_failed = Signal()
 activity_dropped = Signal()
 activity_discarded = Signal()
+host_unavailable = Signal()

@@ -7,6 +7,7 @@ statements). DEBUG stays off: with it on, Django keeps every query in memory and
 the memory figure would measure that.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -49,6 +50,8 @@ ACTIVITY_QUEUE = {
     # The receivers are on 127.0.0.1; the worker is started by the benchmark itself.
     "ALLOW_PRIVATE_ADDRESSES": True,
     "AUTOSTART": False,
+    # Values of a run (bench/faults.py), as JSON.
+    **json.loads(os.environ.get("AQ_BENCH_QUEUE", "{}")),
 }
 LOGGING = {
     "version": 1,

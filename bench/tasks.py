@@ -31,7 +31,7 @@ from django.utils import timezone  # noqa: E402
 from activity_queue import enqueue, signals  # noqa: E402
 from activity_queue.conf import get_config  # noqa: E402
 from activity_queue.lifecycle import State  # noqa: E402
-from activity_queue.models import Activity, Host, ScheduledActivity  # noqa: E402
+from activity_queue.models import Activity, Host, Payload, ScheduledActivity, object_key  # noqa: E402
 from activity_queue.net.addresses import origin  # noqa: E402
 from activity_queue.sending import hosts  # noqa: E402
 from activity_queue.sending import queue as store  # noqa: E402
@@ -95,7 +95,7 @@ def server_cpu() -> dict[int, float]:
 def reset() -> None:
     """An empty, migrated queue, log and host table."""
     call_command("migrate", verbosity=0, interactive=False)
-    tables = [m._meta.db_table for m in (ScheduledActivity, Activity, Host)]
+    tables = [m._meta.db_table for m in (ScheduledActivity, Activity, Host, Payload)]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
@@ -132,20 +132,27 @@ def fill(n: int, inboxes: list[str], black_holes: list[str] = (), every: int = E
         body = activity(i, run)
         # has_predecessor as enqueue() writes it: each activity has an object of its own,
         # so nothing else about it is queued for its inbox or was delivered there.
+        payload = Payload.of(body, activity_type=body["type"], object_id=body["object"]["@id"],
+                             created_at=now)
         rows.append(ScheduledActivity(
-            activity_id=body["id"], activity_type=body["type"], object_id=body["object"]["@id"],
-            inbox=inbox, host=origin(inbox), payload=body, created_at=now, next_attempt_at=now,
-            has_predecessor=False,
+            payload=payload, object_key=object_key(payload.object_id), inbox=inbox,
+            host=origin(inbox), next_attempt_at=now, has_predecessor=False,
         ))
         if len(rows) >= FILL_BATCH:
-            with transaction.atomic():
-                ScheduledActivity.objects.bulk_create(rows)
+            _fill(rows)
             rows = []
     if rows:
-        with transaction.atomic():
-            ScheduledActivity.objects.bulk_create(rows)
+        _fill(rows)
     analyze()
     return healthy
+
+
+def _fill(rows: list[ScheduledActivity]) -> None:
+    with transaction.atomic():
+        Payload.objects.bulk_create([row.payload for row in rows])
+        for row in rows:
+            row.payload = row.payload  # the payload's new primary key
+        ScheduledActivity.objects.bulk_create(rows)
 
 
 def timeline(marks: list[tuple[float, int]], t0: float, seconds: float,
@@ -353,11 +360,11 @@ def enqueue_cost(task: dict) -> dict:
         with transaction.atomic():
             enqueue(activity(i, "warm"), to=inbox)
     table = ScheduledActivity._meta.db_table
-    pg = connection.vendor == "postgresql"
-    raw_sql = (f"INSERT INTO {table} (activity_id, activity_type, object_id, payload, "
-               f"created_at, next_attempt_at, inbox, host, attempts, last_error, leased_by, "
-               f"has_predecessor) VALUES (%s, %s, %s, {'CAST(%s AS jsonb)' if pg else '%s'}, "
-               f"%s, %s, %s, %s, 0, '', '', FALSE) RETURNING id")
+    raw_payload = (f"INSERT INTO {Payload._meta.db_table} (activity_id, activity_type, "
+                   "object_id, body, created_at) VALUES (%s, %s, %s, %s, %s) RETURNING id")
+    raw_sql = (f"INSERT INTO {table} (payload_id, object_key, next_attempt_at, inbox, host, "
+               "attempts, last_error, leased_by, has_predecessor) "
+               "VALUES (%s, %s, %s, %s, %s, 0, '', '', FALSE) RETURNING id")
     host = origin(inbox)
     calls, blocks, after, raw = [], [], [], []
     for i in range(m):
@@ -385,8 +392,11 @@ def enqueue_cost(task: dict) -> dict:
                 cursor.execute("SELECT 1")
                 t1 = time.perf_counter_ns()
                 now = connection.ops.adapt_datetimefield_value(timezone.now())
-                cursor.execute(raw_sql, [body["id"], body["type"], body["object"]["@id"],
-                                         json.dumps(body), now, now, inbox, host])
+                cursor.execute(raw_payload, [body["id"], body["type"], body["object"]["@id"],
+                                             json.dumps(body), now])
+                payload_id = cursor.fetchone()[0]
+                cursor.execute(raw_sql, [payload_id, object_key(body["object"]["@id"]), now,
+                                         inbox, host])
                 cursor.fetchone()
                 raw.append((time.perf_counter_ns() - t1) / 1000)
     return {"m": m, "enqueue_us": percentiles(calls), "atomic_block_us": percentiles(blocks),

@@ -53,6 +53,15 @@ def ca():
 
 
 @pytest.fixture
+def sentry():
+    """sentry-sdk initialised as a site would, with a capturing transport; reset afterwards."""
+    from .support.sentry import start_capturing, stop_capturing
+
+    yield start_capturing()
+    stop_capturing()
+
+
+@pytest.fixture
 def worker():
     """A worker whose transport is stopped after the test."""
     get_config.cache_clear()

@@ -10,7 +10,7 @@ from django.core.checks import ERROR, WARNING, run_checks
 from django.core.management import call_command
 from django.test import override_settings
 
-from activity_queue.checks import RULES, _bad_value
+from activity_queue.checks import RULES, SQLITE_OPTIONS, _bad_value
 from activity_queue.conf import DEFAULTS, Config, get_config
 
 # Django 6 hands every database alias to the model checks, which may look at the connection.
@@ -96,6 +96,8 @@ BAD_VALUES = [
     ("RESPONSE_EXCERPT", True, "has type bool", "an integer >= 0"),
     ("CIRCUIT_THRESHOLD", 0, "is too small", "an integer >= 1"),
     ("CIRCUIT_COOLDOWN", "60", "has type str", "a number of seconds >= 0"),
+    ("UNAVAILABLE_AFTER", 0, "is too small", "a number of seconds >= 1, or None (never)"),
+    ("UNAVAILABLE_AFTER", "7d", "has type str", "a number of seconds >= 1, or None (never)"),
     ("BATCH_SIZE", 0, "is too small", "an integer >= 1"),
     ("POLL_INTERVAL", 0, "is too small", "a number of seconds > 0"),
     ("BACKEND", "redis", "is not a known backend", "one of celery, thread"),
@@ -232,28 +234,61 @@ def sqlite(**options):
     return override_settings(DATABASES={"default": database})
 
 
-@pytest.mark.parametrize("options", [{}, {"transaction_mode": "DEFERRED"},
-                                     {"init_command": "PRAGMA journal_mode=WAL;"}])
-def test_sqlite_without_immediate_transactions(options):
+SQLITE_HINT = ("Set the database's 'OPTIONS' to {'transaction_mode': 'IMMEDIATE', 'timeout': 20, "
+               "'init_command': 'PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;'}.")
+
+
+def sqlite_warnings(**options) -> list[tuple[str, int, str, str]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Django warns that DATABASES is overridden
         with sqlite(**options):
-            assert ours() == [(
-                "activity_queue.W003", WARNING,
-                "Database 'default' is SQLite without transaction_mode 'IMMEDIATE'; a request "
-                "that reads then writes while the worker writes can fail with "
-                "'database is locked'.",
-                "Add 'OPTIONS': {'transaction_mode': 'IMMEDIATE', 'init_command': "
-                "'PRAGMA journal_mode=WAL;'} to the database settings.",
-            )]
+            return ours()
 
 
-@pytest.mark.parametrize("mode", ["IMMEDIATE", "immediate"])
-def test_sqlite_with_immediate_transactions(mode):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with sqlite(transaction_mode=mode):
-            assert ours() == []
+def test_the_recommended_sqlite_options_are_clean():
+    assert sqlite_warnings(**SQLITE_OPTIONS) == []
+    assert sqlite_warnings(**{**SQLITE_OPTIONS, "transaction_mode": "immediate", "timeout": 10,
+                              "init_command": "pragma journal_mode = wal"}) == []
+
+
+@pytest.mark.parametrize("mode", [None, "DEFERRED", "EXCLUSIVE"])
+def test_sqlite_without_immediate_transactions(mode):
+    options = {**SQLITE_OPTIONS, "transaction_mode": mode}
+    assert sqlite_warnings(**options) == [(
+        "activity_queue.W003", WARNING,
+        "Database 'default' is SQLite without transaction_mode 'IMMEDIATE'; a request "
+        "that reads then writes while the worker writes can fail with "
+        "'database is locked'.",
+        SQLITE_HINT,
+    )]
+
+
+@pytest.mark.parametrize("timeout", [None, 5, 9.5, "20"])
+def test_sqlite_with_a_short_busy_timeout(timeout):
+    options = {k: v for k, v in SQLITE_OPTIONS.items() if k != "timeout"}
+    if timeout is not None:
+        options["timeout"] = timeout
+    shown = 5 if timeout is None else timeout
+    assert sqlite_warnings(**options) == [(
+        "activity_queue.W005", WARNING,
+        f"Database 'default' is SQLite with a busy timeout of {shown!r} s (Python's default "
+        "is 5); under load a request that waits longer for the write lock fails with "
+        "'database is locked'.",
+        SQLITE_HINT,
+    )]
+
+
+@pytest.mark.parametrize("init", [None, "PRAGMA synchronous=NORMAL;", "PRAGMA journal_mode=DELETE"])
+def test_sqlite_without_wal(init):
+    options = {**SQLITE_OPTIONS, "init_command": init}
+    if init is None:
+        del options["init_command"]
+    assert sqlite_warnings(**options) == [(
+        "activity_queue.W006", WARNING,
+        "Database 'default' is SQLite without 'PRAGMA journal_mode=WAL' in its init_command; "
+        "without WAL, readers and the writer block each other.",
+        SQLITE_HINT,
+    )]
 
 
 def test_manage_py_check_shows_the_sqlite_warning():
@@ -264,3 +299,10 @@ def test_manage_py_check_shows_the_sqlite_warning():
         with sqlite():
             call_command("check", stdout=output, stderr=output)
     assert "activity_queue.W003" in output.getvalue()
+
+
+@pytest.mark.parametrize("value", [None, 3600, 1.5])
+def test_unavailable_after_accepts_none_and_seconds(value):
+    with with_queue({"UNAVAILABLE_AFTER": value}):
+        assert ours() == []
+        assert get_config().UNAVAILABLE_AFTER == value

@@ -89,6 +89,13 @@ def test_every_declared_move_is_made_and_none_other(receiver, worker, moves):
         assert len(actions.discard(ScheduledActivity.objects.values_list("pk", flat=True))
                    .discarded) == 2
 
+        # A host stopped: its waiting and retrying rows fail, and so does a new enqueue.
+        queue_raw(inbox, note(9))
+        queue_raw(inbox, note(10), attempts=1)
+        assert actions.stop_hosts([receiver.base], by="test").failed == 2
+        assert enqueue(note(11), to=inbox) == []
+        actions.resume_hosts([receiver.base])
+
         # Backlinks whose target inbox is never known: given up, or moot once deleted.
         for resource, object_id in (("https://127.0.0.1:1/users/1", "https://here.example/x/1"),
                                     ("https://b.example/users/2", "https://here.example/x/2")):

@@ -7,7 +7,8 @@ same transaction, so nothing is lost if the process dies. The worker calls
 :func:`resolve_due` (in a helper thread, see :func:`poll`) to fetch the
 missing documents, turn each pending row into a scheduled delivery, or
 retry it later with the delivery backoff; after ``MAX_ATTEMPTS`` it is
-logged as a failed ``Activity``, like a delivery that failed for good.
+logged as a failed ``Activity``, like a delivery that failed for good. An
+inbox whose delivery ends with 410 Gone stops following anything (:func:`inbox_gone`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ..sending.alerts import report_final_failure
 from ..sending.jobs import Job, Outcome
 from ..sending.outbox import enqueue, new_activity_id
 from ..sending.retry import backoff
+from ..sending.worker import Worker
 from . import discovery
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,19 @@ def follow(object_id: str, inboxes: Iterable[str], using: str | None = None) -> 
     Follower.objects.using(using or router.db_for_write(Follower)).bulk_create(
         rows, ignore_conflicts=True
     )
+
+
+def inbox_gone(sender: type, outcome: Outcome, **kwargs: Any) -> None:
+    """A delivery's final answer was 410 Gone: the inbox is gone for good, so it follows
+    nothing any more and later activities about those objects are not sent there.
+    Connected to ``activity_failed`` from deliveries (the worker's), not from discovery,
+    whose 410 is about a remote resource rather than an inbox."""
+    if outcome.status_code == 410 and outcome.job.inbox:
+        db = router.db_for_write(Follower)
+        gone, _ = Follower.objects.using(db).filter(inbox=outcome.job.inbox).delete()
+        if gone:
+            logger.info("activity_queue: %s answered 410 Gone; it no longer follows %s "
+                        "object(s)", outcome.job.inbox, gone)
 
 
 def forget(object_id: str, using: str | None = None) -> None:
@@ -269,3 +284,7 @@ def _resolve_in_thread() -> None:
         close_old_connections()
         with _lock:
             _running = False
+
+
+signals.activity_failed.connect(inbox_gone, sender=Worker,
+                                dispatch_uid="activity_queue.federation.dispatch.inbox_gone")

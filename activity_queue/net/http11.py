@@ -308,8 +308,14 @@ class Client:
         A pooled connection that turns out to be closed by the server is
         replaced once, since nothing of the request can have been handled.
         """
+        return await self.request(b"POST", url, head, body, host)
+
+    async def request(self, method: bytes, url: str, head: bytes, body: bytes = b"",
+                      host: str | None = None) -> Response:
+        """:meth:`post` with another method (``GET``: a probe of a host that stopped
+        answering). Not ``HEAD``: its response would be read as if it had a body."""
         where = target(url)
-        request = b"".join((b"POST ", where.path.encode("ascii"), b" HTTP/1.1\r\nHost: ",
+        request = b"".join((method, b" ", where.path.encode("ascii"), b" HTTP/1.1\r\nHost: ",
                             (host or where.host_header).encode("ascii"), b"\r\n", head,
                             b"Content-Length: ", str(len(body)).encode("ascii"), b"\r\n\r\n",
                             body))

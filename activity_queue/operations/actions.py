@@ -1,4 +1,5 @@
-"""What an operator can do to deliveries: re-queue, retry now, discard, resume a host.
+"""What an operator can do to deliveries: re-queue, retry now, discard, stop or resume a
+host.
 
 The admin actions and the management commands both call these functions, so
 that a rule (never queue a duplicate, never touch a row in flight) holds
@@ -228,8 +229,33 @@ def discard(ids: Iterable[int], *, by: str = "") -> DiscardResult:
     return result
 
 
+@dataclass
+class StopResult:
+    #: Hosts newly stopped (those already stopped by hand are left as they were).
+    stopped: list[str] = field(default_factory=list)
+    #: Queued deliveries that ended as failures, logged with the reason.
+    failed: int = 0
+
+
+def stop_hosts(hosts: Iterable[str], *, by: str = "") -> StopResult:
+    """Stop deliveries to the given hosts now: they are unavailable until resumed
+    (:func:`resume_hosts`), and never probed meanwhile.
+
+    Their queued deliveries end as failures logged ``host unavailable: delivery
+    stopped by <who> …`` (rows a worker holds end once it has written them back), and
+    ``enqueue()`` logs new ones as failed at once. Re-queue them from the log once the
+    host is resumed.
+    """
+    names = [h for h in dict.fromkeys(hosts) if h]
+    stopped = host_health.mark_unavailable(names, by=by or "an operator")
+    retired = host_health.retire(names, limit=10**9)
+    return StopResult(stopped=stopped, failed=sum(r.failed for r in retired))
+
+
 def resume_hosts(hosts: Iterable[str]) -> int:
-    """Close the circuit of the given hosts now; their waiting rows become claimable.
+    """Close the circuit of the given hosts now, and make them available again if they
+    were unavailable (failing too long, or stopped by hand); their waiting rows become
+    claimable.
 
     A host's health row only exists while it is troubled (a success deletes
     it), so closing the circuit is deleting the row. Rows the worker moved

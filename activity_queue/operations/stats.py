@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from ..lifecycle import State
@@ -54,7 +54,9 @@ def _seconds(delta: timedelta) -> float:
 def queue_stats(now: datetime | None = None) -> QueueStats:
     now = now or timezone.now()
     queue = ScheduledActivity.objects
-    paused = Host.objects.filter(paused_until__gt=now).values("host")
+    # Rows of an unavailable host are not claimable either (workers end them).
+    paused = Host.objects.filter(Q(paused_until__gt=now) | Q(unavailable_since__isnull=False)
+                                 ).values("host")
     # A paused host's rows are counted as waiting for the pause, not twice.
     failing = (Host.objects.filter(deferred_until__gt=now).exclude(paused_until__gt=now)
                .values("host"))
@@ -139,8 +141,9 @@ def failing_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
 
 
 def troubled_hosts() -> list[Host]:
-    """Hosts whose circuit is open or half-open (healthy hosts have no row)."""
-    return [h for h in Host.objects.order_by("host") if h.circuit != "closed"]
+    """Hosts whose circuit is open or half-open, or that are unavailable (healthy hosts
+    have no row)."""
+    return [h for h in Host.objects.order_by("host") if h.circuit != "closed" or h.unavailable]
 
 
 def count_since(status: State, since: datetime) -> int:

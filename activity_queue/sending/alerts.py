@@ -1,12 +1,15 @@
 """Final-failure alerts through sentry-sdk; a no-op when Sentry is not set up.
 
 One event per final failure, fingerprinted by inbox host, so a dead server is
-one issue in Sentry however many activities it refuses. The failure is also
+one issue in Sentry however many activities it refuses; and one event when a
+host becomes unavailable, however many queued deliveries end with it. The failure is also
 logged on ``activity_queue.failures``; that logger is kept out of Sentry's
 logging integration so the same failure is not reported twice.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from .jobs import Outcome
 
@@ -39,3 +42,16 @@ def report_final_failure(outcome: Outcome) -> None:
         sentry_sdk.capture_message(
             f"Delivery to {job.host} failed: {outcome.error}", level="error"
         )
+
+
+def report_unavailable(host: str, failing_since: datetime | None, failed: int) -> None:
+    if sentry_sdk is None or not sentry_sdk.get_client().is_active():
+        return
+    since = failing_since.isoformat() if failing_since else "unknown"
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("inbox_host", host)
+        scope.set_context("host", {"failing_since": since, "failed_deliveries": failed})
+        scope.fingerprint = ["activity_queue", "host-unavailable", host]
+        sentry_sdk.capture_message(
+            f"Deliveries to {host} stopped: failing since {since} ({failed} queued "
+            "deliveries failed)", level="error")

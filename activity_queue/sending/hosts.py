@@ -1,10 +1,13 @@
 """A host's health, in one place: what every worker shares, and what one worker knows.
 
 Shared, persisted in the ``Host`` row: consecutive failures, how often the
-circuit opened, the pause, and where the backlog of a failing host waits for
-its next answer. :func:`record` folds a batch of outcomes into it inside the
+circuit opened, the pause, where the backlog of a failing host waits for
+its next answer, when its failure streak began, and whether it is
+*unavailable* (failing for longer than ``UNAVAILABLE_AFTER``, or stopped by an
+operator). :func:`record` folds a batch of outcomes into it inside the
 resolve's transaction; :func:`close_circuits` and the ``defer_*`` functions
-move the backlog that waits for a host.
+move the backlog that waits for a host; :func:`retire` ends the queued rows of
+unavailable hosts, and :func:`take_probes` picks the ones to probe.
 
 One worker's own, in a :class:`HostBook` shared with its transport: how many
 rows it holds for each host, which hosts answer and which time out (those are
@@ -17,17 +20,26 @@ and halves at each timeout, as a TCP window does.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import connections
+from django.db import connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from .. import lifecycle
 from ..conf import Config
 from ..lifecycle import State
-from ..models import Host, ScheduledActivity
+from ..models import Activity, Host, Payload, ScheduledActivity
 from .jobs import Job, Outcome
-from .sql import alias, dt
+from .sql import CHUNK, LOG_COLUMNS, alias, dt, placeholders
+
+#: Seconds between two probes of a host that is unavailable (a GET of its origin).
+PROBE_EVERY = 3 * 3600.0
+#: Seconds a process trusts its list of unavailable hosts (:func:`unavailable`).
+UNAVAILABLE_TTL = 30.0
 
 
 def defer_backlog(hosts: Iterable[str], until: datetime, *, limit: int = 2_000,
@@ -97,20 +109,29 @@ def undefer(waits: Iterable[tuple[str, datetime | None]], *,
     return made
 
 
-def close_circuits(hosts: Iterable[str], *, now: datetime | None = None) -> int:
+def close_circuits(hosts: Iterable[str], *, now: datetime | None = None,
+                   keep_stopped: bool = False) -> int:
     """Close the circuit of ``hosts`` (a host's health row only exists while it is
-    troubled, so closing is deleting it) and bring back the rows moved aside to wait
-    for them (:func:`undefer`). Returns the rows deleted.
+    troubled, so closing is deleting it), which also makes an unavailable host
+    available again, and bring back the rows moved aside to wait for them
+    (:func:`undefer`). Returns the rows deleted. With ``keep_stopped``, hosts an
+    operator stopped by hand are left alone: only an operator resumes them.
 
     Usually none of the hosts has a row: then this is one ``SELECT``, as cheap as
     the ``DELETE`` it replaces on the resolve path.
     """
-    troubled = list(Host.objects.filter(host__in=list(hosts)).values_list(
-        "host", "paused_until", "deferred_until"))
+    rows = Host.objects.filter(host__in=list(hosts))
+    if keep_stopped:
+        rows = rows.filter(unavailable_by="")
+    troubled = list(rows.values_list("host", "paused_until", "deferred_until",
+                                     "unavailable_since"))
     if not troubled:
         return 0
-    undefer([(h, p) for h, p, _ in troubled] + [(h, d) for h, _, d in troubled], now=now)
-    removed, _ = Host.objects.filter(host__in=[h for h, _, _ in troubled]).delete()
+    undefer([(h, p) for h, p, _, _ in troubled] + [(h, d) for h, _, d, _ in troubled],
+            now=now)
+    removed, _ = Host.objects.filter(host__in=[h for h, _, _, _ in troubled]).delete()
+    if any(u is not None for _, _, _, u in troubled):
+        forget_unavailable()
     return removed
 
 
@@ -155,9 +176,14 @@ def _host_range(connection) -> str:
 
 
 def record(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
-                  cooldown_max: float, now: datetime, *, defer_for: float = 0.0,
-                  probes: int = 0) -> list[str]:
-    """Fold this batch's outcomes into each host's health; return hosts newly paused.
+           cooldown_max: float, now: datetime, *, defer_for: float = 0.0,
+           probes: int = 0, unavailable_after: float | None = None
+           ) -> tuple[list[str], list[str]]:
+    """Fold this batch's outcomes into each host's health; return the hosts newly paused,
+    and those newly unavailable: failing, without an answer, for more than
+    ``unavailable_after`` seconds since their streak began (``Host.failing_since``).
+    An unavailable host is paused until its first probe (:data:`PROBE_EVERY`); its rows
+    are left to :func:`retire`.
 
     A host that fails (a timeout, a refused connection, a 5xx…) has its backlog
     moved out of the claims' way until ``now + defer_for``, all but its ``probes``
@@ -179,15 +205,18 @@ def record(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
     if answered := answered - touched.keys():
         _bring_back(answered, now)
     if not touched:
-        return []
+        return [], []
     troubled = [h for h, seq in touched.items() if any(o.host_fault for o in seq)]
     healthy = [h for h in touched if h not in troubled]
     if healthy:
-        close_circuits(healthy, now=now)
+        close_circuits(healthy, now=now, keep_stopped=True)
     if not troubled:
-        return []
+        return [], []
     known = {h.host: h for h in Host.objects.filter(host__in=troubled)}
     opened: list[str] = []
+    retired: list[str] = []
+    revived = False
+    limit = timedelta(seconds=unavailable_after) if unavailable_after else None
     save: list[Host] = []
     back: list[tuple[str, datetime]] = []
     waits: dict[datetime, list[str]] = {}
@@ -197,19 +226,30 @@ def record(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
         for o in touched[name]:
             if o.state is State.SENT:
                 health.consecutive_failures = health.trips = 0
-                health.paused_until = None
+                health.failing_since = None
+                if not health.unavailable_by:
+                    revived = revived or health.unavailable_since is not None
+                    health.paused_until = health.unavailable_since = None
                 if health.deferred_until is not None:
                     back.append((name, health.deferred_until))
                     health.deferred_until = None
                 continue
+            if health.failing_since is None:
+                health.failing_since = now
             health.consecutive_failures += 1
             health.last_error = o.error[:500]
             paused = health.paused_until is not None and health.paused_until > now
-            if health.consecutive_failures >= threshold and not paused:
+            if (health.consecutive_failures >= threshold and not paused
+                    and health.unavailable_since is None):
                 health.trips += 1
                 pause = min(cooldown_max, cooldown * 2 ** min(health.trips - 1, 32))
                 health.paused_until = now + timedelta(seconds=pause)
                 opened.append(name)
+        if (limit is not None and health.unavailable_since is None
+                and health.failing_since is not None and now - health.failing_since > limit):
+            health.unavailable_since = now
+            health.paused_until = now + timedelta(seconds=PROBE_EVERY)
+            retired.append(name)
         if was_paused_until is not None and health.paused_until is None:
             back.append((name, was_paused_until))
         if defer_for > 0 and health.consecutive_failures:
@@ -222,32 +262,233 @@ def record(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
     Host.objects.bulk_create(
         save, update_conflicts=True, unique_fields=["host"],
         update_fields=["consecutive_failures", "trips", "paused_until", "deferred_until",
-                       "last_error", "updated_at"],
+                       "last_error", "updated_at", "failing_since", "unavailable_since"],
     )
     for until, hosts in waits.items():
         defer_backlog(hosts, until, keep=probes, now=now)
-    return opened
+    if retired or revived:
+        forget_unavailable()
+    return opened, retired
 
 
 def _bring_back(hosts: Iterable[str], now: datetime) -> None:
-    """The backlog of hosts that answered, if it waits for their answer (no query else)."""
-    waiting = list(Host.objects.filter(host__in=list(hosts), deferred_until__gt=now)
-                   .values_list("host", "deferred_until"))
+    """Hosts that answered (a 404 is an answer): their backlog, if it waits for their
+    answer, and their failure streak ends; one that was unavailable is available again.
+    One ``SELECT`` when none of them is troubled."""
+    rows = list(Host.objects.filter(host__in=list(hosts)).filter(
+        Q(deferred_until__gt=now) | Q(failing_since__isnull=False)
+        | Q(unavailable_since__isnull=False, unavailable_by=""))
+        .values_list("host", "deferred_until", "unavailable_since", "unavailable_by"))
+    if not rows:
+        return
+    revived = [h for h, _, since, by in rows if since is not None and not by]
+    if revived:
+        close_circuits(revived, now=now, keep_stopped=True)
+    waiting = [(h, d) for h, d, _, _ in rows if d is not None and d > now and h not in revived]
     if waiting:
         undefer(waiting, now=now)
-        Host.objects.filter(host__in=[h for h, _ in waiting]).update(deferred_until=None)
+    Host.objects.filter(host__in=[h for h, _, _, _ in rows if h not in revived]).update(
+        deferred_until=None, failing_since=None)
 
 
-def tripped_hosts(threshold: int) -> set[str]:
-    """Hosts whose circuit opened and has not closed since: paused, or half-open.
+def tripped_hosts(threshold: int) -> tuple[set[str], set[str]]:
+    """Hosts whose circuit opened and has not closed since (paused, or half-open), and
+    hosts that are unavailable.
 
     Paused ones are skipped by :func:`claim`; for the others the worker lets one
     probe through at a time. Listing them while still paused means a worker that
     caches this set never mistakes a host whose pause just ended for a healthy one.
+    Unavailable hosts are never claimed, so they are listed apart: not on probation.
     """
-    return set(
-        Host.objects.filter(consecutive_failures__gte=threshold).values_list("host", flat=True)
+    tripped: set[str] = set()
+    unavailable: set[str] = set()
+    for host, since in Host.objects.filter(
+            Q(consecutive_failures__gte=threshold) | Q(unavailable_since__isnull=False)
+    ).values_list("host", "unavailable_since"):
+        (tripped if since is None else unavailable).add(host)
+    return tripped, unavailable
+
+
+# -- unavailable hosts ------------------------------------------------------------------
+
+_unavailable: tuple[float, frozenset[str]] = (float("-inf"), frozenset())
+
+
+def forget_unavailable() -> None:
+    """This process's list of unavailable hosts is read again at the next :func:`unavailable`."""
+    global _unavailable
+    _unavailable = (float("-inf"), frozenset())
+
+
+def unavailable(hosts: Sequence[str], using: str) -> dict[str, str]:
+    """Which of ``hosts`` are unavailable, with the reason their deliveries fail.
+
+    For ``enqueue()``: the names of unavailable hosts are read once every
+    :data:`UNAVAILABLE_TTL` seconds per process, so most calls cost no query; a name
+    found there is checked in the database before a delivery is failed for it, so a host
+    available again is never refused. A host that became unavailable since the last read
+    still has its rows queued for a while: workers :func:`retire` them.
+    """
+    global _unavailable
+    read_at, names = _unavailable
+    clock = time.monotonic()
+    if clock - read_at > UNAVAILABLE_TTL:
+        names = frozenset(Host.objects.using(using).filter(unavailable_since__isnull=False)
+                          .values_list("host", flat=True))
+        _unavailable = (clock, names)
+    suspects = [h for h in hosts if h in names]
+    if not suspects:
+        return {}
+    return {h.host: h.unavailable_reason for h in
+            Host.objects.using(using).filter(host__in=suspects, unavailable_since__isnull=False)}
+
+
+def mark_unavailable(hosts: Iterable[str], *, by: str, now: datetime | None = None) -> list[str]:
+    """Stop deliveries to ``hosts`` by hand (an operator: ``by``); returns those newly
+    stopped. They are not probed: only resuming them (:func:`close_circuits`) starts
+    deliveries again. Their queued rows are left to :func:`retire`."""
+    now = now or timezone.now()
+    names = sorted(set(hosts))
+    known = {h.host: h for h in Host.objects.filter(host__in=names)}
+    stopped = [name for name in names if not (known.get(name) and known[name].unavailable_by)]
+    rows = []
+    for name in stopped:
+        health = known.get(name) or Host(host=name)
+        health.unavailable_since = now
+        health.unavailable_by = by[:150] or "an operator"
+        health.updated_at = now
+        rows.append(health)
+    Host.objects.bulk_create(rows, update_conflicts=True, unique_fields=["host"],
+                             update_fields=["unavailable_since", "unavailable_by", "updated_at"])
+    forget_unavailable()
+    return stopped
+
+
+def take_probes(now: datetime | None = None, limit: int = 32) -> list[str]:
+    """Unavailable hosts whose probe is due (``paused_until`` passed), each taken by one
+    worker: its next probe moves :data:`PROBE_EVERY` on as it is taken. Hosts an
+    operator stopped are never probed."""
+    now = now or timezone.now()
+    due = list(Host.objects.filter(unavailable_since__isnull=False, unavailable_by="")
+               .filter(Q(paused_until__isnull=True) | Q(paused_until__lte=now))
+               .order_by("paused_until").values_list("host", "paused_until")[:limit])
+    nxt = now + timedelta(seconds=PROBE_EVERY)
+    return [host for host, was in due
+            if Host.objects.filter(host=host, paused_until=was).update(paused_until=nxt)]
+
+
+def probe_failed(host: str, error: str, now: datetime | None = None) -> None:
+    Host.objects.filter(host=host).update(last_error=f"probe: {error}"[:500],
+                                          updated_at=now or timezone.now())
+
+
+def retiring(now: datetime | None = None) -> list[str]:
+    """Unavailable hosts with queued rows nobody holds (one query)."""
+    now = now or timezone.now()
+    free = ScheduledActivity.objects.filter(
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+    return list(Host.objects.filter(unavailable_since__isnull=False, host__in=free.values("host"))
+                .values_list("host", flat=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    host: str
+    failing_since: datetime | None
+    #: Queued rows that ended as final failures.
+    failed: int
+
+
+def retire(hosts: Iterable[str], *, limit: int = 5_000, now: datetime | None = None
+           ) -> list[Retired]:
+    """End the queued rows nobody holds of unavailable ``hosts`` as final failures, logged
+    with the reason (``host unavailable: failing since …``); returns the rows ended per host.
+
+    No attempt is made and no per-row alert or signal is sent: the host's becoming
+    unavailable is reported once. Up to ``limit`` rows per host per call, in chunks of
+    one short transaction each (rows held by a worker are resolved by it, then retired
+    by a later call). A host available again by now is skipped.
+    """
+    now = now or timezone.now()
+    health = Host.objects.filter(host__in=list(hosts), unavailable_since__isnull=False)
+    connection = connections[alias()]
+    ended: list[Retired] = []
+    for row in sorted(health, key=lambda h: h.host):
+        host, reason, done = row.host, row.unavailable_reason, 0
+        while done < limit:
+            size = min(CHUNK - 10, limit - done)
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    counts = _retire_pg(cursor, host, reason, size, now)
+                else:
+                    counts = _retire_sqlite(cursor, connection, host, reason, size, now)
+            retried, total = counts
+            lifecycle.move(State.RETRYING, State.FAILED, retried)
+            lifecycle.move(State.PENDING, State.FAILED, total - retried)
+            done += total
+            if total < size:
+                break
+        ended.append(Retired(host, row.failing_since, done))
+    return ended
+
+
+#: The log row of a retired delivery: its last status and error, after the reason.
+_RETIRED_COLUMNS = """m.activity_id, m.activity_type, m.object_id, q.inbox, q.host,
+    q.payload_id, %s, %s, q.last_status,
+    CASE WHEN q.last_error = '' THEN CAST(%s AS text)
+         ELSE CAST(%s AS text) || '; last error: ' || q.last_error END,
+    '', q.attempts, m.created_at, %s, NULL"""
+
+
+def _retire_pg(cursor, host: str, reason: str, size: int, now: datetime) -> tuple[int, int]:
+    table = ScheduledActivity._meta.db_table
+    log = Activity._meta.db_table
+    cursor.execute(
+        f"""
+        WITH picked AS (
+            SELECT id FROM {table} WHERE host = %s
+              AND (leased_until IS NULL OR leased_until < %s)
+            LIMIT %s FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM {table} s USING picked WHERE s.id = picked.id RETURNING s.*
+        ), logged AS (
+            INSERT INTO {log} ({LOG_COLUMNS}) SELECT {_RETIRED_COLUMNS}
+            FROM gone q JOIN {Payload._meta.db_table} m ON m.id = q.payload_id
+        )
+        SELECT count(*) FILTER (WHERE attempts > 0), count(*) FROM gone
+        """,
+        [host, now, size, Activity.Direction.OUTBOUND.value, State.FAILED.value, reason,
+         reason, now],
     )
+    retried, total = cursor.fetchone()
+    return retried, total
+
+
+def _retire_sqlite(cursor, connection, host: str, reason: str, size: int, now: datetime
+                   ) -> tuple[int, int]:
+    """Mark the rows first (a write, so the statement takes the write lock up front), then
+    copy them to the log and delete them, by id."""
+    table = ScheduledActivity._meta.db_table
+    log = Activity._meta.db_table
+    stamp = dt(connection, now)
+    token = f"retire:{uuid.uuid4().hex}"
+    cursor.execute(
+        f"UPDATE {table} SET leased_by = %s, leased_until = %s WHERE id IN ("
+        f"SELECT id FROM {table}{_host_range(connection)} WHERE host = %s"
+        f" AND (leased_until IS NULL OR leased_until < %s) LIMIT %s) RETURNING id, attempts",
+        [token, dt(connection, now + timedelta(hours=1)), host, stamp, size])
+    rows = cursor.fetchall()
+    if not rows:
+        return 0, 0
+    ids = [r[0] for r in rows]
+    where = f"id IN ({placeholders(len(ids))})"
+    cursor.execute(
+        f"INSERT INTO {log} ({LOG_COLUMNS}) SELECT {_RETIRED_COLUMNS} FROM {table} q"
+        f" JOIN {Payload._meta.db_table} m ON m.id = q.payload_id WHERE q.{where}",
+        [Activity.Direction.OUTBOUND.value, State.FAILED.value, reason, reason, stamp, *ids])
+    cursor.execute(f"DELETE FROM {table} WHERE {where}", ids)
+    return sum(1 for r in rows if r[1]), len(rows)
+
 
 
 #: Hosts on probation read in one claim at most: the claim has one subquery for each.
@@ -276,6 +517,8 @@ class HostBook:
         self.answering: set[str] = set()
         #: Hosts whose circuit opened and has not closed since (paused, or half-open).
         self.tripped: set[str] = set()
+        #: Hosts that are unavailable: never claimed, their rows retired, probed.
+        self.unavailable: set[str] = set()
         #: Half-open hosts whose one probe is in flight.
         self.probing: set[str] = set()
         #: Hosts the transport holds nothing for: what reaches it comes back unattempted.
@@ -324,11 +567,12 @@ class HostBook:
 
     # -- claiming --------------------------------------------------------------------
 
-    def refresh_tripped(self) -> None:
-        """Read which circuits are open or half-open, at most every TRIPPED_EVERY seconds."""
+    def refresh_tripped(self, force: bool = False) -> None:
+        """Read which circuits are open or half-open, and which hosts are unavailable, at
+        most every TRIPPED_EVERY seconds."""
         now = time.monotonic()
-        if now - self._tripped_read > TRIPPED_EVERY:
-            self.tripped = tripped_hosts(self.config.CIRCUIT_THRESHOLD)
+        if force or now - self._tripped_read > TRIPPED_EVERY:
+            self.tripped, self.unavailable = tripped_hosts(self.config.CIRCUIT_THRESHOLD)
             self._tripped_read = now
 
     def claim_limits(self) -> tuple[set[str], dict[str, int], dict[str, int]]:

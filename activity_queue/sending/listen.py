@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 #: The channel ``enqueue()`` notifies (its stored function, migration 0009).
 CHANNEL = "activity_queue"
+#: Seconds between attempts to listen again; the worker polls meanwhile.
+RETRY_EVERY = 1.0
 
 
 class Listener:
@@ -43,15 +45,23 @@ class Listener:
         params = wrapper.get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
+        failing = False
         while not self.stopping.is_set():
             try:
                 with psycopg.connect(**params, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    if failing:
+                        logger.info("activity_queue: LISTEN connection back")
+                        failing = False
                     self.event.set()  # anything committed while we were away
                     while not self.stopping.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
                             self.event.set()
-            except Exception:
-                logger.warning("activity_queue: LISTEN connection failed; retrying",
-                               exc_info=True)
-                self.stopping.wait(2.0)
+            except Exception as exc:
+                # Once per outage: the worker itself reports the database's state.
+                if not failing:
+                    logger.warning("activity_queue: LISTEN connection failed (%s); retrying "
+                                   "every %.0f s", str(exc).strip().splitlines()[0]
+                                   if str(exc).strip() else type(exc).__name__, RETRY_EVERY)
+                failing = True
+                self.stopping.wait(RETRY_EVERY)

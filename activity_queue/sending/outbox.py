@@ -17,10 +17,10 @@ from django.utils import timezone
 from .. import lifecycle
 from ..exceptions import InvalidActivity, UnsafeDestination, WrongType
 from ..lifecycle import State
-from ..models import Payload, ScheduledActivity
+from ..models import Activity, Payload, ScheduledActivity
 from ..net.addresses import check_inbox, origin
 from ..payloads import MAX_DEPTH, dumped_problem
-from . import backends
+from . import backends, hosts
 from . import drops as dropping
 from . import queue as store
 
@@ -115,7 +115,8 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     is woken. An ``id`` is added when the activity has none, so that every
     copy carries the same stable id and receivers can drop duplicates.
     Redundant copies (see :mod:`activity_queue.sending.redundancy`) are dropped and
-    logged instead of queued, so the result may be shorter than ``to``.
+    logged instead of queued, and copies for an unavailable host are logged as failed
+    at once, so the result may be shorter than ``to``.
     """
     if not isinstance(activity, dict):
         raise WrongType(f"an activity must be a dict, not {type(activity).__name__}")
@@ -155,9 +156,30 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     stored.document = activity
     # Outside a transaction, one of our own keeps the rows and the drops they cause together.
     with transaction.atomic(using=using) if transaction.get_autocommit(using) else nullcontext():
-        rows = store.insert(using, stored, due, destinations)
+        gone = hosts.unavailable([host for _, host in destinations], using)
+        if gone:
+            _fail_unavailable(using, stored, [d for d in destinations if d[1] in gone], gone)
+            destinations = [d for d in destinations if d[1] not in gone]
+        rows = store.insert(using, stored, due, destinations) if destinations else []
         lifecycle.move(lifecycle.NEW, State.PENDING, len(rows))
         rows = dropping.on_enqueue(rows, using=using, now=now)
     if rows:
         transaction.on_commit(partial(backends.wake, using), using=using)
     return rows
+
+
+def _fail_unavailable(using: str, payload: Payload, destinations: list[tuple[str, str]],
+                      reasons: dict[str, str]) -> None:
+    """Log copies for unavailable hosts as failed, with no attempt: nothing is queued."""
+    lifecycle.move(lifecycle.NEW, State.FAILED, len(destinations))
+    logged = Payload.objects.using(using).create(
+        activity_id=payload.activity_id, activity_type=payload.activity_type,
+        object_id=payload.object_id, body=payload.body, created_at=payload.created_at)
+    Activity.objects.using(using).bulk_create([
+        Activity(activity_id=payload.activity_id, activity_type=payload.activity_type,
+                 object_id=payload.object_id, payload=logged, created_at=payload.created_at,
+                 inbox=inbox, host=host, error=reasons[host], attempts=0,
+                 direction=Activity.Direction.OUTBOUND, status=State.FAILED,
+                 resolved_at=payload.created_at)
+        for inbox, host in destinations
+    ])

@@ -20,7 +20,7 @@ from ..lifecycle import State
 from ..models import Activity, Host, Payload, ScheduledActivity, object_key
 from . import hosts
 from .jobs import Job, Outcome
-from .sql import CHUNK, alias, chunks, dt, placeholders, values_list
+from .sql import CHUNK, LOG_COLUMNS, alias, chunks, dt, placeholders, values_list
 
 #: ``enqueue()``'s statement on PostgreSQL (migration 0010).
 ENQUEUE_FUNCTION = "activity_queue_enqueue_v3"
@@ -38,8 +38,8 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     with deliveries in flight; a row handed back unsent gets its attempt back
     (:func:`release`, a deferred outcome).
 
-    ``room`` lowers that cap for hosts the caller already holds rows of; paused
-    and excluded hosts are skipped. The per-host cap is applied in SQL, over a
+    ``room`` lowers that cap for hosts the caller already holds rows of; paused,
+    unavailable and excluded hosts are skipped. The per-host cap is applied in SQL, over a
     bounded window of the oldest due rows, so a backlog on one host neither
     crowds out the others nor makes the caller lease rows only to give them back.
 
@@ -75,7 +75,8 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
         SELECT id, host, next_attempt_at FROM {table}
         WHERE next_attempt_at <= %s
           AND (leased_until IS NULL OR leased_until < %s)
-          AND host NOT IN (SELECT host FROM {hosts_table} WHERE paused_until > %s)
+          AND host NOT IN (SELECT host FROM {hosts_table}
+                           WHERE paused_until > %s OR unavailable_since IS NOT NULL)
           {id_filter}"""
     window = min(max(4 * limit, per_host), 20 * limit, 10_000)
     candidates = f"""
@@ -193,10 +194,13 @@ def _insert_statement(connection, payload: Payload, key: int, due: datetime,
     one = len(chunk) == 1
     inbox = "%s" if one else "v.inbox"
     if object_id:
-        # Literal constants, so that the partial index aq_act_delivered applies.
+        # Literal constants, so that the partial index aq_act_delivered applies, and named:
+        # without ANALYZE statistics SQLite prefers aq_act_status (status = 'sent') and reads
+        # every delivered row, under the caller's write lock, at every enqueue().
         predecessor = (
             f"(EXISTS (SELECT 1 FROM {table} q WHERE q.object_key = %s AND q.inbox = {inbox})"
-            f" OR EXISTS (SELECT 1 FROM {log} d WHERE d.inbox = {inbox} AND d.object_id = %s"
+            f" OR EXISTS (SELECT 1 FROM {log} d INDEXED BY aq_act_delivered"
+            f" WHERE d.inbox = {inbox} AND d.object_id = %s"
             f" AND d.direction = '{Activity.Direction.OUTBOUND.value}'"
             f" AND d.status = '{State.SENT.value}'))"
         )
@@ -221,27 +225,48 @@ def _insert_statement(connection, payload: Payload, key: int, due: datetime,
     return sql, params
 
 
-def renew(worker_id: str, ids: Sequence[int], lease: float) -> int:
-    """Extend the lease of rows this worker still holds (slow hosts, long waits)."""
-    return _set_lease(worker_id, ids, timezone.now() + timedelta(seconds=lease))
+def renew(worker_id: str, ids: Sequence[int], lease: float) -> set[int]:
+    """Extend the lease of rows this worker still holds (slow hosts, long waits).
+
+    Returns the ids renewed: a row missing from them was taken by another worker after
+    its lease ran out (or is gone), and this worker must not send it.
+    """
+    connection = connections[alias()]
+    table = ScheduledActivity._meta.db_table
+    until = dt(connection, timezone.now() + timedelta(seconds=lease))
+    renewed: set[int] = set()
+    with connection.cursor() as cursor:
+        for chunk in chunks(list(ids)):
+            cursor.execute(
+                f"UPDATE {table} SET leased_until = %s "
+                f"WHERE leased_by = %s AND id IN ({placeholders(len(chunk))}) RETURNING id",
+                [until, worker_id, *chunk],
+            )
+            renewed.update(r[0] for r in cursor.fetchall())
+    return renewed
 
 
 def release(worker_id: str, ids: Sequence[int]) -> int:
     """Give rows back unsent, with the attempt their claim counted taken back."""
-    released = _set_lease(worker_id, ids, None)
+    released = _update_held(worker_id, ids, "leased_until = NULL, leased_by = '', "
+                                            "attempts = attempts - 1")
     lifecycle.move(State.LEASED, State.PENDING, released)
     return released
 
 
 def release_attempts(worker_id: str, ids: Sequence[int]) -> int:
     """Take back the attempt the claim counted, for rows that will not be sent."""
+    return _update_held(worker_id, ids, "attempts = attempts - 1")
+
+
+def _update_held(worker_id: str, ids: Sequence[int], setters: str) -> int:
     connection = connections[alias()]
     table = ScheduledActivity._meta.db_table
     changed = 0
     with connection.cursor() as cursor:
         for chunk in chunks(list(ids)):
             cursor.execute(
-                f"UPDATE {table} SET attempts = attempts - 1 "
+                f"UPDATE {table} SET {setters} "
                 f"WHERE leased_by = %s AND id IN ({placeholders(len(chunk))})",
                 [worker_id, *chunk],
             )
@@ -249,27 +274,10 @@ def release_attempts(worker_id: str, ids: Sequence[int]) -> int:
     return changed
 
 
-def _set_lease(worker_id: str, ids: Sequence[int], until: datetime | None) -> int:
-    """Renew a lease, or (``until=None``) end it and give the claim's attempt back."""
-    connection = connections[alias()]
-    table = ScheduledActivity._meta.db_table
-    uncount = "" if until else ", attempts = attempts - 1"
-    changed = 0
-    with connection.cursor() as cursor:
-        for chunk in chunks(list(ids)):
-            cursor.execute(
-                f"UPDATE {table} SET leased_until = %s, leased_by = %s{uncount} "
-                f"WHERE leased_by = %s AND id IN ({placeholders(len(chunk))})",
-                [dt(connection, until) if until else None, worker_id if until else "",
-                 worker_id, *chunk],
-            )
-            changed += cursor.rowcount
-    return changed
-
-
 def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: int,
             circuit_cooldown: float, cooldown_max: float, defer_for: float = 0.0,
-            probes: int = 0, now: datetime | None = None) -> tuple[list[Outcome], list[str]]:
+            probes: int = 0, unavailable_after: float | None = None,
+            now: datetime | None = None) -> tuple[list[Outcome], list[str], list[str]]:
     """Write a batch of outcomes in one transaction.
 
     Sent and finally failed rows become ``Activity`` rows and leave the queue;
@@ -277,8 +285,10 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
     were. Rows whose lease this worker lost (another worker took them after
     expiry) are left alone. With ``defer_for``, the backlog of a host that
     fails waits that long for its next answer, but for its ``probes`` oldest
-    rows (see :func:`_update_hosts`). Returns the outcomes that were written
-    and the hosts whose circuit opened.
+    rows (see :func:`hosts.record`). Returns the outcomes that were written, the
+    hosts whose circuit opened, and the hosts that became unavailable (failing for
+    more than ``unavailable_after`` seconds), whose rows the caller then retires
+    (:func:`hosts.retire`).
     """
     now = now or timezone.now()
     connection = connections[alias()]
@@ -295,9 +305,10 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
             written |= _reschedule(cursor, connection, worker_id, chunk, attempted=True)
         for chunk in chunks(deferred):
             written |= _reschedule(cursor, connection, worker_id, chunk, attempted=False)
-        opened = hosts.record(outcomes, circuit_threshold, circuit_cooldown, cooldown_max, now,
-                               defer_for=defer_for, probes=probes)
-    return [o for o in outcomes if o.job.id in written], opened
+        opened, unavailable = hosts.record(
+            outcomes, circuit_threshold, circuit_cooldown, cooldown_max, now,
+            defer_for=defer_for, probes=probes, unavailable_after=unavailable_after)
+    return [o for o in outcomes if o.job.id in written], opened, unavailable
 
 
 #: The lease holder, as a joined row rather than a constant in the ``WHERE``: given a
@@ -305,10 +316,6 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
 #: filter over the whole queue table for each statement that joins a batch to it, which
 #: made every resolve a scan of the queue (90 against 2 ms for 500 rows, 120,000 queued).
 HOLDER = "w(worker) AS (VALUES (%s))"
-
-LOG_COLUMNS = """activity_id, activity_type, object_id, inbox, host, payload_id, direction,
-                 status, status_code, error, response_excerpt, attempts, created_at,
-                 resolved_at, duration_ms"""
 
 
 def _finish(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now) -> set[int]:

@@ -5,16 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from django.db import router
+from django.db import OperationalError, router
 
 from ..models import ScheduledActivity
 
 #: Rows per statement, under SQLite's limit of bound parameters.
 CHUNK = 900
 
+#: The columns a row moving from the queue to the log (``Activity``) fills.
+LOG_COLUMNS = """activity_id, activity_type, object_id, inbox, host, payload_id, direction,
+                 status, status_code, error, response_excerpt, attempts, created_at,
+                 resolved_at, duration_ms"""
+
 
 def alias() -> str:
     return router.db_for_write(ScheduledActivity)
+
+
+def locked(exc: BaseException) -> bool:
+    """SQLite's write lock stayed taken for the whole busy ``timeout``: a wait, not a fault."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc)
 
 
 def dt(connection, value: datetime):

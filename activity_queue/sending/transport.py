@@ -19,6 +19,7 @@ global slots while its requests time out, not ``PER_HOST`` of them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
@@ -57,6 +58,9 @@ LIMIT_SETTINGS = {"connect": "TIMEOUT", "read": "TIMEOUT",
 REDIRECTS = frozenset({301, 302, 307, 308})
 #: A 303 answers a POST with "look over there" (a GET): the inbox took nothing.
 SEE_OTHER = "303 See Other: the inbox did not accept the POST, not following"
+
+#: Why a job goes back unsent when its worker could not renew its lease in time.
+LEASE_ENDING = "not attempted: the lease was ending or lost"
 
 #: ``signer(method, url, headers, body) -> headers``: adds e.g. an HTTP Signature.
 Signer = Callable[[str, str, dict[str, str], bytes], dict[str, str]]
@@ -150,16 +154,21 @@ class Transport:
     """Delivers jobs concurrently and reports one :class:`Outcome` per job."""
 
     def __init__(self, config: Config, on_outcome: Callable[[Outcome], None],
-                 hosts: HostBook, signer: Signer | None = None) -> None:
+                 hosts: HostBook, signer: Signer | None = None,
+                 may_start: Callable[[Job], bool] | None = None) -> None:
         self.config = config
         self.on_outcome = on_outcome
         self.hosts = hosts
         self.signer = signer
+        #: Asked, from the loop's thread, just before a job's request starts; a job it
+        #: refuses goes back undelivered (its lease is about to end, or was lost).
+        self.may_start = may_start
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._client: http11.Client | None = None
         self._head = b""
+        self._probe_head = b""
         self._queues: dict[str, deque[Job]] = {}
         self._inflight: dict[str, int] = {}
         self._tasks: dict[asyncio.Task, Job] = {}
@@ -199,6 +208,12 @@ class Transport:
         hosts = set(hosts)
         if hosts and self._loop:
             self._loop.call_soon_threadsafe(self._trim, hosts)
+
+    def probe(self, host: str) -> concurrent.futures.Future:
+        """GET the origin ``host`` (an unavailable one): the future's result is None when
+        it answered (any status but 408, 425, 429 and 5xx: those say it is unwell), else
+        what went wrong."""
+        return asyncio.run_coroutine_threadsafe(self._probe(host), self._loop)
 
     def stop(self, grace: float) -> None:
         """Stop: queued jobs come back DEFERRED, in-flight ones get ``grace`` seconds."""
@@ -246,6 +261,7 @@ class Transport:
             keepalive=30.0, max_idle=max(256, 2 * cfg.WORKERS))
         self._head = header_lines({"User-Agent": cfg.USER_AGENT, "Content-Type": CONTENT_TYPE,
                                    "Accept": ACCEPT})
+        self._probe_head = header_lines({"User-Agent": cfg.USER_AGENT, "Accept": "*/*"})
 
     def _accept(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -275,6 +291,11 @@ class Transport:
             job = queue.popleft()
             if not queue:
                 del self._queues[host]
+            if self.may_start is not None and not self.may_start(job):
+                self._emit(Outcome(job, State.PENDING, error=LEASE_ENDING))
+                if queue:
+                    self._mark_runnable(host)
+                continue
             count = self._inflight.get(host, 0) + 1
             self._inflight[host] = count
             task = self._loop.create_task(self._deliver(job))
@@ -356,6 +377,24 @@ class Transport:
             outcome = Outcome(job, State.RETRYING, error=f"{type(exc).__name__}: {exc}")
         outcome.duration_ms = (time.perf_counter() - started) * 1000
         return outcome
+
+    async def _probe(self, host: str) -> str | None:
+        url = host + "/"
+        try:
+            check_url(url)
+            check_literal_address(url, self.config.ALLOW_PRIVATE_ADDRESSES)
+            resp = await self._client.request(b"GET", url, self._probe_head)
+        except UnsafeDestination as exc:
+            return f"refused: {exc}"
+        except http11.Timeout as exc:
+            return f"{exc} ({LIMIT_SETTINGS[exc.limit]})"
+        except http11.ProtocolError as exc:
+            return f"bad response: {exc}"
+        except OSError as exc:
+            return f"connection failed: {describe(exc)}"
+        except ValueError as exc:
+            return f"refused: {exc}"
+        return f"HTTP {resp.status}" if resp.status in RETRYABLE_STATUSES else None
 
     async def _post(self, job: Job) -> Outcome:
         url = job.inbox

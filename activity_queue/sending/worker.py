@@ -10,6 +10,7 @@ command.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import queue
@@ -20,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import close_old_connections, connections, router
+from django.db import InterfaceError, OperationalError, close_old_connections, connections, router
 from django.utils import timezone
 
 from .. import signals
@@ -31,12 +32,13 @@ from ..net import signatures
 from . import chores, hosts
 from . import drops as dropping
 from . import queue as store
-from .alerts import report_final_failure
+from .alerts import report_final_failure, report_unavailable
 from .hosts import HostBook
 from .jobs import Job, Outcome
 from .listen import Listener
 from .retry import is_final, retry_delay
-from .transport import Signer, Transport
+from .sql import locked
+from .transport import TOTAL_TIMEOUTS, Signer, Transport
 from .writer import BackgroundWriter, Written
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,22 @@ logger = logging.getLogger(__name__)
 DEFER_PER_CLAIM = 5_000
 #: Seconds between passes over every paused host, for rows that came due during a pause.
 DEFER_EVERY = 10.0
+#: Seconds between checks for a database that stopped answering: recovery starts
+#: within this long of its return.
+DB_CHECK_INTERVAL = 0.5
+#: What a lost or refused database connection raises (also a server shutting down,
+#: starting up, or ending the session).
+DISCONNECTS = (OperationalError, InterfaceError)
 failure_logger = logging.getLogger("activity_queue.failures")
+
+
+#: The renewal time of a row whose lease another worker took.
+LOST = float("-inf")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass
@@ -59,10 +76,13 @@ class Report:
     deferred: int = 0
     released: int = 0
     dropped: int = 0
+    #: Queued rows that ended as failures because their host is unavailable.
+    retired: int = 0
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def add(self, other: Report) -> None:
-        for name in ("claimed", "sent", "retried", "failed", "deferred", "released", "dropped"):
+        for name in ("claimed", "sent", "retried", "failed", "deferred", "released", "dropped",
+                     "retired"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -85,9 +105,18 @@ class Worker:
         self._unresolved: list[Outcome] = []
         self._writer: BackgroundWriter | None = None
         self._next_defer = 0.0
+        self._next_unavailable = 0.0
         self._next_renewal = 0.0
+        #: Probes of unavailable hosts in flight (:meth:`Transport.probe`), per host.
+        self._probes: dict[str, concurrent.futures.Future] = {}
+        self._writer_failures = 0
+        self._claim_from = 0.0
         #: Seconds in-flight deliveries get to finish when stopping.
         self.grace = self.config.TIMEOUT + 1
+        #: A request starts only while its row's lease has more than this left: enough
+        #: for the whole exchange (TOTAL_TIMEOUTS x TIMEOUT), but never more than a
+        #: quarter of LEASE, which renewals keep clear of.
+        self.lease_margin = min(TOTAL_TIMEOUTS * self.config.TIMEOUT, self.config.LEASE / 4)
 
     # -- limits ------------------------------------------------------------
 
@@ -109,6 +138,8 @@ class Worker:
         report = Report()
         for chore in chores.registered():
             chore.run()
+        self.hosts.refresh_tripped(force=True)
+        self._next_unavailable = 0.0
         jobs = self._claim(self.max_held, report)
         self.transport.submit(jobs)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -123,6 +154,10 @@ class Worker:
             waiting -= 1
         self._observe(collected)
         self._resolve(collected, report)
+        if self._probes:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            concurrent.futures.wait(list(self._probes.values()), timeout=remaining)
+            self._collect_probes()
         return report
 
     def run_forever(self) -> None:
@@ -141,11 +176,22 @@ class Worker:
                 try:
                     busy = self._step()
                     errors = 0
-                except Exception:
+                except Exception as exc:
                     errors += 1
+                    pause = min(30.0, 0.5 * 2 ** min(errors, 6))
+                    if locked(exc):
+                        # Others held SQLite's write lock: what this step held is kept and
+                        # written at the next one, after a pause that lets them finish.
+                        logger.warning("activity_queue worker %s: the database stayed busy for "
+                                       "its timeout; trying again in %.1f s", self.id, pause)
+                        self.stopping.wait(pause)
+                        continue
                     logger.exception("activity_queue worker %s: step failed", self.id)
                     self._close_connection()
-                    self.stopping.wait(min(30.0, 0.5 * 2 ** min(errors, 6)))
+                    if self._await_database():
+                        errors = 0
+                        continue
+                    self.stopping.wait(pause)
                     continue
                 if not busy:
                     self.wakeup.wait(self._idle_wait())
@@ -162,16 +208,26 @@ class Worker:
         flight (no head-of-line blocking within a batch), but it returns once
         idle instead of waiting for more. From ``deadline`` (``time.monotonic()``)
         on, or once :meth:`stop` is called, it claims nothing new and returns
-        when what it holds is written. Errors propagate; the rows this worker
-        still holds stay tracked, so the next call picks up where this one failed.
+        when what it holds is written. A database that stops answering is
+        waited for until ``deadline``; other errors propagate. The rows this
+        worker still holds stay tracked, so the next call picks up where this
+        one failed.
         """
         self._ensure_transport()
         self.hosts.pipelined = True
         while True:
             claiming = not self.stopping.is_set() and (deadline is None
                                                        or time.monotonic() < deadline)
-            busy = self._step(claim=claiming)
-            if not (self._held or self._unresolved) and (not busy or not claiming):
+            try:
+                busy = self._step(claim=claiming)
+            except DISCONNECTS:
+                logger.warning("activity_queue worker %s: step failed", self.id, exc_info=True)
+                if not self._await_database(deadline):
+                    raise
+                continue
+            waiting = time.monotonic() < self._claim_from  # claims resume shortly
+            if (not (self._held or self._unresolved or self._probes)
+                    and (not claiming or not (busy or waiting))):
                 return
             if not busy:
                 self.wakeup.wait(self._idle_wait())
@@ -190,6 +246,8 @@ class Worker:
         report = Report()
         if self._writer is not None:
             self._collect(self._writer.result(), report)
+        if self._probes:
+            self._collect_probes()
         fresh = self._drain()
         self._observe(fresh)
         outcomes = self._unresolved + fresh
@@ -213,26 +271,100 @@ class Worker:
             chore.poll()
         room = self.max_held - len(self._held) + self._stalled()
         jobs: list[Job] = []
-        if claim and (room >= min(self.config.BATCH_SIZE, self.max_held // 2)
-                      or not self._held):
+        if claim and time.monotonic() >= self._claim_from and (
+                room >= min(self.config.BATCH_SIZE, self.max_held // 2) or not self._held):
             jobs = self._claim(min(room, self.config.BATCH_SIZE), report)
             self.transport.submit(jobs)
         return bool(handled or jobs)
 
     def _collect(self, done: Written | None, report: Report) -> None:
-        """Account for a batch the background writer finished."""
+        """Account for a batch the background writer finished.
+
+        A batch that failed is written again with the next one. A lost connection is
+        news only if the database still does not answer: the writer may have met it
+        during an outage this worker has already waited out, and raising it then would
+        count one outage twice.
+        """
         if done is None:
             return
         if done.error is not None:
             self._unresolved = done.outcomes + self._unresolved
+            self._writer_failures += 1
+            if (isinstance(done.error, DISCONNECTS) and self._writer_failures == 1
+                    and self._database_answers()):
+                logger.warning("activity_queue worker %s: writing %d outcomes again after "
+                               "the writer lost its connection (%s)", self.id,
+                               len(done.outcomes), first_line(done.error))
+                return
             raise done.error
-        self._written(done.outcomes, done.written, done.opened, report)
+        self._writer_failures = 0
+        self._written(done.outcomes, done.written, done.opened, done.retired, report)
+
+    # -- a database that does not answer -----------------------------------------
+
+    def _database_answers(self) -> bool:
+        """One ``SELECT 1``, on a new connection if the current one is broken."""
+        connection = connections[router.db_for_write(ScheduledActivity)]
+        for _ in range(2):
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                return True
+            except Exception:
+                self._close_connection()
+        return False
+
+    def _await_database(self, deadline: float | None = None) -> bool:
+        """After a failed step: wait for the database if it does not answer.
+
+        Returns False at once if it answers (the failure was something else), else
+        checks every ``DB_CHECK_INTERVAL`` seconds and returns True once it answers
+        again, False if stopped or past ``deadline`` first. Meanwhile the transport
+        goes on delivering what this worker holds while the leases allow
+        (:meth:`_may_start`); the outcomes wait here and are written on its return.
+        """
+        if self._database_answers():
+            return False
+        started = time.monotonic()
+        logger.warning("activity_queue worker %s: the database does not answer; checking "
+                       "every %.1f s, holding %d rows", self.id, DB_CHECK_INTERVAL,
+                       len(self._held))
+        while not self.stopping.wait(DB_CHECK_INTERVAL):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if self._database_answers():
+                self._next_renewal = 0.0  # renew at once what the outage left near its end
+                self._writer_failures = 0
+                # Every worker first writes and renews what it held through the outage; a
+                # claim right away could take another's rows whose lease ran out meanwhile.
+                self._claim_from = time.monotonic() + 2 * DB_CHECK_INTERVAL
+                logger.warning("activity_queue worker %s: the database answers again after "
+                               "%.1f s", self.id, time.monotonic() - started)
+                return True
+        return False
+
+    def _may_start(self, job: Job) -> bool:
+        """Whether the transport may send ``job`` now (asked from the loop's thread).
+
+        Not when its lease has less than ``lease_margin`` seconds left: renewals keep a
+        healthy worker's leases well above it, so only a worker that could not reach
+        the database stops sending, before another worker may take the row and send it
+        too. Nor when a renewal found the row taken.
+        """
+        held = self._held.get(job.id)
+        if held is None:
+            return True
+        return held[1] + self.config.LEASE - time.monotonic() > self.lease_margin
 
     def _idle_wait(self) -> float:
+        now = time.monotonic()
+        wait = self.config.POLL_INTERVAL
         if self._held:
             # Wake in time to renew the leases of rows still in flight (LEASE may be short).
-            return max(0.01, min(1.0, self._next_renewal - time.monotonic()))
-        return self.config.POLL_INTERVAL
+            wait = min(1.0, self._next_renewal - now)
+        if self._claim_from > now:
+            wait = min(wait, self._claim_from - now)
+        return max(0.01, wait)
 
     def _drain(self) -> list[Outcome]:
         out: list[Outcome] = []
@@ -248,7 +380,7 @@ class Worker:
     def _ensure_transport(self) -> None:
         if self.transport is None:
             self.transport = Transport(self.config, self._on_outcome, self.hosts,
-                                       signer=self.signer)
+                                       signer=self.signer, may_start=self._may_start)
             self.transport.start()
 
     def _on_outcome(self, outcome: Outcome) -> None:
@@ -262,6 +394,7 @@ class Worker:
         now = time.monotonic()
         self.hosts.refresh_tripped()
         self._defer_paused(now)
+        self._tend_unavailable(now, report)
         full, room, probation = self.hosts.claim_limits()
         # Rows in the writer's hands may already be back in the queue, due; they are
         # still held here until the writer reports, so they are not claimed twice.
@@ -310,8 +443,7 @@ class Worker:
             for job in jobs]
         for outcome in outcomes:
             outcome.job.attempts = made
-        written, opened = self._write(outcomes)
-        self._written(outcomes, written, opened, report)
+        self._written(outcomes, *self._write(outcomes), report)
 
     def _defer_paused(self, now: float) -> None:
         """Move paused hosts' due rows out of the claims' way (hosts.defer_paused): those
@@ -325,6 +457,43 @@ class Worker:
         if book.tripped and now >= self._next_defer:
             full = hosts.defer_paused(limit=DEFER_PER_CLAIM) == DEFER_PER_CLAIM
             self._next_defer = 0.0 if full else now + DEFER_EVERY
+
+    def _tend_unavailable(self, now: float, report: Report) -> None:
+        """Every DEFER_EVERY seconds while some host is unavailable: end its rows that came
+        in since (written by a process that did not know yet, or handed back by a worker),
+        and probe the hosts whose probe is due."""
+        if not self.hosts.unavailable or now < self._next_unavailable:
+            return
+        self._next_unavailable = now + DEFER_EVERY
+        retired = hosts.retire(hosts.retiring(), limit=DEFER_PER_CLAIM)
+        report.retired += sum(r.failed for r in retired)
+        if any(r.failed == DEFER_PER_CLAIM for r in retired):
+            self._next_unavailable = 0.0
+        if self.transport is None or self.stopping.is_set():
+            return
+        for host in hosts.take_probes():
+            if host not in self._probes:
+                self._probes[host] = self.transport.probe(host)
+
+    def _collect_probes(self) -> None:
+        """A probe answered: the host is available again (its circuit closes); else it is
+        probed again in PROBE_EVERY seconds."""
+        for host, future in list(self._probes.items()):
+            if not future.done():
+                continue
+            del self._probes[host]
+            try:
+                error = future.result()
+            except Exception as exc:  # the loop stopped under it
+                error = f"{type(exc).__name__}: {exc}"
+            if error is None:
+                logger.warning("activity_queue: %s answered a probe; delivering to it again",
+                               host)
+                hosts.close_circuits([host], keep_stopped=True)
+                self.hosts.unavailable.discard(host)
+                self.hosts.resume([host])
+            else:
+                hosts.probe_failed(host, error)
 
     def _stalled(self) -> int:
         """Rows held for hosts that do not answer, up to a quarter of ``max_held``."""
@@ -340,13 +509,25 @@ class Worker:
         if now < self._next_renewal:
             return
         lease = self.config.LEASE
-        self._next_renewal = now + lease / 6
         stale = [job_id for job_id, (_, since) in self._held.items() if now - since > lease / 3]
         if stale:
-            store.renew(self.id, stale, lease)
+            renewed = store.renew(self.id, stale, lease)
+            lost = 0
             for job_id in stale:
-                job, _ = self._held[job_id]
-                self._held[job_id] = (job, now)
+                held = self._held.get(job_id)
+                if held is None:
+                    continue
+                if job_id in renewed:
+                    self._held[job_id] = (held[0], now)
+                elif held[1] != LOST:
+                    # Another worker took it after the lease ran out: not sent from here,
+                    # and its outcome, if any, is not written (resolve checks leased_by).
+                    self._held[job_id] = (held[0], LOST)
+                    lost += 1
+            if lost:
+                logger.warning("activity_queue worker %s: %d rows were taken by another "
+                               "worker after their lease ran out", self.id, lost)
+        self._next_renewal = now + lease / 6
 
     # -- resolving ---------------------------------------------------------------
 
@@ -368,19 +549,24 @@ class Worker:
     def _resolve(self, outcomes: list[Outcome], report: Report) -> None:
         now = timezone.now()
         outcomes = [self._finalise(o, now) for o in outcomes]
-        written, opened = self._write(outcomes)
-        self._written(outcomes, written, opened, report)
+        self._written(outcomes, *self._write(outcomes), report)
 
-    def _write(self, outcomes: list[Outcome]) -> tuple[list[Outcome], list[str]]:
+    def _write(self, outcomes: list[Outcome]
+               ) -> tuple[list[Outcome], list[str], list[hosts.Retired]]:
+        """Write the outcomes; the queued rows of hosts that became unavailable then end
+        (those this worker held are among them: they were just written back)."""
         cfg = self.config
-        return store.resolve(
+        written, opened, unavailable = store.resolve(
             self.id, outcomes, circuit_threshold=cfg.CIRCUIT_THRESHOLD,
             circuit_cooldown=cfg.CIRCUIT_COOLDOWN, cooldown_max=cfg.BACKOFF_MAX,
             defer_for=max(cfg.TIMEOUT, cfg.CIRCUIT_COOLDOWN), probes=cfg.PER_HOST,
+            unavailable_after=cfg.UNAVAILABLE_AFTER,
         )
+        retired = hosts.retire(unavailable, limit=DEFER_PER_CLAIM) if unavailable else []
+        return written, opened, retired
 
     def _written(self, outcomes: list[Outcome], written: list[Outcome], opened: list[str],
-                 report: Report) -> None:
+                 retired: list[hosts.Retired], report: Report) -> None:
         """Bookkeeping, circuits, signals and alerts once outcomes are in the database."""
         for o in outcomes:
             self._forget(o.job)
@@ -388,6 +574,8 @@ class Worker:
         if opened:
             logger.warning("activity_queue: pausing deliveries to %s", ", ".join(opened))
             self.transport.pause(opened)
+        if retired:
+            self._retired(retired, report)
         for o in written:
             if o.state is State.SENT:
                 report.sent += 1
@@ -400,6 +588,23 @@ class Worker:
             else:
                 report.deferred += 1
         report.outcomes.extend(written)
+
+    def _retired(self, retired: list[hosts.Retired], report: Report) -> None:
+        """Hosts that just became unavailable: one alert and one signal each."""
+        names = {r.host for r in retired}
+        self.hosts.unavailable |= names
+        self.hosts.paused |= names
+        self.transport.pause(names)
+        self._next_unavailable = 0.0  # rows handed back by the transport end soon
+        for r in retired:
+            report.retired += r.failed
+            failure_logger.error(
+                "activity_queue: %s is unavailable (failing since %s): deliveries to it "
+                "stopped; %s queued deliveries failed", r.host, r.failing_since, r.failed,
+                extra={"inbox_host": r.host})
+            report_unavailable(r.host, r.failing_since, r.failed)
+            signals.host_unavailable.send(sender=Worker, host=r.host,
+                                          failing_since=r.failing_since, failed=r.failed)
 
     def _forget(self, job: Job) -> None:
         if self._held.pop(job.id, None) is not None:
@@ -425,6 +630,7 @@ class Worker:
             except Exception:
                 logger.exception("activity_queue: transport did not stop cleanly")
             self.transport = None
+        self._probes.clear()
         try:
             self._stop_writer()
         except Exception:

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 from django.db import connections
 
+from .hosts import Retired
 from .jobs import Outcome
 
-#: ``write(outcomes) -> (written, hosts whose circuit opened)``, as :func:`store.resolve`.
-Write = Callable[[list[Outcome]], tuple[list[Outcome], list[str]]]
+#: ``write(outcomes) -> (written, hosts whose circuit opened, hosts retired)``: the worker's
+#: :func:`store.resolve`, then :func:`hosts.retire` for the hosts that became unavailable.
+Write = Callable[[list[Outcome]], tuple[list[Outcome], list[str], list[Retired]]]
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Written:
     outcomes: list[Outcome]
     written: list[Outcome] = field(default_factory=list)
     opened: list[str] = field(default_factory=list)
+    retired: list[Retired] = field(default_factory=list)
     error: Exception | None = None
 
 
@@ -71,8 +74,7 @@ class BackgroundWriter:
         try:
             while (outcomes := self._todo.get()) is not None:
                 try:
-                    written, opened = self._write(outcomes)
-                    done = Written(outcomes, written, opened)
+                    done = Written(outcomes, *self._write(outcomes))
                 except Exception as exc:
                     for connection in connections.all(initialized_only=True):
                         connection.close()  # the next batch reconnects

@@ -4,7 +4,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from activity_queue import signals
+from activity_queue import enqueue, signals
 from activity_queue.conf import get_config
 from activity_queue.models import Activity, Host, ScheduledActivity
 from activity_queue.operations import actions as operations
@@ -165,3 +165,31 @@ def test_retry_now_wakes_the_in_process_worker(receiver):
         finally:
             thread.stop()
     assert [r.path for r in receiver.received] == ["/warm-up/", "/inbox/"]
+
+
+def test_stop_hosts_fails_the_queue_and_new_enqueues_until_resumed():
+    now = timezone.now()
+    waiting = queued(inbox="https://a.example/inbox/", attempts=2, last_status=503,
+                     last_error="HTTP 503")
+    queued(inbox="https://a.example/other/", next_attempt_at=now + timedelta(hours=1))
+    held = queued(inbox="https://a.example/inbox/", leased_by="w",
+                  leased_until=now + timedelta(minutes=1))
+    elsewhere = queued(inbox="https://b.example/inbox/")
+    result = operations.stop_hosts(["https://a.example"], by="alice")
+    assert (result.stopped, result.failed) == (["https://a.example"], 2)
+    health = Host.objects.get()
+    assert (health.unavailable_by, health.failing_since) == ("alice", None)
+    assert set(ScheduledActivity.objects.values_list("id", flat=True)) == {held.id, elsewhere.id}
+    logged = Activity.objects.get(activity_id=waiting.activity_id)
+    assert (logged.status, logged.status_code, logged.attempts) == ("failed", 503, 2)
+    assert logged.error.startswith("host unavailable: delivery stopped by alice on ")
+    assert logged.error.endswith(" UTC; last error: HTTP 503")
+
+    assert enqueue({"type": "Update", "object": "https://testserver/x"},
+                   to="https://a.example/inbox/") == []
+    assert operations.stop_hosts(["https://a.example"], by="bob").stopped == []
+
+    assert operations.resume_hosts(["https://a.example"]) == 1
+    assert not Host.objects.exists()
+    assert len(enqueue({"type": "Update", "object": "https://testserver/y"},
+                       to="https://a.example/inbox/")) == 1

@@ -323,3 +323,31 @@ def test_dashboard_counts_the_rows_waiting_for_a_failing_host(operator):
     page = operator(*VIEW_ALL).get(DASHBOARD)
     assert page.context["stats"].waiting_for_failing == 3
     assert "3 wait for failing hosts to answer" in page.content.decode()
+
+
+def test_host_admin_stops_and_resumes_deliveries(admin_client):
+    Host.objects.create(host="https://a.example", consecutive_failures=2)
+    queued(inbox="https://a.example/inbox/")
+    host = Host.objects.get()
+    response = action(admin_client, HOSTS, "stop_delivery", [host])
+    assert "Stopped deliveries to 1 host; 1 delivery in the queue failed" in messages_of(
+        response)[0]
+    host.refresh_from_db()
+    assert host.unavailable_by == "admin" and host.unavailable_since is not None
+    assert not ScheduledActivity.objects.exists()
+    assert Activity.objects.get().error.startswith("host unavailable: delivery stopped by admin")
+    page = admin_client.get(HOSTS).content.decode()
+    assert "unavailable since " in page and "(stopped by admin)" in page
+
+    response = action(admin_client, HOSTS, "resume", [host])
+    assert "Resumed 1 host" in messages_of(response)[0]
+    assert not Host.objects.exists()
+
+
+def test_host_admin_stop_needs_the_change_permission(operator):
+    client = operator("view_host")
+    host = Host.objects.create(host="https://a.example")
+    response = action(client, HOSTS, "stop_delivery", [host])
+    assert response.status_code == 200
+    host.refresh_from_db()
+    assert host.unavailable_since is None

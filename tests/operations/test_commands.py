@@ -299,3 +299,24 @@ def test_a_failing_host_that_is_also_paused_is_counted_once():
         paused_until=timezone.now() + timedelta(minutes=20), consecutive_failures=5, trips=1)
     queue = status_json()["queue"]
     assert (queue["waiting_for_paused"], queue["waiting_for_failing"]) == (5, 0)
+
+
+def test_status_shows_unavailable_hosts():
+    now = timezone.now()
+    Host.objects.create(host="https://dead.example", consecutive_failures=40, trips=6,
+                        failing_since=now - timedelta(days=8),
+                        unavailable_since=now - timedelta(days=1),
+                        paused_until=now + timedelta(hours=2))
+    Host.objects.create(host="https://stopped.example", unavailable_since=now,
+                        unavailable_by="alice")
+    out, _ = run("activity_status")
+    since = (now - timedelta(days=1)).isoformat()
+    dead = "  https://dead.example     open       40 failures in a row  unavailable since "
+    assert dead + since in out
+    assert "  https://stopped.example  closed     0 failures in a row  unavailable since " in out
+    out, _ = run("activity_status", "--json")
+    report = json.loads(out)
+    assert [(u["host"], u["since"], u["stopped_by"]) for u in report["unavailable"]] == [
+        ("https://dead.example", since, ""), ("https://stopped.example", now.isoformat(), "alice")]
+    assert report["unavailable"][0]["next_probe"] == (now + timedelta(hours=2)).isoformat()
+    assert report["unavailable"][1]["next_probe"] is None

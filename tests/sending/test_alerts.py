@@ -5,7 +5,6 @@ import logging
 import pytest
 import sentry_sdk
 from django.utils import timezone
-from sentry_sdk.transport import Transport
 
 from activity_queue import enqueue
 from activity_queue.models import Activity, ScheduledActivity
@@ -16,33 +15,6 @@ from ..support.receiver import Rule
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NOTE = {"type": "Update", "object": "https://here.example/notes/1"}
-
-
-class CapturingTransport(Transport):
-    """Keeps every envelope in memory instead of sending it anywhere."""
-
-    def __init__(self, options=None):
-        super().__init__(options)
-        self.envelopes = []
-
-    def capture_envelope(self, envelope):
-        self.envelopes.append(envelope)
-
-    def events(self) -> list[dict]:
-        found = [envelope.get_event() for envelope in self.envelopes]
-        return [event for event in found if event is not None]
-
-
-@pytest.fixture
-def sentry():
-    """sentry-sdk initialised as a site would, with a capturing transport; reset afterwards."""
-    sentry_sdk.init(dsn="https://key@sentry.invalid/1", transport=CapturingTransport,
-                    auto_enabling_integrations=False)
-    client = sentry_sdk.get_client()
-    yield client.transport
-    client.close()
-    sentry_sdk.get_global_scope().set_client(None)
-    assert not sentry_sdk.get_client().is_active()
 
 
 def test_final_failure_is_one_tagged_event(receiver, worker, sentry, caplog):

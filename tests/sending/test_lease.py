@@ -2,6 +2,7 @@
 
 import re
 import sqlite3
+import time
 from datetime import timedelta
 
 import pytest
@@ -13,8 +14,10 @@ from activity_queue.lifecycle import State
 from activity_queue.models import Activity, ScheduledActivity
 from activity_queue.sending import queue as store
 from activity_queue.sending.jobs import Outcome
+from activity_queue.sending.transport import LEASE_ENDING
+from activity_queue.sending.worker import Report
 
-from ..support.helpers import recorded_statements, sqlite_plan
+from ..support.helpers import aq_settings, recorded_statements, sqlite_plan
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,8 +84,8 @@ def test_release_gives_rows_back_without_counting_an_attempt(receiver):
 def test_renew_extends_only_the_holders_lease(receiver):
     enqueue(NOTE, to=receiver.url("/inbox/"))
     (job,) = store.claim("w1", 10, lease=5)
-    assert store.renew("w2", [job.id], lease=300) == 0
-    assert store.renew("w1", [job.id], lease=300) == 1
+    assert store.renew("w2", [job.id], lease=300) == set()
+    assert store.renew("w1", [job.id], lease=300) == {job.id}
     assert ScheduledActivity.objects.get().leased_until > timezone.now() + timedelta(seconds=200)
 
 
@@ -97,7 +100,7 @@ def test_resolve_leaves_rows_whose_lease_was_taken_over(receiver, verdict):
     assert again.id == job.id
     outcome = Outcome(job, verdict, status_code=503, error="HTTP 503",
                       retry_at=timezone.now() + timedelta(seconds=60))
-    written, _ = store.resolve("w1", [outcome], **RESOLVE)
+    written, _, _ = store.resolve("w1", [outcome], **RESOLVE)
     assert written == []
     assert not Activity.objects.exists()
     row = ScheduledActivity.objects.get()
@@ -114,9 +117,9 @@ def test_resolve_writes_the_holders_outcomes_in_one_batch(receiver):
         Outcome(jobs[2], State.RETRYING, status_code=503, error="HTTP 503", retry_at=later),
         Outcome(jobs[3], State.PENDING, error="host paused"),
     ]
-    written, opened = store.resolve("w1", outcomes, **RESOLVE)
+    written, opened, unavailable = store.resolve("w1", outcomes, **RESOLVE)
     assert [o.job.id for o in written] == [j.id for j in jobs]
-    assert opened == []
+    assert opened == unavailable == []
     logs = {a.inbox: a for a in Activity.objects.all()}
     assert (logs[jobs[0].inbox].status, logs[jobs[0].inbox].duration_ms) == ("sent", 1.5)
     assert (logs[jobs[1].inbox].status, logs[jobs[1].inbox].error) == ("failed", "HTTP 410")
@@ -144,7 +147,7 @@ def test_resolve_looks_rows_up_by_id_however_large_the_queue(receiver):
     outcomes = [Outcome(j, State.SENT, status_code=202) for j in jobs[:250]] + [
         Outcome(j, State.RETRYING, status_code=503, retry_at=later) for j in jobs[250:]]
     with recorded_statements() as statements:
-        written, _ = store.resolve("w1", outcomes, **RESOLVE)
+        written, _, _ = store.resolve("w1", outcomes, **RESOLVE)
     assert len(written) == 500
     queue = ScheduledActivity._meta.db_table
     plans = [line for sql, params in statements if queue in sql
@@ -154,3 +157,50 @@ def test_resolve_looks_rows_up_by_id_however_large_the_queue(receiver):
     scans = [p for p in plans
              if "BLOOM" in p or re.match(rf"SCAN ({queue}|s)\b", p)]
     assert scans == [], scans
+
+
+def _claimed_by(w, n: int) -> list:
+    w._ensure_transport()
+    jobs = w._claim(n, Report())
+    assert len(jobs) == n
+    return jobs
+
+
+def _outcomes(w, n: int) -> list[Outcome]:
+    return sorted((w.outcomes.get(timeout=10) for _ in range(n)), key=lambda o: o.job.id)
+
+
+def test_a_request_whose_lease_is_ending_is_not_started(receiver, worker):
+    """A worker that could not renew (its database away) stops sending before another
+    worker may take the row and send it too; the row goes back with no attempt counted."""
+    enqueue(NOTE, to=[receiver.url(f"/inbox/{n}") for n in range(2)])
+    with aq_settings(LEASE=20.0, TIMEOUT=2.0):
+        w = worker()
+    ending, fresh = _claimed_by(w, 2)
+    assert w.lease_margin == 5.0  # a quarter of the lease: less than 3 × TIMEOUT
+    w._held[ending.id] = (ending, time.monotonic() - 16.0)
+    w.transport.submit([ending, fresh])
+    first, second = _outcomes(w, 2)
+    assert (first.state, first.error) == (State.PENDING, LEASE_ENDING)
+    assert second.state is State.SENT
+    assert [r.path for r in receiver.received] == ["/inbox/1"]
+    w._resolve([first, second], Report())
+    row = ScheduledActivity.objects.get()
+    assert (row.id, row.attempts, row.leased_by) == (ending.id, 0, "")
+
+
+def test_a_row_taken_over_after_its_lease_is_neither_sent_nor_written(receiver, worker):
+    enqueue(NOTE, to=receiver.url("/inbox/"))
+    with aq_settings(LEASE=20.0):
+        w = worker()
+    (job,) = _claimed_by(w, 1)
+    lease_to(w.id, -1)
+    (again,) = store.claim("w2", 10, lease=30)
+    w._held[job.id] = (job, time.monotonic() - 10.0)  # due for renewal
+    w._renew_leases()
+    w.transport.submit([job])
+    (outcome,) = _outcomes(w, 1)
+    assert (outcome.state, outcome.error) == (State.PENDING, LEASE_ENDING)
+    assert receiver.received == []
+    w._resolve([outcome], Report())
+    assert (ScheduledActivity.objects.get().leased_by, again.id) == ("w2", job.id)

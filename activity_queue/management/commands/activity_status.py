@@ -34,7 +34,8 @@ def _span(seconds: float) -> str:
 
 class Command(BaseCommand):
     help = ("Print queue depth, oldest pending, due now, in flight, recent failures per host, "
-            "redundant drops and circuit states; exit 1 when the queue is unhealthy.")
+            "redundant drops, circuit states and unavailable hosts; exit 1 when the queue is "
+            "unhealthy.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--json", action="store_true", dest="as_json",
@@ -81,8 +82,14 @@ class Command(BaseCommand):
                 for f in failing]},
             "circuits": [
                 {"host": h.host, "state": h.circuit, "paused_until": _iso(h.paused_until),
-                 "consecutive_failures": h.consecutive_failures, "last_error": h.last_error}
+                 "consecutive_failures": h.consecutive_failures, "last_error": h.last_error,
+                 "unavailable_since": _iso(h.unavailable_since)}
                 for h in troubled],
+            "unavailable": [
+                {"host": h.host, "since": _iso(h.unavailable_since),
+                 "failing_since": _iso(h.failing_since), "stopped_by": h.unavailable_by,
+                 "next_probe": None if h.unavailable_by else _iso(h.paused_until)}
+                for h in troubled if h.unavailable],
         }
         if as_json:
             self.stdout.write(json.dumps(report, indent=2, sort_keys=True))
@@ -116,6 +123,7 @@ class Command(BaseCommand):
                   for f in failing] or ["  none"]
         lines.append("circuits:")
         lines += [f"  {h.host:<{width}}  {h.circuit:<9}  {h.consecutive_failures} failures in a row"
+                  + (f"  unavailable since {_iso(h.unavailable_since)}" if h.unavailable else "")
                   for h in troubled] or ["  all closed"]
         lines.append("status          " + ("healthy" if report["healthy"] else
                                            "UNHEALTHY: " + "; ".join(report["problems"])))

@@ -1,0 +1,26 @@
+"""An inbox that answers 410 Gone follows nothing any more: later activities skip it."""
+
+import pytest
+
+from activity_queue import enqueue
+from activity_queue.federation import dispatch
+from activity_queue.models import Follower
+
+from ..support.receiver import Rule
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OBJECTS = ("https://here.example/notes/1", "https://here.example/notes/2")
+
+
+@pytest.mark.parametrize(("status", "pruned"), [(410, True), (404, False), (202, False)])
+def test_410_gone_prunes_the_inbox_from_the_followers(receiver, worker, status, pruned):
+    receiver.rules["/gone/"] = Rule(status=status)
+    gone, other = receiver.url("/gone/"), receiver.url("/other/")
+    for object_id in OBJECTS:
+        dispatch.follow(object_id, [gone, other])
+    enqueue({"type": "Update", "object": OBJECTS[0]}, to=gone)
+    worker().run_once(timeout=10)
+    left = set(Follower.objects.values_list("object_id", "inbox"))
+    kept = {(o, other) for o in OBJECTS}
+    assert left == (kept if pruned else kept | {(o, gone) for o in OBJECTS})
