@@ -297,7 +297,8 @@ def test_the_predecessor_check_reads_only_deliveries_to_the_inbox_about_the_obje
         for i in range(300))
     with recorded_statements() as statements, transaction.atomic():
         enqueue(NOTE, to=[f"https://r{i}.example/inbox/" for i in range(inboxes)])
-    sql, params = next((s, p) for s, p in statements if "INSERT INTO" in s)
+    queue = f"INSERT INTO {ScheduledActivity._meta.db_table}"
+    sql, params = next((s, p) for s, p in statements if queue in s)
     plan = sqlite_plan(sql, params)
     log = [line for line in plan if " d " in f" {line} "]
     assert log and all("USING INDEX aq_act_delivered (inbox=? AND object_id=?)" in line

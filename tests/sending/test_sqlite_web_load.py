@@ -20,7 +20,7 @@ from django.db import connection
 from activity_queue.checks import SQLITE_OPTIONS
 from activity_queue.models import Activity, ScheduledActivity
 
-from ..support.helpers import wait_until
+from ..support.helpers import stored, wait_until
 from ..support.processes import free_port
 from ..support.receiver import Receiver
 
@@ -39,20 +39,21 @@ LOCKED = "database is locked"
 def delivered_before(n: int) -> None:
     """``n`` deliveries logged as sent, to inboxes and about objects of their own."""
     log = Activity._meta.db_table
+    payload = stored({"type": "Create"})
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < %s)
-            INSERT INTO {log} (activity_id, activity_type, object_id, inbox, host, payload,
+            INSERT INTO {log} (activity_id, activity_type, object_id, inbox, host, payload_id,
                                direction, status, status_code, error, response_excerpt,
                                attempts, created_at, resolved_at)
             SELECT 'urn:old:' || n, 'Create', 'https://old.example/o/' || n,
                    'https://old' || (n % 50) || '.example/inbox/',
-                   'https://old' || (n % 50) || '.example', '{{}}', %s, 'sent', 202, '', '',
+                   'https://old' || (n % 50) || '.example', %s, %s, 'sent', 202, '', '',
                    1, '2026-01-01 00:00:00', '2026-01-01 00:00:01'
             FROM i
             """,
-            [n, Activity.Direction.OUTBOUND.value])
+            [n, payload.pk, Activity.Direction.OUTBOUND.value])
 
 
 def post_for(port: int, inboxes: list[str], seconds: float) -> dict:
