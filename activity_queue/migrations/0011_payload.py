@@ -171,12 +171,16 @@ class Migration(migrations.Migration):
             field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.PROTECT,
                                     related_name="records", to="activity_queue.payload"),
         ),
-        migrations.RunPython(to_payloads, from_payloads),
-        # Nullable before they go, so that reversing this migration can add them back
-        # and refill them.
+        # Nullable before they are copied and dropped, so that reversing this migration
+        # can add them back empty and refill them before they are required again.
         migrations.AlterField("scheduledactivity", "legacy_payload",
                               models.JSONField(null=True)),
         migrations.AlterField("activity", "legacy_payload", models.JSONField(null=True)),
+        migrations.AlterField("scheduledactivity", "activity_id",
+                              models.CharField(max_length=500, null=True)),
+        migrations.AlterField("scheduledactivity", "activity_type",
+                              models.CharField(max_length=32, null=True)),
+        migrations.RunPython(to_payloads, from_payloads),
         migrations.RemoveIndex("scheduledactivity", "aq_sched_activity"),
         migrations.RemoveIndex("scheduledactivity", "aq_sched_inbox_object"),
         migrations.RemoveField("scheduledactivity", "legacy_payload"),

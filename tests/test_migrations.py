@@ -1,0 +1,77 @@
+"""Upgrading a site with a queue and a log: rows move to shared payloads, and back."""
+
+import json
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from activity_queue.models import object_key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BEFORE = [("activity_queue", "0010_host_unavailable")]
+AFTER = [("activity_queue", "0011_payload")]
+
+
+def migrate(targets):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+@pytest.fixture
+def old_apps():
+    apps = migrate(BEFORE)
+    yield apps
+    migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("activity_queue"))
+
+
+def activity(n: int, kind: str = "Create") -> dict:
+    return {"id": f"https://here.example/activities/{n}", "type": kind,
+            "object": {"@id": f"https://here.example/notes/{n}"}, "content": "é ✓"}
+
+
+def test_queued_and_logged_rows_move_to_shared_payloads_and_back(old_apps):
+    Scheduled = old_apps.get_model("activity_queue", "ScheduledActivity")
+    Logged = old_apps.get_model("activity_queue", "Activity")
+    fan_out = activity(1)
+    for inbox in ("https://a.example/inbox/", "https://b.example/inbox/"):
+        Scheduled.objects.create(
+            activity_id=fan_out["id"], activity_type="Create", object_id=fan_out["object"]["@id"],
+            inbox=inbox, host=inbox[:17], payload=fan_out, attempts=2, last_error="HTTP 503")
+    Logged.objects.create(
+        activity_id=fan_out["id"], activity_type="Create", object_id=fan_out["object"]["@id"],
+        inbox="https://c.example/inbox/", host="https://c.example", payload=fan_out,
+        direction="out", status="sent", attempts=1)
+    lone = activity(2, "Update")
+    Logged.objects.create(activity_id=lone["id"], activity_type="Update",
+                          object_id=lone["object"]["@id"], inbox="", host="https://d.example",
+                          payload=lone, direction="in", status="received")
+
+    apps = migrate(AFTER)
+    Payload = apps.get_model("activity_queue", "Payload")
+    Scheduled = apps.get_model("activity_queue", "ScheduledActivity")
+    Logged = apps.get_model("activity_queue", "Activity")
+    assert Payload.objects.count() == 2, "the copies of one activity share one payload"
+    shared = Payload.objects.get(activity_id=fan_out["id"])
+    assert json.loads(shared.body) == fan_out
+    assert (shared.activity_type, shared.object_id) == ("Create", fan_out["object"]["@id"])
+    queued = list(Scheduled.objects.order_by("inbox"))
+    assert [(r.inbox, r.payload_id, r.attempts, r.last_error) for r in queued] == [
+        ("https://a.example/inbox/", shared.pk, 2, "HTTP 503"),
+        ("https://b.example/inbox/", shared.pk, 2, "HTTP 503")]
+    assert {r.object_key for r in queued} == {object_key(fan_out["object"]["@id"])}
+    assert Logged.objects.get(status="sent").payload_id == shared.pk
+    received = Logged.objects.get(status="received")
+    assert json.loads(Payload.objects.get(pk=received.payload_id).body) == lone
+
+    apps = migrate(BEFORE)
+    Scheduled = apps.get_model("activity_queue", "ScheduledActivity")
+    Logged = apps.get_model("activity_queue", "Activity")
+    assert sorted((r.activity_id, r.inbox, r.payload) for r in Scheduled.objects.all()) == [
+        (fan_out["id"], "https://a.example/inbox/", fan_out),
+        (fan_out["id"], "https://b.example/inbox/", fan_out)]
+    assert sorted(r.activity_id for r in Logged.objects.all()) == [fan_out["id"], lone["id"]]
+    assert {r.activity_id: r.payload for r in Logged.objects.all()}[lone["id"]] == lone
