@@ -60,6 +60,14 @@ $fn$
 """
 
 
+def _check_now(schema_editor) -> None:
+    """Run the foreign-key checks the row updates left pending: PostgreSQL refuses to
+    alter a table with pending trigger events in the same transaction."""
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        schema_editor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
 def _text(connection, column: str) -> str:
     return f"{column}::text" if connection.vendor == "postgresql" else column
 
@@ -88,6 +96,7 @@ def to_payloads(apps, schema_editor):
                   AND p.object_id = {table}.object_id AND p.body = {body}
                 ORDER BY p.id LIMIT 1)
         """)
+    _check_now(schema_editor)
 
 
 def _key(object_id: str) -> int:
@@ -108,6 +117,7 @@ def object_keys(apps, schema_editor):
     for pk, object_id in about.iterator():
         ScheduledActivity.objects.using(using).filter(payload_id=pk).update(
             object_key=_key(object_id))
+    _check_now(schema_editor)
 
 
 def from_payloads(apps, schema_editor):
@@ -118,6 +128,7 @@ def from_payloads(apps, schema_editor):
             schema_editor.execute(
                 f"UPDATE {table} SET {column} = (SELECT {value} FROM {PAYLOAD} p "
                 f"WHERE p.id = {table}.payload_id)")
+    _check_now(schema_editor)
 
 
 def create_function(apps, schema_editor):
