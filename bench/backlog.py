@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the result as JSON to this file too")
     args = p.parse_args(argv)
     os.environ["AQ_BENCH_DB"] = args.db
+    if args.db == "postgres":
+        from .run import ensure_postgres_database
+
+        ensure_postgres_database(os.environ.get("AQ_BENCH_PG_NAME", "bench_aq"))
     from . import tasks  # sets Django up on the chosen database
 
     result = measure(tasks, args.activities, args.inboxes)
