@@ -102,6 +102,7 @@ class LogHostFilter(QueueHostFilter):
 class LogTypeFilter(QueueTypeFilter):
     #: The types this app sends and DjangoLDP servers exchange; others work from the URL.
     TYPES = ("Create", "Update", "Delete", "Add", "Remove")
+    field = "activity_type"
 
     def values(self, model_admin):
         return list(self.TYPES)
@@ -125,8 +126,8 @@ class StateFilter(admin.SimpleListFilter):
                 return queryset.filter(free, next_attempt_at__gt=now)
             case "leased":
                 return queryset.leased(now)
-            case "retrying":
-                return queryset.filter(attempts__gt=0)
+            case "retrying":  # a leased row's current attempt is counted already
+                return queryset.filter(Q(attempts__gt=1) | Q(free, attempts=1))
         return queryset
 
 

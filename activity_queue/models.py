@@ -38,7 +38,7 @@ class Payload(models.Model):
 
     A fan-out to a thousand inboxes is one ``Payload`` and a thousand small
     ``ScheduledActivity`` rows, and the log rows of those deliveries show the
-    same one. ``activity_cleanup`` removes the payloads nobody refers to any more.
+    same one. ``activity_prune`` removes the payloads nobody refers to any more.
     """
 
     activity_id = models.CharField(max_length=500, help_text="The activity's own id (URI).")

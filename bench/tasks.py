@@ -184,7 +184,7 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
     marks: list[tuple[float, int]] = []
 
     def counting_resolve(*args, **kwargs):
-        written, opened = resolve(*args, **kwargs)
+        written, *rest = resolve(*args, **kwargs)
         for o in written:
             if o.state is State.SENT:
                 tally["sent"] += 1
@@ -195,7 +195,7 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
         marks.append((time.perf_counter(), tally["counted"]))
         if tally["counted"] >= expected:
             done.set()
-        return written, opened
+        return written, *rest
 
     store.resolve = counting_resolve
     worker = Worker(name=f"bench-{os.getpid()}", config=replace(get_config(), **config))
@@ -224,6 +224,7 @@ def drain(expected: int, *, receiver_pids: list[int], timeout_s: float,
     counted = tally["counted"]
     return {
         "timeline": timeline(marks, t0, seconds),
+        "first_delivery_s": next((at - t0 for at, n in marks if n), None),
         "complete": finished, "delivered": counted, "seconds": seconds,
         "per_second": counted / seconds, "cpu_ms_per_delivery": cpu * 1000 / max(1, counted),
         "cpu_share": cpu / seconds, "failed": tally["failed"],

@@ -124,6 +124,12 @@ def forget(object_id: str, using: str | None = None) -> None:
 def _log(rows: list[PendingDiscovery], status: State, *, error: str, using: str) -> None:
     lifecycle.move(lifecycle.NEW, status, len(rows))
     now = timezone.now()
+    with transaction.atomic(using=using):  # a payload is never seen without its log row
+        _log_rows(rows, status, error=error, using=using, now=now)
+
+
+def _log_rows(rows: list[PendingDiscovery], status: State, *, error: str, using: str,
+              now) -> None:
     payloads = Payload.objects.using(using).bulk_create([
         Payload.of(p.payload, activity_type=p.activity_type, object_id=p.object_id,
                    created_at=p.created_at)

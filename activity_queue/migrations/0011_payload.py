@@ -212,9 +212,9 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField("scheduledactivity", "object_key",
                             models.BigIntegerField(default=0)),
-        migrations.RunPython(object_keys, migrations.RunPython.noop),
         migrations.AddIndex("scheduledactivity",
                             models.Index(fields=["payload"], name="aq_sched_payload")),
+        migrations.RunPython(object_keys, migrations.RunPython.noop),
         migrations.AddIndex(
             "scheduledactivity",
             models.Index(fields=["object_key", "inbox"], name="aq_sched_object_inbox"),

@@ -82,10 +82,13 @@ def prune_payloads(*, batch_size: int = 1000,
     """
     using = router.db_for_write(Payload)
     deleted = 0
+    after = 0
     while True:
-        ids = list(unreferenced().values_list("pk", flat=True)[:batch_size])
+        ids = list(unreferenced().filter(pk__gt=after).order_by("pk")
+                   .values_list("pk", flat=True)[:batch_size])
         if not ids:
             return deleted
+        after = ids[-1]
         with transaction.atomic(using=using):
             count, _ = unreferenced().filter(pk__in=ids).delete()
         deleted += count

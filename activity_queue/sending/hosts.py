@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connections, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .. import lifecycle
@@ -386,8 +386,8 @@ def retiring(now: datetime | None = None) -> list[str]:
     """Unavailable hosts with queued rows nobody holds (one query)."""
     now = now or timezone.now()
     free = ScheduledActivity.objects.filter(
-        Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-    return list(Host.objects.filter(unavailable_since__isnull=False, host__in=free.values("host"))
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now), host=OuterRef("host"))
+    return list(Host.objects.filter(Exists(free), unavailable_since__isnull=False)
                 .values_list("host", flat=True))
 
 

@@ -157,10 +157,15 @@ def enqueue(activity: dict[str, Any], to: str | Iterable[str], *, delay: float =
     # Outside a transaction, one of our own keeps the rows and the drops they cause together.
     with transaction.atomic(using=using) if transaction.get_autocommit(using) else nullcontext():
         gone = hosts.unavailable([host for _, host in destinations], using)
-        if gone:
-            _fail_unavailable(using, stored, [d for d in destinations if d[1] in gone], gone)
-            destinations = [d for d in destinations if d[1] not in gone]
-        rows = store.insert(using, stored, due, destinations) if destinations else []
+        refused = [d for d in destinations if d[1] in gone]
+        destinations = [d for d in destinations if d[1] not in gone]
+        if destinations:
+            rows = store.insert(using, stored, due, destinations)
+        else:
+            rows = []
+            stored.save(using=using)
+        if refused:
+            _fail_unavailable(using, stored, refused, gone)
         lifecycle.move(lifecycle.NEW, State.PENDING, len(rows))
         rows = dropping.on_enqueue(rows, using=using, now=now)
     if rows:
@@ -172,12 +177,9 @@ def _fail_unavailable(using: str, payload: Payload, destinations: list[tuple[str
                       reasons: dict[str, str]) -> None:
     """Log copies for unavailable hosts as failed, with no attempt: nothing is queued."""
     lifecycle.move(lifecycle.NEW, State.FAILED, len(destinations))
-    logged = Payload.objects.using(using).create(
-        activity_id=payload.activity_id, activity_type=payload.activity_type,
-        object_id=payload.object_id, body=payload.body, created_at=payload.created_at)
     Activity.objects.using(using).bulk_create([
         Activity(activity_id=payload.activity_id, activity_type=payload.activity_type,
-                 object_id=payload.object_id, payload=logged, created_at=payload.created_at,
+                 object_id=payload.object_id, payload=payload, created_at=payload.created_at,
                  inbox=inbox, host=host, error=reasons[host], attempts=0,
                  direction=Activity.Direction.OUTBOUND, status=State.FAILED,
                  resolved_at=payload.created_at)

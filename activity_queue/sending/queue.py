@@ -22,7 +22,7 @@ from . import hosts
 from .jobs import Job, Outcome
 from .sql import CHUNK, LOG_COLUMNS, alias, chunks, dt, placeholders, values_list
 
-#: ``enqueue()``'s statement on PostgreSQL (migration 0010).
+#: ``enqueue()``'s statement on PostgreSQL (migration 0011).
 ENQUEUE_FUNCTION = "activity_queue_enqueue_v3"
 
 
@@ -109,11 +109,13 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     """
     params = [*room_params, worker_id, dt(connection, now + timedelta(seconds=lease)),
               per_host, *candidate_params, limit]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    # One transaction: a claim whose payloads cannot be read leaves no row leased.
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        payloads = _payloads(connection, {r[3] for r in rows})
     rows.sort(key=lambda r: r[0])
-    payloads = _payloads(connection, {r[3] for r in rows})
     jobs = [Job(row_id, inbox, host, attempts, bool(flag), *payloads[payload_id])
             for row_id, inbox, host, payload_id, attempts, flag in rows]
     retrying = sum(1 for job in jobs if job.attempts > 1)
@@ -147,7 +149,7 @@ def insert(using: str, payload: Payload, due: datetime,
     them (see :mod:`activity_queue.sending.drops`) without a query of their own.
     The statement does not see the rows it writes, and each inbox appears
     once, so ``has_predecessor`` only reflects rows written before.
-    On PostgreSQL the statement is the stored function of migration 0010, which
+    On PostgreSQL the statement is the stored function of migration 0011, which
     also notifies dedicated workers at commit (:mod:`activity_queue.sending.listen`).
     """
     connection = connections[using]

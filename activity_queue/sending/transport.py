@@ -312,8 +312,8 @@ class Transport:
             self._inflight[job.host] = count
         else:
             del self._inflight[job.host]
-        if task.cancelled():
-            self._emit(Outcome(job, State.PENDING, error="cancelled at shutdown"))
+        if task.cancelled():  # its request may have reached the receiver: an attempt
+            self._emit(Outcome(job, State.RETRYING, error="cancelled at shutdown"))
         elif task.exception() is not None:  # _deliver catches everything; belt and braces
             self._emit(Outcome(job, State.RETRYING, error=repr(task.exception())))
         else:

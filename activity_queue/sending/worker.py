@@ -436,13 +436,17 @@ class Worker:
         and a delivery that kills its worker every time would be retried forever.
         """
         store.release_attempts(self.id, [job.id for job in jobs])
-        made = self.config.MAX_ATTEMPTS
-        outcomes = [Outcome(job, State.FAILED, error=(
-            f"gave up after {made} attempts: the last one ended without an outcome "
-            "(its worker stopped while delivering it, and the lease expired)"))
-            for job in jobs]
-        for outcome in outcomes:
-            outcome.job.attempts = made
+        limit = self.config.MAX_ATTEMPTS
+        outcomes = []
+        for job in jobs:
+            job.attempts -= 1  # what was made before this claim
+            if job.attempts == limit:
+                error = (f"gave up after {limit} attempts: the last one ended without an "
+                         "outcome (its worker stopped while delivering it, and the lease "
+                         "expired)")
+            else:  # MAX_ATTEMPTS was lowered since
+                error = f"gave up after {job.attempts} attempts (MAX_ATTEMPTS is {limit})"
+            outcomes.append(Outcome(job, State.FAILED, error=error))
         self._written(outcomes, *self._write(outcomes), report)
 
     def _defer_paused(self, now: float) -> None:

@@ -101,7 +101,9 @@ def test_stop_hands_back_in_flight_rows(receiver, inprocess):
     assert ScheduledActivity.objects.count() == 10
     assert not ScheduledActivity.objects.exclude(leased_by="").exists()
     assert not ScheduledActivity.objects.filter(leased_until__isnull=False).exists()
-    assert set(ScheduledActivity.objects.values_list("attempts", flat=True)) == {0}
+    # A request cut off at the stop may have reached the receiver: it counts as an attempt.
+    attempts = list(ScheduledActivity.objects.values_list("attempts", flat=True))
+    assert set(attempts) <= {0, 1} and sum(attempts) >= len(receiver.received) >= 1
 
 
 # -- a real runserver ---------------------------------------------------------------
