@@ -12,7 +12,8 @@ the recovery time; writes the table as Markdown and JSON to ``bench/results/``.
   immediate``) and killed (SIGKILL of the postmaster); once with an outage longer than
   the lease.
 - ``black-hole``: healthy inboxes beside one that accepts connections and never answers.
-- ``web-load``: the rows of ``bench/web_load.py``'s ``run(mode, seconds)`` when it exists.
+- ``web-load``: ``bench/web_load.py``'s site on SQLite with no worker, a dedicated worker
+  and the in-process one.
 
 ``--package-root DIR`` runs the workers on the ``activity_queue`` found in ``DIR``
 (an older checkout), for a before/after comparison.
@@ -21,7 +22,6 @@ the recovery time; writes the table as Markdown and JSON to ``bench/results/``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -417,20 +417,37 @@ def black_hole(db: Database, args, log_dir: Path) -> dict:
 
 
 def web_load(args) -> list[dict]:
-    """Rows of ``bench/web_load.py`` (``run(mode, seconds) -> dict``), when it exists."""
-    if importlib.util.find_spec("bench.web_load") is None:
-        return []
+    """A site on SQLite under load with no worker, a dedicated one and the in-process one
+    (``bench/web_load.py``): what a worker beside it costs the site, and what it delivers."""
     from bench import web_load as module
 
     rows = []
-    for mode in getattr(module, "MODES", ["worker"]):
+    alone = None
+    for mode in module.MODES:
+        scenario = f"web load on SQLite, {WEB_MODES.get(mode, mode)}"
         try:
-            rows.append({"scenario": f"web load on SQLite ({mode})", "db": "SQLite",
-                         **module.run(mode, args.web_seconds)})
-        except Exception as exc:  # another engineer's scenario: report, go on
-            rows.append({"scenario": f"web load on SQLite ({mode})", "db": "SQLite",
+            r = module.run(mode, args.web_seconds)
+        except Exception as exc:  # report, go on with the other scenarios
+            rows.append({"scenario": scenario, "db": "SQLite",
                          "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        alone = alone or (r if mode == "none" else None)
+        ratio = (f" ({r['post_p99_ms'] / alone['post_p99_ms']:.2f}× no worker)"
+                 if alone and mode != "none" and alone["post_p99_ms"] else "")
+        row = {"scenario": scenario, "db": "SQLite",
+               "site": (f"{r['requests_per_s']} req/s, POST p50 / p99 {r['post_p50_ms']} / "
+                        f"{r['post_p99_ms']} ms{ratio}, 5xx {r['errors_5xx']}, "
+                        f"'database is locked' {r['locked_in_logs']}, client timeouts "
+                        f"{r['client_timeouts']}")}
+        if r["enqueued"] and mode != "none":
+            row.update(deliveries=r["enqueued"], lost=max(0, r["enqueued"] - r["delivered"]),
+                       duplicates=max(0, r["delivered"] - r["enqueued"]))
+        rows.append(row)
     return rows
+
+
+WEB_MODES = {"none": "no worker", "dedicated": "a dedicated worker beside it",
+             "inprocess": "the in-process worker"}
 
 
 def summary(values: list[float]) -> dict | None:
@@ -473,6 +490,8 @@ def markdown(results: dict) -> str:
             notes.append(f"NOT drained: {row.get('left_in_queue')} rows left")
         outcomes = (f"{row['outcomes_lost']} / {row['outcomes_twice']}"
                     if "outcomes_lost" in row else "–")
+        if "site" in row:
+            notes.append(row["site"])
         extra = {k: v for k, v in row.items() if k not in KNOWN}
         if extra:
             notes.append(", ".join(f"{k} {v}" for k, v in extra.items()))
@@ -482,7 +501,8 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-KNOWN = {"scenario", "db", "deliveries", "lost", "duplicates", "outcomes_lost", "outcomes_twice",
+KNOWN = {"scenario", "db", "site", "deliveries", "lost", "duplicates", "outcomes_lost",
+         "outcomes_twice",
          "recovery_s", "recovery_note", "max_posts_per_activity", "max_attempts", "drained",
          "left_in_queue", "seconds", "kills", "activities_posted_twice", "outage_s",
          "healthy_per_second_alone", "healthy_per_second_beside", "ratio", "black_hole_rows",
