@@ -25,8 +25,6 @@ class Job:
     object_id: str
     #: The payload's JSON text, shared by the jobs of one fan-out.
     body: bytes
-    #: When the activity was enqueued (the payload's ``created_at``).
-    created_at: datetime | None = None
 
 
 @dataclass(slots=True)

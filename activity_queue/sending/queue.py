@@ -124,20 +124,17 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     return jobs
 
 
-def _payloads(connection, ids: set[int]) -> dict[int, tuple]:
+def _payloads(connection, ids: set[int]) -> dict[int, tuple[str, str, str, bytes]]:
     """The claimed rows' payloads, each read once however many of its deliveries came."""
-    found: dict[int, tuple] = {}
+    found: dict[int, tuple[str, str, str, bytes]] = {}
     with connection.cursor() as cursor:
         for chunk in chunks(sorted(ids)):
             cursor.execute(
-                f"SELECT id, activity_type, activity_id, object_id, body, created_at "
+                f"SELECT id, activity_type, activity_id, object_id, body "
                 f"FROM {Payload._meta.db_table} WHERE id IN ({placeholders(len(chunk))})",
                 chunk)
-            for payload_id, kind, activity_id, object_id, body, created in cursor.fetchall():
-                if isinstance(created, str):  # SQLite, through a raw cursor
-                    created = connection.ops.convert_datetimefield_value(
-                        created, None, connection)
-                found[payload_id] = (kind, activity_id, object_id, body.encode(), created)
+            for payload_id, kind, activity_id, object_id, body in cursor.fetchall():
+                found[payload_id] = (kind, activity_id, object_id, body.encode())
     return found
 
 
@@ -359,11 +356,11 @@ def _finish_pg(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now
                ) -> set[int]:
     """Move rows from the queue to the log in one statement.
 
-    The outcomes, and what the log row copies from the payload, travel as
-    arrays rather than a ``VALUES`` list of parameters per row: a few parameters
-    to bind and a plan that does not grow with the batch. The rows are found by
-    ``id = ANY(…)``, an index probe each: joined to the arrays instead, a queue of
-    narrow rows is cheaper to scan whole in the planner's eyes, at every batch.
+    The outcomes travel as arrays rather than a ``VALUES`` list of parameters
+    per row: a few parameters to bind and a plan that does not grow with the
+    batch. The queued rows and their payloads are found by ``id = ANY(…)``, an
+    index probe each: joined to the arrays instead, a table of narrow rows is
+    cheaper to scan whole in the planner's eyes, at every batch.
     """
     table = ScheduledActivity._meta.db_table
     log = Activity._meta.db_table
@@ -372,28 +369,27 @@ def _finish_pg(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now
         f"""
         WITH v AS (
             SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::integer[], %s::text[],
-                                 %s::text[], %s::double precision[], %s::text[], %s::text[],
-                                 %s::text[], %s::timestamptz[])
-                AS v(id, status, status_code, error, excerpt, duration_ms, activity_id,
-                     activity_type, object_id, created_at)
+                                 %s::text[], %s::double precision[])
+                AS v(id, status, status_code, error, excerpt, duration_ms)
         ), gone AS (
             DELETE FROM {table} WHERE id = ANY(%s::bigint[]) AND leased_by = %s
             RETURNING id, inbox, host, payload_id, attempts
+        ), m AS (
+            SELECT id, activity_id, activity_type, object_id, created_at
+            FROM {Payload._meta.db_table} WHERE id = ANY(ARRAY(SELECT payload_id FROM gone))
         ), logged AS (
             INSERT INTO {log} ({LOG_COLUMNS})
-            SELECT v.activity_id, v.activity_type, v.object_id, gone.inbox, gone.host,
+            SELECT m.activity_id, m.activity_type, m.object_id, gone.inbox, gone.host,
                    gone.payload_id, %s, v.status, v.status_code, v.error, v.excerpt,
-                   gone.attempts, COALESCE(v.created_at, %s), %s, v.duration_ms
-            FROM gone JOIN v ON v.id = gone.id
+                   gone.attempts, m.created_at, %s, v.duration_ms
+            FROM gone JOIN v ON v.id = gone.id JOIN m ON m.id = gone.payload_id
         )
         SELECT id FROM gone
         """,
         [ids, [o.state.value for o in chunk],
          [o.status_code for o in chunk], [o.error for o in chunk],
          [o.excerpt for o in chunk], [o.duration_ms for o in chunk],
-         [o.job.activity_id for o in chunk], [o.job.activity_type for o in chunk],
-         [o.job.object_id for o in chunk], [o.job.created_at for o in chunk],
-         ids, worker_id, Activity.Direction.OUTBOUND.value, now, now],
+         ids, worker_id, Activity.Direction.OUTBOUND.value, now],
     )
     return {r[0] for r in cursor.fetchall()}
 
