@@ -25,6 +25,8 @@ class Job:
     object_id: str
     #: The payload's JSON text, shared by the jobs of one fan-out.
     body: bytes
+    #: When the activity was enqueued (read for the log rows on PostgreSQL).
+    created_at: datetime | None = None
 
 
 @dataclass(slots=True)

@@ -124,20 +124,22 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     return jobs
 
 
-def _payloads(connection, ids: set[int]) -> dict[int, tuple[str, str, str, bytes]]:
-    """The claimed rows' payloads, each read once however many of its deliveries came."""
-    found: dict[int, tuple[str, str, str, bytes]] = {}
+def _payloads(connection, ids: set[int]) -> dict[int, tuple]:
+    """The claimed rows' payloads, each read once however many of its deliveries came
+    (with the time the activity was enqueued, for the log rows, on PostgreSQL)."""
+    found: dict[int, tuple] = {}
     pg = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
         for chunk in chunks(sorted(ids)):
             # One array on PostgreSQL: a list of hundreds of parameters costs more to plan.
             cursor.execute(
-                f"SELECT id, activity_type, activity_id, object_id, body "
+                f"SELECT id, activity_type, activity_id, object_id, body, created_at "
                 f"FROM {Payload._meta.db_table} WHERE id "
                 + ("= ANY(%s::bigint[])" if pg else f"IN ({placeholders(len(chunk))})"),
                 [chunk] if pg else chunk)
-            for payload_id, kind, activity_id, object_id, body in cursor.fetchall():
-                found[payload_id] = (kind, activity_id, object_id, body.encode())
+            for payload_id, kind, activity_id, object_id, body, created in cursor.fetchall():
+                found[payload_id] = (kind, activity_id, object_id, body.encode(),
+                                     created if pg else None)
     return found
 
 
@@ -357,44 +359,42 @@ def _finish(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now) -
 
 def _finish_pg(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now
                ) -> set[int]:
-    """Move rows from the queue to the log in one statement.
+    """Move rows from the queue to the log: a delete, then an insert of the log rows.
 
-    The outcomes travel as arrays rather than a ``VALUES`` list of parameters
-    per row: a few parameters to bind and a plan that does not grow with the
-    batch. The queued rows and their payloads are found by ``id = ANY(…)``, an
-    index probe each: joined to the arrays instead, a table of narrow rows is
-    cheaper to scan whole in the planner's eyes, at every batch.
+    Neither statement joins: the delete names its rows by ``id = ANY(…)`` (an index
+    probe each) and the log rows travel as arrays. Joined to the batch instead, the
+    plan depends on estimates that go wrong for a batch just leased (the planner
+    expects no row of this worker's), and a join of the batch to itself ran in
+    quadratic time; a queue of narrow rows also looks cheaper to scan whole.
     """
     table = ScheduledActivity._meta.db_table
     log = Activity._meta.db_table
-    ids = [o.job.id for o in chunk]
+    by_id = {o.job.id: o for o in chunk}
+    cursor.execute(
+        f"DELETE FROM {table} WHERE id = ANY(%s::bigint[]) AND leased_by = %s "
+        "RETURNING id, inbox, host, payload_id, attempts",
+        [list(by_id), worker_id])
+    gone = cursor.fetchall()
+    if not gone:
+        return set()
+    done = [by_id[row[0]] for row in gone]
     cursor.execute(
         f"""
-        WITH v AS (
-            SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::integer[], %s::text[],
-                                 %s::text[], %s::double precision[])
-                AS v(id, status, status_code, error, excerpt, duration_ms)
-        ), gone AS (
-            DELETE FROM {table} WHERE id = ANY(%s::bigint[]) AND leased_by = %s
-            RETURNING id, inbox, host, payload_id, attempts
-        ), m AS (
-            SELECT id, activity_id, activity_type, object_id, created_at
-            FROM {Payload._meta.db_table} WHERE id = ANY(ARRAY(SELECT payload_id FROM gone))
-        ), logged AS (
-            INSERT INTO {log} ({LOG_COLUMNS})
-            SELECT m.activity_id, m.activity_type, m.object_id, gone.inbox, gone.host,
-                   gone.payload_id, %s, v.status, v.status_code, v.error, v.excerpt,
-                   gone.attempts, m.created_at, %s, v.duration_ms
-            FROM gone JOIN v ON v.id = gone.id JOIN m ON m.id = gone.payload_id
-        )
-        SELECT id FROM gone
+        INSERT INTO {log} ({LOG_COLUMNS})
+        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                             %s::bigint[], %s::text[], %s::text[], %s::integer[], %s::text[],
+                             %s::text[], %s::integer[], %s::timestamptz[],
+                             %s::timestamptz[], %s::double precision[])
         """,
-        [ids, [o.state.value for o in chunk],
-         [o.status_code for o in chunk], [o.error for o in chunk],
-         [o.excerpt for o in chunk], [o.duration_ms for o in chunk],
-         ids, worker_id, Activity.Direction.OUTBOUND.value, now],
+        [[o.job.activity_id for o in done], [o.job.activity_type for o in done],
+         [o.job.object_id for o in done], [row[1] for row in gone], [row[2] for row in gone],
+         [row[3] for row in gone], [Activity.Direction.OUTBOUND.value] * len(gone),
+         [o.state.value for o in done], [o.status_code for o in done],
+         [o.error for o in done], [o.excerpt for o in done], [row[4] for row in gone],
+         [o.job.created_at or now for o in done], [now] * len(gone),
+         [o.duration_ms for o in done]],
     )
-    return {r[0] for r in cursor.fetchall()}
+    return {row[0] for row in gone}
 
 
 def _reschedule(cursor, connection, worker_id: str, chunk: Sequence[Outcome],
