@@ -50,7 +50,7 @@ class Payload(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["activity_id"], name="aq_payload_activity"),
-            # What is queued for an inbox about an object: this, then (payload, inbox).
+            # The admin's search by object; the queue's checks go by object_key instead.
             models.Index(fields=["object_id"], name="aq_payload_object"),
         ]
 
