@@ -20,16 +20,17 @@ from django.utils.functional import cached_property
 from .lifecycle import FINAL_STATES, State, waiting_state
 
 
-def object_key(object_id: str) -> int:
-    """A 64-bit key for an object id, 0 for none: what a queued row is indexed by.
+def pair_key(object_id: str, inbox: str) -> int:
+    """A 64-bit key for an (object, inbox) pair, 0 for no object: what a queued row is
+    indexed by for "what is queued for this inbox about this object".
 
-    Indexing the queue by (key, inbox) rather than by the id itself keeps each
-    queued row small. Two ids sharing a key only make a row looked at more
-    closely: the checks compare the ids themselves.
+    One integer is a small index entry, whatever the length of the URLs, and fits
+    every database's key-length limit. Two pairs sharing a key only make a row looked
+    at more closely: the checks compare the inbox and the object id themselves.
     """
     if not object_id:
         return 0
-    digest = hashlib.blake2b(object_id.encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{object_id}\n{inbox}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True) or 1
 
 
@@ -50,7 +51,7 @@ class Payload(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["activity_id"], name="aq_payload_activity"),
-            # The admin's search by object; the queue's checks go by object_key instead.
+            # The admin's search by object; the queue's checks go by pair_key instead.
             models.Index(fields=["object_id"], name="aq_payload_object"),
         ]
 
@@ -161,9 +162,9 @@ class ScheduledActivity(models.Model):
 
     payload = models.ForeignKey(Payload, on_delete=models.PROTECT, related_name="deliveries",
                                 db_index=False)  # aq_sched_payload, named
-    #: :func:`object_key` of the payload's object, for "what is queued for this inbox
-    #: about this object" (the redundancy and order checks).
-    object_key = models.BigIntegerField(default=0)
+    #: :func:`pair_key` of the payload's object and the inbox, for "what is queued for
+    #: this inbox about this object" (the redundancy and order checks).
+    pair_key = models.BigIntegerField(default=0)
     inbox = models.URLField(max_length=2000)
     host = models.CharField(max_length=255, help_text="scheme://host[:port] of the inbox")
     attempts = models.PositiveIntegerField(default=0)
@@ -191,15 +192,15 @@ class ScheduledActivity(models.Model):
             # A host's due rows in order: the probation claim (store.claim), per-host counts.
             models.Index(fields=["host", "next_attempt_at"], name="aq_sched_host_due"),
             models.Index(fields=["payload"], name="aq_sched_payload"),
-            models.Index(fields=["object_key", "inbox"], name="aq_sched_object_inbox"),
+            models.Index(fields=["pair_key"], name="aq_sched_pair"),
         ]
 
     def __str__(self) -> str:
         return f"{self.activity_type} {self.object_id or self.activity_id} → {self.inbox}"
 
     def save(self, *args, **kwargs) -> None:
-        if not self.object_key and self.payload_id:
-            self.object_key = object_key(self.payload.object_id)
+        if not self.pair_key and self.payload_id:
+            self.pair_key = pair_key(self.payload.object_id, self.inbox)
         super().save(*args, **kwargs)
 
     @property

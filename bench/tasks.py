@@ -31,7 +31,7 @@ from django.utils import timezone  # noqa: E402
 from activity_queue import enqueue, signals  # noqa: E402
 from activity_queue.conf import get_config  # noqa: E402
 from activity_queue.lifecycle import State  # noqa: E402
-from activity_queue.models import Activity, Host, Payload, ScheduledActivity, object_key  # noqa: E402
+from activity_queue.models import Activity, Host, Payload, ScheduledActivity, pair_key  # noqa: E402
 from activity_queue.net.addresses import origin  # noqa: E402
 from activity_queue.sending import hosts  # noqa: E402
 from activity_queue.sending import queue as store  # noqa: E402
@@ -135,7 +135,7 @@ def fill(n: int, inboxes: list[str], black_holes: list[str] = (), every: int = E
         payload = Payload.of(body, activity_type=body["type"], object_id=body["object"]["@id"],
                              created_at=now)
         rows.append(ScheduledActivity(
-            payload=payload, object_key=object_key(payload.object_id), inbox=inbox,
+            payload=payload, pair_key=pair_key(payload.object_id, inbox), inbox=inbox,
             host=origin(inbox), next_attempt_at=now, has_predecessor=False,
         ))
         if len(rows) >= FILL_BATCH:
@@ -363,7 +363,7 @@ def enqueue_cost(task: dict) -> dict:
     table = ScheduledActivity._meta.db_table
     raw_payload = (f"INSERT INTO {Payload._meta.db_table} (activity_id, activity_type, "
                    "object_id, body, created_at) VALUES (%s, %s, %s, %s, %s) RETURNING id")
-    raw_sql = (f"INSERT INTO {table} (payload_id, object_key, next_attempt_at, inbox, host, "
+    raw_sql = (f"INSERT INTO {table} (payload_id, pair_key, next_attempt_at, inbox, host, "
                "attempts, last_error, leased_by, has_predecessor) "
                "VALUES (%s, %s, %s, %s, %s, 0, '', '', FALSE) RETURNING id")
     host = origin(inbox)
@@ -396,7 +396,7 @@ def enqueue_cost(task: dict) -> dict:
                 cursor.execute(raw_payload, [body["id"], body["type"], body["object"]["@id"],
                                              json.dumps(body), now])
                 payload_id = cursor.fetchone()[0]
-                cursor.execute(raw_sql, [payload_id, object_key(body["object"]["@id"]), now,
+                cursor.execute(raw_sql, [payload_id, pair_key(body["object"]["@id"], inbox), now,
                                          inbox, host])
                 cursor.fetchone()
                 raw.append((time.perf_counter_ns() - t1) / 1000)

@@ -1,12 +1,14 @@
-"""Upgrading a site with a queue and a log: rows move to shared payloads, and back."""
+"""Upgrading a site with a queue and a log: rows move to shared payloads, rows are
+keyed by (object, inbox), and both go back."""
 
 import json
+from importlib import import_module
 
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from activity_queue.models import object_key
+from activity_queue.models import pair_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,6 +64,7 @@ def test_queued_and_logged_rows_move_to_shared_payloads_and_back(old_apps):
     assert [(r.inbox, r.payload_id, r.attempts, r.last_error) for r in queued] == [
         ("https://a.example/inbox/", shared.pk, 2, "HTTP 503"),
         ("https://b.example/inbox/", shared.pk, 2, "HTTP 503")]
+    object_key = import_module("activity_queue.migrations.0011_payload")._key
     assert {r.object_key for r in queued} == {object_key(fan_out["object"]["@id"])}
     assert Logged.objects.get(status="sent").payload_id == shared.pk
     received = Logged.objects.get(status="received")
@@ -75,3 +78,36 @@ def test_queued_and_logged_rows_move_to_shared_payloads_and_back(old_apps):
         (fan_out["id"], "https://b.example/inbox/", fan_out)]
     assert sorted(r.activity_id for r in Logged.objects.all()) == [fan_out["id"], lone["id"]]
     assert {r.activity_id: r.payload for r in Logged.objects.all()}[lone["id"]] == lone
+
+
+def test_queued_rows_are_keyed_by_object_and_inbox_and_back():
+    apps = migrate([("activity_queue", "0011_payload")])
+    try:
+        Payload = apps.get_model("activity_queue", "Payload")
+        Scheduled = apps.get_model("activity_queue", "ScheduledActivity")
+        about = Payload.objects.create(activity_id="https://here.example/a/1",
+                                       activity_type="Update", body="{}",
+                                       object_id="https://here.example/notes/1")
+        bare = Payload.objects.create(activity_id="https://here.example/a/2",
+                                      activity_type="Follow", body="{}")
+        object_key = import_module("activity_queue.migrations.0011_payload")._key
+        inboxes = [f"https://{n}.example/inbox" for n in range(3)]
+        for inbox in inboxes:
+            Scheduled.objects.create(payload=about, inbox=inbox, host=inbox[:17],
+                                     object_key=object_key(about.object_id))
+        Scheduled.objects.create(payload=bare, inbox=inboxes[0], host=inboxes[0][:17])
+
+        apps = migrate([("activity_queue", "0012_pair_key")])
+        Scheduled = apps.get_model("activity_queue", "ScheduledActivity")
+        keys = dict(Scheduled.objects.filter(payload_id=about.pk).values_list("inbox", "pair_key"))
+        assert keys == {inbox: pair_key(about.object_id, inbox) for inbox in inboxes}
+        assert len(set(keys.values())) == 3
+        assert Scheduled.objects.get(payload_id=bare.pk).pair_key == 0
+
+        apps = migrate([("activity_queue", "0011_payload")])
+        Scheduled = apps.get_model("activity_queue", "ScheduledActivity")
+        assert set(Scheduled.objects.filter(payload_id=about.pk)
+                   .values_list("object_key", flat=True)) == {object_key(about.object_id)}
+        assert Scheduled.objects.get(payload_id=bare.pk).object_key == 0
+    finally:
+        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("activity_queue"))

@@ -34,7 +34,7 @@ from django.utils import timezone
 from .. import lifecycle, signals
 from ..conf import get_config
 from ..lifecycle import State
-from ..models import Activity, Payload, ScheduledActivity, object_key
+from ..models import Activity, Payload, ScheduledActivity, pair_key
 from .jobs import Job
 from .redundancy import Drop, Entry, decide, fingerprint
 
@@ -82,12 +82,12 @@ def lookup(using: str, pairs: Sequence[Pair], now: datetime, cap: int = ROW_CAP
     values = "VALUES " + ", ".join([first] + ["(%s, %s, %s)"] * (len(pairs) - 1))
     # Literal constants, so that the partial index aq_act_delivered applies.
     sql = f"""
-        WITH v(inbox, object_id, object_key) AS ({values})
+        WITH v(inbox, object_id, pair_key) AS ({values})
         SELECT * FROM (
             SELECT 0 AS kind, s.id, s.inbox, m.object_id, m.activity_type, m.body,
                    CASE WHEN s.leased_until IS NULL OR s.leased_until < %s
                         THEN '' ELSE s.leased_by END AS holder
-            FROM v JOIN {sched} s ON s.object_key = v.object_key AND s.inbox = v.inbox
+            FROM v JOIN {sched} s ON s.pair_key = v.pair_key AND s.inbox = v.inbox
             JOIN {payloads} m ON m.id = s.payload_id AND m.object_id = v.object_id
             ORDER BY s.id LIMIT %s
         ) p
@@ -102,7 +102,7 @@ def lookup(using: str, pairs: Sequence[Pair], now: datetime, cap: int = ROW_CAP
             FROM v)
     """
     params: list[Any] = [p for inbox, object_id in pairs
-                         for p in (inbox, object_id, object_key(object_id))]
+                         for p in (inbox, object_id, pair_key(object_id, inbox))]
     params += [connection.ops.adapt_datetimefield_value(now), cap + 1]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

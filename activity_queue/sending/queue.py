@@ -17,13 +17,13 @@ from django.utils import timezone
 
 from .. import lifecycle
 from ..lifecycle import State
-from ..models import Activity, Host, Payload, ScheduledActivity, object_key
+from ..models import Activity, Host, Payload, ScheduledActivity, pair_key
 from . import hosts
 from .jobs import Job, Outcome
 from .sql import CHUNK, LOG_COLUMNS, alias, chunks, dt, placeholders, values_list
 
 #: ``enqueue()``'s statement on PostgreSQL (migration 0011).
-ENQUEUE_FUNCTION = "activity_queue_enqueue_v3"
+ENQUEUE_FUNCTION = "activity_queue_enqueue_v4"
 
 
 def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = None,
@@ -154,19 +154,19 @@ def insert(using: str, payload: Payload, due: datetime,
     them (see :mod:`activity_queue.sending.drops`) without a query of their own.
     The statement does not see the rows it writes, and each inbox appears
     once, so ``has_predecessor`` only reflects rows written before.
-    On PostgreSQL the statement is the stored function of migration 0011, which
+    On PostgreSQL the statement is the stored function of migration 0012, which
     also notifies dedicated workers at commit (:mod:`activity_queue.sending.listen`).
     """
     connection = connections[using]
-    key = object_key(payload.object_id)
+    keys = {inbox: pair_key(payload.object_id, inbox) for inbox, _ in destinations}
     ids: dict[str, tuple[int, bool]] = {}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"SELECT * FROM {ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s)", [
-                payload.activity_id, payload.activity_type, payload.object_id, key, payload.body,
-                payload.created_at, due,
-                [inbox for inbox, _ in destinations], [host for _, host in destinations]])
+                payload.activity_id, payload.activity_type, payload.object_id, payload.body,
+                payload.created_at, due, [inbox for inbox, _ in destinations],
+                [host for _, host in destinations], list(keys.values())])
             for row_id, inbox, flag, payload.id in cursor.fetchall():
                 ids[inbox] = (row_id, flag)
         else:
@@ -177,57 +177,61 @@ def insert(using: str, payload: Payload, due: datetime,
                  dt(connection, payload.created_at)])
             payload.id = cursor.fetchone()[0]
             for chunk in chunks(list(destinations), CHUNK // 2):
-                cursor.execute(*_insert_statement(connection, payload, key, due, chunk))
+                cursor.execute(*_insert_statement(connection, payload, keys, due, chunk))
                 ids.update((r[1], (r[0], bool(r[2]))) for r in cursor.fetchall())
     payload._state.adding = False
     payload._state.db = using
     rows = []
     for inbox, host in destinations:
         pk, flag = ids[inbox]
-        row = ScheduledActivity(id=pk, payload=payload, object_key=key, inbox=inbox, host=host,
-                                has_predecessor=flag, next_attempt_at=due)
+        row = ScheduledActivity(id=pk, payload=payload, pair_key=keys[inbox], inbox=inbox,
+                                host=host, has_predecessor=flag, next_attempt_at=due)
         row._state.adding = False
         row._state.db = using
         rows.append(row)
     return rows
 
 
-def _insert_statement(connection, payload: Payload, key: int, due: datetime,
+def _insert_statement(connection, payload: Payload, keys: dict[str, int], due: datetime,
                       chunk: Sequence[tuple[str, str]]) -> tuple[str, list]:
     """The SQLite INSERT of :func:`insert`, in a simpler form for one inbox (the usual case)."""
     table = ScheduledActivity._meta.db_table
     log = Activity._meta.db_table
     object_id = payload.object_id
     one = len(chunk) == 1
-    inbox = "%s" if one else "v.inbox"
+    inbox, key = ("%s", "%s") if one else ("v.inbox", "v.pair_key")
     if object_id:
         # Literal constants, so that the partial index aq_act_delivered applies, and named:
         # without ANALYZE statistics SQLite prefers aq_act_status (status = 'sent') and reads
         # every delivered row, under the caller's write lock, at every enqueue().
         predecessor = (
-            f"(EXISTS (SELECT 1 FROM {table} q WHERE q.object_key = %s AND q.inbox = {inbox})"
+            f"(EXISTS (SELECT 1 FROM {table} q WHERE q.pair_key = {key} AND q.inbox = {inbox})"
             f" OR EXISTS (SELECT 1 FROM {log} d INDEXED BY aq_act_delivered"
             f" WHERE d.inbox = {inbox} AND d.object_id = %s"
             f" AND d.direction = '{Activity.Direction.OUTBOUND.value}'"
             f" AND d.status = '{State.SENT.value}'))"
         )
-        predecessor_params = ([key, chunk[0][0], chunk[0][0], object_id] if one
-                              else [key, object_id])
+        only = chunk[0][0]
+        predecessor_params = [keys[only], only, only, object_id] if one else [object_id]
     else:  # the checks concern activities about an object only
         predecessor, predecessor_params = "FALSE", []
-    values, params = ("", []) if one else values_list(connection, [list(d) for d in chunk],
-                                                  ["varchar(2000)", "varchar(255)"])
+    values, params = ("", []) if one else values_list(
+        connection, [[inbox, host, keys[inbox]] for inbox, host in chunk],
+        ["varchar(2000)", "varchar(255)", "bigint"])
     sql = f"""
-        {f"WITH v(inbox, host) AS ({values})" if values else ""}
-        INSERT INTO {table} (payload_id, object_key, next_attempt_at, inbox, host, attempts,
+        {f"WITH v(inbox, host, pair_key) AS ({values})" if values else ""}
+        INSERT INTO {table} (payload_id, pair_key, next_attempt_at, inbox, host, attempts,
                              last_error, leased_by, has_predecessor)
-        SELECT %s, %s, %s, {"%s, %s" if one else "v.inbox, v.host"}, 0, '', '', {predecessor}
+        SELECT %s, {"%s, %s, %s, %s" if one else "v.pair_key, %s, v.inbox, v.host"},
+               0, '', '', {predecessor}
         {"" if one else "FROM v"}
         RETURNING id, inbox, has_predecessor
     """
-    params += [payload.id, key, dt(connection, due)]
+    params += [payload.id]
     if one:
-        params += list(chunk[0])
+        params += [keys[chunk[0][0]], dt(connection, due), *chunk[0]]
+    else:
+        params += [dt(connection, due)]
     params += predecessor_params
     return sql, params
 

@@ -6,7 +6,7 @@ from django.db import connection
 from django.utils import timezone
 
 from activity_queue import enqueue
-from activity_queue.models import Activity, Payload, ScheduledActivity, object_key
+from activity_queue.models import Activity, Payload, ScheduledActivity, pair_key
 from activity_queue.sending import queue as store
 
 NOTE = {"type": "Create", "object": {"@id": "https://here.example/notes/1", "@type": "Note"}}
@@ -55,7 +55,7 @@ def test_the_probes_stay_index_probes_once_the_tables_are_large():
             f" SELECT 'a' || i, 'Create', {other}, '{{}}', now()"
             " FROM generate_series(1, 30000) AS i")
         cursor.execute(
-            f"INSERT INTO {queue} (payload_id, object_key, next_attempt_at, inbox, host,"
+            f"INSERT INTO {queue} (payload_id, pair_key, next_attempt_at, inbox, host,"
             " attempts, last_error, leased_by, has_predecessor)"
             f" SELECT id, id, now(), %s, %s, 0, '', '', FALSE FROM {payloads}"
             " WHERE activity_id LIKE 'a%%'", [inbox, "https://remote.example"])
@@ -67,10 +67,10 @@ def test_the_probes_stay_index_probes_once_the_tables_are_large():
             [inbox, "https://remote.example"])
     now = timezone.now()
     common = {"activity_id": "https://here.example/a/2", "activity_type": "Create",
-              "object_id": "https://here.example/notes/2",
-              "object_key": object_key("https://here.example/notes/2")}
+              "object_id": "https://here.example/notes/2"}
     for inboxes in ([inbox], [inbox, "https://other.example/inbox"]):
         touched = blocks_touched(
             f"SELECT * FROM {store.ENQUEUE_FUNCTION}(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [*common.values(), "{}", now, now, inboxes, ["https://remote.example"] * len(inboxes)])
+            [*common.values(), "{}", now, now, inboxes, ["https://remote.example"] * len(inboxes),
+             [pair_key(common["object_id"], i) for i in inboxes]])
         assert touched < 100, f"one enqueue to {len(inboxes)} inbox(es) touched {touched} blocks"

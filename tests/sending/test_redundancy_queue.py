@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from activity_queue import enqueue, signals
-from activity_queue.models import Activity, ScheduledActivity, object_key
+from activity_queue.models import Activity, ScheduledActivity, pair_key
 from activity_queue.net.addresses import origin
 from activity_queue.sending import queue as store
 
@@ -422,7 +422,7 @@ def test_rows_of_other_pairs_do_not_count_toward_the_cap(receiver):
     b, c = receiver.url("/b/inbox/"), receiver.url("/c/inbox/")
     other = "https://a.example/circles/2/"
     ScheduledActivity.objects.bulk_create([
-        ScheduledActivity(inbox=b, host=origin(b), object_key=object_key(other), payload=stored(
+        ScheduledActivity(inbox=b, host=origin(b), pair_key=pair_key(other, b), payload=stored(
             act("Add", str(n), obj=other, id=f"https://a.example/activities/{n}"), other))
         for n in range(dropping.ROW_CAP + 1)])
     enqueue(act("Add"), b)
