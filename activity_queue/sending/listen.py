@@ -15,7 +15,7 @@ from django.db import connections
 
 logger = logging.getLogger(__name__)
 
-#: The channel ``enqueue()`` notifies (its stored function, migration 0011).
+#: The channel ``enqueue()`` notifies (its stored function, migration 0012).
 CHANNEL = "activity_queue"
 #: Seconds between attempts to listen again; the worker polls meanwhile.
 RETRY_EVERY = 1.0

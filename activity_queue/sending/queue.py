@@ -22,7 +22,7 @@ from . import hosts
 from .jobs import Job, Outcome
 from .sql import CHUNK, LOG_COLUMNS, alias, chunks, dt, placeholders, values_list
 
-#: ``enqueue()``'s statement on PostgreSQL (migration 0011).
+#: ``enqueue()``'s statement on PostgreSQL (migration 0012).
 ENQUEUE_FUNCTION = "activity_queue_enqueue_v4"
 
 
