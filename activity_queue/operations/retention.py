@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import router, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from ..conf import Config, get_config
@@ -40,11 +40,14 @@ def policies(config: Config | None = None) -> list[Policy]:
     ]
 
 
-def expired(policy: Policy, now: datetime):
+def _expired(policy: Policy, now: datetime) -> Q | None:
     cutoff = policy.cutoff(now)
-    if cutoff is None:
-        return Activity.objects.none()
-    return Activity.objects.filter(status__in=policy.states, resolved_at__lt=cutoff)
+    return None if cutoff is None else Q(status__in=policy.states, resolved_at__lt=cutoff)
+
+
+def expired(policy: Policy, now: datetime):
+    condition = _expired(policy, now)
+    return Activity.objects.none() if condition is None else Activity.objects.filter(condition)
 
 
 def prune(policy: Policy, *, now: datetime | None = None, batch_size: int = 1000,
@@ -65,12 +68,18 @@ def prune(policy: Policy, *, now: datetime | None = None, batch_size: int = 1000
             on_batch(count)
 
 
-def unreferenced():
-    """Payloads no queued delivery and no log row refers to any more."""
+def unreferenced(*, pruned_at: datetime | None = None):
+    """Payloads no queued delivery and no log row refers to any more; with ``pruned_at``,
+    those that would be so once the log rows expired then are gone (what a dry run counts).
+    """
+    log = Activity.objects.filter(payload=OuterRef("pk"))
+    if pruned_at is not None:
+        for policy in policies():
+            condition = _expired(policy, pruned_at)
+            if condition is not None:
+                log = log.exclude(condition)
     return Payload.objects.filter(
-        ~Exists(ScheduledActivity.objects.filter(payload=OuterRef("pk"))),
-        ~Exists(Activity.objects.filter(payload=OuterRef("pk"))),
-    )
+        ~Exists(ScheduledActivity.objects.filter(payload=OuterRef("pk"))), ~Exists(log))
 
 
 def prune_payloads(*, batch_size: int = 1000,

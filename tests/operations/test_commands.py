@@ -245,8 +245,23 @@ def test_prune_dry_run_counts_and_keeps(aged_log):
         out, _ = run("activity_prune", "--dry-run")
     assert out.strip() == (
         "Dry run: would delete 8 log row(s) (sent/dropped older than 7 days: 6; "
-        "failed/discarded older than 30 days: 2; received: kept forever). Nothing was changed.")
+        "failed/discarded older than 30 days: 2; received: kept forever), and 8 payload(s) "
+        "nothing would refer to any more. Nothing was changed.")
     assert Activity.objects.count() == 11
+    assert Payload.objects.count() == 11
+
+
+def test_prune_dry_run_counts_only_payloads_nothing_kept_refers_to(aged_log):
+    """Of the 8 expired rows' payloads, one is still queued and one is shared with a kept row."""
+    first, second = aged_log["expired"][:2]
+    ScheduledActivity.objects.create(payload=first.payload, inbox=first.inbox, host=first.host)
+    Activity.objects.filter(pk=aged_log["kept"][0].pk).update(payload=second.payload_id)
+    Payload.objects.exclude(records__isnull=False).exclude(deliveries__isnull=False).delete()
+    with override_settings(ACTIVITY_QUEUE=RETENTION):
+        out, _ = run("activity_prune", "--dry-run")
+        assert "and 6 payload(s) nothing would refer to any more" in out
+        out, _ = run("activity_prune")
+    assert "and 6 payload(s) nothing refers to any more" in out
 
 
 def test_prune_deletes_in_batches(aged_log):

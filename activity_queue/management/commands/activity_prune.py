@@ -43,7 +43,9 @@ class Command(BaseCommand):
             total += n
             parts.append(f"{policy.label} older than {policy.days} days: {n}")
         if dry_run:
-            self.stdout.write(f"Dry run: would delete {total} log row(s) ({'; '.join(parts)}). "
+            payloads = retention.unreferenced(pruned_at=now).count()
+            self.stdout.write(f"Dry run: would delete {total} log row(s) ({'; '.join(parts)}), "
+                              f"and {payloads} payload(s) nothing would refer to any more. "
                               "Nothing was changed.")
         else:
             payloads = retention.prune_payloads(batch_size=batch_size)
