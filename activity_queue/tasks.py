@@ -1,6 +1,15 @@
-"""Celery's ``app.autodiscover_tasks()`` imports this module: it registers the
-``activity_queue.deliver_due`` task of the Celery backend (docs/deployment.md)."""
+"""Where task runners look for tasks: Celery's ``app.autodiscover_tasks()`` imports this
+module, and so do other runners' ``autodiscover_modules("tasks")``.
 
-from .sending.backends.celery import deliver_due
+It registers the Celery backend's ``activity_queue.deliver_due`` when Celery is installed,
+and imports cleanly when it is not (docs/deployment.md).
+"""
 
-__all__ = ["deliver_due"]
+from importlib.util import find_spec
+
+__all__: list[str] = []
+
+if find_spec("celery") is not None:
+    from .sending.backends.celery import deliver_due
+
+    __all__ = ["deliver_due"]

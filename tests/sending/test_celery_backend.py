@@ -43,7 +43,7 @@ def broker():
 
     def reset():
         client.delete(celery_app.QUEUE)
-        celery_backend.marks_for_alias("default").forget()
+        celery_backend.runs.marks("default").forget()
 
     reset()
     with aq_settings(BACKEND="celery"):
@@ -217,9 +217,8 @@ def test_eager_mode_delivers_at_commit_and_sets_no_timer(receiver, broker, caplo
         row = ScheduledActivity.objects.get(payload__activity_id=activity_id)
         assert row.attempts == 1 and row.last_status == 503
         assert broker.llen(celery_app.QUEUE) == 0
-        assert broker.get(celery_backend.marks_for_alias("default").timer_key) is None
+        assert broker.get(celery_backend.runs.marks("default").timer_key) is None
         assert not [r for r in caplog.records if r.levelname == "WARNING"]
     finally:
         celery_app.app.conf.task_always_eager = False
-        celery_backend._process().shutdown()
-        celery_backend._state = None
+        celery_backend.runs.shut_down()
