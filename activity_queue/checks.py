@@ -126,18 +126,31 @@ def check_settings(app_configs=None, **kwargs) -> list:
 
 
 def check_backend(merged: dict[str, Any]) -> list:
-    """The Celery backend needs Celery: say so at ``check``, not at the first enqueue."""
-    if merged["BACKEND"] != "celery":
-        return []
-    try:
-        import_module("celery")
-    except ImportError as error:
-        return [Error(
-            f"ACTIVITY_QUEUE['BACKEND'] is 'celery' but Celery cannot be imported ({error}).",
-            hint="pip install 'activity_queue[celery]' (Celery with Redis support), or set "
-                 "BACKEND to 'thread'.",
-            id="activity_queue.E020",
-        )]
+    """A task backend needs its task runner: say so at ``check``, not at the first enqueue."""
+    if merged["BACKEND"] == "celery":
+        try:
+            import_module("celery")
+        except ImportError as error:
+            return [Error(
+                f"ACTIVITY_QUEUE['BACKEND'] is 'celery' but Celery cannot be imported ({error}).",
+                hint="pip install 'activity_queue[celery]' (Celery with Redis support), or set "
+                     "BACKEND to 'thread'.",
+                id="activity_queue.E020",
+            )]
+    if merged["BACKEND"] == "tasks":
+        try:
+            import_module("django.tasks")
+        except ImportError:
+            try:
+                import_module("django_tasks")
+            except ImportError as error:
+                return [Error(
+                    "ACTIVITY_QUEUE['BACKEND'] is 'tasks' but Django's Tasks framework cannot "
+                    f"be imported ({error}); django.tasks comes with Django 6.0.",
+                    hint="On Django 5.2, pip install 'activity_queue[tasks]' (the "
+                         "django-tasks backport), or set BACKEND to 'thread'.",
+                    id="activity_queue.E021",
+                )]
     return []
 
 

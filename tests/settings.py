@@ -1,6 +1,7 @@
 """Settings for the test suite. ``AQ_TEST_DB=postgres`` runs it on the local PostgreSQL."""
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -20,7 +21,12 @@ INSTALLED_APPS = [
     "rest_framework",
     "activity_queue",
     "example_project.circles",
+    # The Tasks backend's tests: django-tasks-db's task table and its db_worker.
+    "django_tasks_db",
 ]
+if find_spec("django.tasks") is None:  # Django 5.2: the backport
+    INSTALLED_APPS.append("django_tasks")
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -100,8 +100,8 @@ BAD_VALUES = [
     ("UNAVAILABLE_AFTER", "7d", "has type str", "a number of seconds >= 1, or None (never)"),
     ("BATCH_SIZE", 0, "is too small", "an integer >= 1"),
     ("POLL_INTERVAL", 0, "is too small", "a number of seconds > 0"),
-    ("BACKEND", "redis", "is not a known backend", "one of celery, thread"),
-    ("BACKEND", 3, "has type int", "one of celery, thread"),
+    ("BACKEND", "redis", "is not a known backend", "one of celery, tasks, thread"),
+    ("BACKEND", 3, "has type int", "one of celery, tasks, thread"),
     ("USER_AGENT", b"bot", "has type bytes", UA),
     ("USER_AGENT", "bot\r\nX-Injected: 1", "contains control characters", UA),
     ("USER_AGENT", "bot\n", "contains control characters", UA),
@@ -199,6 +199,25 @@ def test_celery_backend_without_celery(monkeypatch):
 def test_celery_backend_with_celery():
     pytest.importorskip("celery")
     with with_queue({"BACKEND": "celery"}):
+        assert ours() == []
+
+
+def test_tasks_backend_without_django_tasks(monkeypatch):
+    monkeypatch.setitem(sys.modules, "django.tasks", None)  # Django 5.2 …
+    monkeypatch.setitem(sys.modules, "django_tasks", None)  # … without the backport
+    with with_queue({"BACKEND": "tasks"}):
+        assert ours() == [(
+            "activity_queue.E021", ERROR,
+            "ACTIVITY_QUEUE['BACKEND'] is 'tasks' but Django's Tasks framework cannot be "
+            "imported (import of django_tasks halted; None in sys.modules); django.tasks comes "
+            "with Django 6.0.",
+            "On Django 5.2, pip install 'activity_queue[tasks]' (the django-tasks backport), "
+            "or set BACKEND to 'thread'.",
+        )]
+
+
+def test_tasks_backend_with_django_tasks():
+    with with_queue({"BACKEND": "tasks"}):
         assert ours() == []
 
 

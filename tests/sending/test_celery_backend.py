@@ -10,24 +10,21 @@ import signal
 import threading
 
 import pytest
-from django.db import transaction
 
 pytest.importorskip("celery")
 
 import redis  # noqa: E402  (celery[redis] brings it)
 
-from activity_queue import enqueue  # noqa: E402
 from activity_queue.models import Activity, ScheduledActivity  # noqa: E402
 from activity_queue.sending.backends import celery as celery_backend  # noqa: E402
 from activity_queue.sending.backends.marks import LocalMarks, RedisMarks  # noqa: E402
 
 from .. import celery_app  # noqa: E402  (the site's Celery app: current in this process)
-from ..support.helpers import aq_settings, wait_until  # noqa: E402
+from ..support.helpers import aq_settings, send, sent, wait_until  # noqa: E402
 from ..support.receiver import Rule  # noqa: E402
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-_notes = itertools.count()
 _names = itertools.count()
 
 
@@ -66,27 +63,6 @@ def celery_worker(spawn, tmp_path, broker):
         return spawn(*args, queue={"BACKEND": "celery", **(queue or {})}, program="-m")
 
     return start
-
-
-def send(inbox: str, *, rollback: bool = False) -> str:
-    """Enqueue one activity to ``inbox`` in its own transaction; returns its id."""
-
-    class Rollback(Exception):
-        pass
-
-    activity = {"type": "Create", "object": f"https://origin.example/notes/{next(_notes)}"}
-    try:
-        with transaction.atomic():
-            row = enqueue(activity, to=inbox)[0]
-            if rollback:
-                raise Rollback
-    except Rollback:
-        pass
-    return row.activity_id
-
-
-def sent(activity_id: str) -> Activity | None:
-    return Activity.objects.filter(activity_id=activity_id, status="sent").first()
 
 
 @pytest.mark.parametrize("pool", ["threads", "prefork", "solo"])

@@ -1,11 +1,15 @@
 """Plain functions the tests import (fixtures live in tests/conftest.py)."""
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from activity_queue.models import Payload
+from django.db import transaction
+
+from activity_queue import enqueue
+from activity_queue.models import Activity, Payload
 from activity_queue.sending.worker import Worker
 
 
@@ -72,3 +76,28 @@ def sqlite_plan(sql: str, params) -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
         return [row[-1] for row in cursor.fetchall()]
+
+
+_notes = itertools.count()
+
+
+def send(inbox: str, *, rollback: bool = False) -> str:
+    """Enqueue one activity to ``inbox`` in its own transaction; returns its id."""
+
+    class Rollback(Exception):
+        pass
+
+    activity = {"type": "Create", "object": f"https://origin.example/notes/{next(_notes)}"}
+    try:
+        with transaction.atomic():
+            row = enqueue(activity, to=inbox)[0]
+            if rollback:
+                raise Rollback
+    except Rollback:
+        pass
+    return row.activity_id
+
+
+def sent(activity_id: str) -> Activity | None:
+    """The log row of ``activity_id`` once it was delivered."""
+    return Activity.objects.filter(activity_id=activity_id, status="sent").first()

@@ -2,7 +2,8 @@
 
 ``thread`` (the default) wakes, or lazily starts, the in-process worker;
 ``celery`` (optional, ``pip install activity_queue[celery]``) sends a Celery
-task through the site's broker, and is imported only when chosen.
+task through the site's broker; ``tasks`` enqueues a task of Django's Tasks
+framework. Each is imported only when chosen.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from importlib import import_module
 BACKENDS = {
     "thread": "activity_queue.sending.backends.thread",
     "celery": "activity_queue.sending.backends.celery",
+    "tasks": "activity_queue.sending.backends.tasks",
 }
 
 

@@ -1,6 +1,7 @@
-"""Marks that keep the Celery backend from flooding its broker, kept in the broker's Redis.
+"""Marks that keep the task backends from flooding their runner with tasks.
 
-A burst of enqueues must not become one Celery message each: a *wake mark*
+Kept in the Celery broker's Redis, or in the site's shared cache for Django
+Tasks. A burst of enqueues must not become one task each: a *wake mark*
 says "a run is queued, or running and will look at the queue again", so an
 enqueue sends a message only when it sets the mark, and a run clears it
 before it claims (anything committed before that is claimed by the run;
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import threading
 from typing import Protocol
+
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 
 #: Seconds a wake mark lives: the longest a lost wake-up message delays the next one.
 WAKE_TTL = 10.0
@@ -90,9 +94,48 @@ class LocalMarks:
             self._timer = 0.0
 
 
+class CacheMarks:
+    """Marks in a cache that every process shares (Django's cache framework).
+
+    ``add`` sets the wake mark only where none is, as Redis's ``SET NX`` does;
+    the timer mark's read-then-write may race, which costs one extra timer.
+    """
+
+    def __init__(self, cache, namespace: str) -> None:
+        self.cache = cache
+        self.wake_key = f"{namespace}:wake"
+        self.timer_key = f"{namespace}:timer"
+
+    def set_wake(self) -> bool:
+        return bool(self.cache.add(self.wake_key, 1, WAKE_TTL))
+
+    def clear_wake(self) -> None:
+        self.cache.delete(self.wake_key)
+
+    def set_timer(self, at: float, now: float) -> bool:
+        current = self.cache.get(self.timer_key)
+        if current is not None and now < current <= at:
+            return False
+        self.cache.set(self.timer_key, at, max(at - now, 0.0) + TIMER_GRACE)
+        return True
+
+    def forget(self) -> None:
+        self.cache.delete_many([self.wake_key, self.timer_key])
+
+
 _clients: dict[str, object] = {}
 _local: dict[str, LocalMarks] = {}
 _lock = threading.Lock()
+
+
+def marks_in_cache(cache, namespace: str) -> Marks:
+    """Marks in ``cache``, unless it lives in one process only (then, as for brokers other
+    than Redis, every enqueue sends a task: a mark another process cannot clear would hold
+    back the next wake-up)."""
+    if isinstance(cache, LocMemCache | DummyCache):
+        with _lock:
+            return _local.setdefault(namespace, LocalMarks())
+    return CacheMarks(cache, namespace)
 
 
 def marks_for(broker_url: str | None, namespace: str) -> Marks:
