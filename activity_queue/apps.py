@@ -1,5 +1,6 @@
 import os
 import sys
+from importlib.util import find_spec
 
 from django.apps import AppConfig
 from django.core.signals import request_started
@@ -20,6 +21,10 @@ class ActivityQueueConfig(AppConfig):
         chores.register("inbox discovery", chores.Chore(poll=dispatch.poll,
                                                         run=dispatch.resolve_due))
         config = get_config()
+        if config.METRICS is True and find_spec("prometheus_client") is not None:
+            from .operations import metrics  # optional; without it, check says E022
+
+            metrics.register()
         mode = thread.autostart_mode(sys.argv, os.environ, testing=thread.under_tests(),
                                      autostart=config.AUTOSTART, backend=config.BACKEND)
         if mode is None:

@@ -50,6 +50,7 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
     "SIGNATURE_MAX_AGE": ((int, float), 1, "a number of seconds >= 1"),
     "SIGNATURE_KEY_TTL": ((int, float), 0, "a number of seconds >= 0"),
+    "METRICS": (bool, None, "True or False"),
     "RETENTION_SENT_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
     "RETENTION_FAILED_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
     "RETENTION_RECEIVED_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
@@ -126,32 +127,41 @@ def check_settings(app_configs=None, **kwargs) -> list:
 
 
 def check_backend(merged: dict[str, Any]) -> list:
-    """A task backend needs its task runner: say so at ``check``, not at the first enqueue."""
-    if merged["BACKEND"] == "celery":
-        try:
-            import_module("celery")
-        except ImportError as error:
-            return [Error(
-                f"ACTIVITY_QUEUE['BACKEND'] is 'celery' but Celery cannot be imported ({error}).",
-                hint="pip install 'activity_queue[celery]' (Celery with Redis support), or set "
-                     "BACKEND to 'thread'.",
-                id="activity_queue.E020",
-            )]
-    if merged["BACKEND"] == "tasks":
-        try:
-            import_module("django.tasks")
-        except ImportError:
-            try:
-                import_module("django_tasks")
-            except ImportError as error:
-                return [Error(
-                    "ACTIVITY_QUEUE['BACKEND'] is 'tasks' but Django's Tasks framework cannot "
-                    f"be imported ({error}); django.tasks comes with Django 6.0.",
-                    hint="On Django 5.2, pip install 'activity_queue[tasks]' (the "
-                         "django-tasks backport), or set BACKEND to 'thread'.",
-                    id="activity_queue.E021",
-                )]
-    return []
+    """A task backend needs its task runner, and metrics their library: say so at ``check``,
+    not at the first enqueue or scrape."""
+    messages = []
+    if merged["BACKEND"] == "celery" and (error := _import_error("celery")):
+        messages.append(Error(
+            f"ACTIVITY_QUEUE['BACKEND'] is 'celery' but Celery cannot be imported ({error}).",
+            hint="pip install 'activity_queue[celery]' (Celery with Redis support), or set "
+                 "BACKEND to 'thread'.",
+            id="activity_queue.E020",
+        ))
+    if (merged["BACKEND"] == "tasks" and _import_error("django.tasks")
+            and (error := _import_error("django_tasks"))):
+        messages.append(Error(
+            "ACTIVITY_QUEUE['BACKEND'] is 'tasks' but Django's Tasks framework cannot be "
+            f"imported ({error}); django.tasks comes with Django 6.0.",
+            hint="On Django 5.2, pip install 'activity_queue[tasks]' (the django-tasks "
+                 "backport), or set BACKEND to 'thread'.",
+            id="activity_queue.E021",
+        ))
+    if merged["METRICS"] is True and (error := _import_error("prometheus_client")):
+        messages.append(Error(
+            f"ACTIVITY_QUEUE['METRICS'] is True but prometheus_client cannot be imported "
+            f"({error}).",
+            hint="pip install 'activity_queue[metrics]', or set METRICS to False.",
+            id="activity_queue.E022",
+        ))
+    return messages
+
+
+def _import_error(module: str) -> ImportError | None:
+    try:
+        import_module(module)
+    except ImportError as error:
+        return error
+    return None
 
 
 def _is_http_url(url: Any) -> bool:

@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 500,
     # How often an idle worker looks for due rows written by other processes, in seconds.
     "POLL_INTERVAL": 1.0,
-    # How deliveries run: "thread" (in-process event loop) or "celery".
+    # How deliveries run: "thread" (in-process event loop), "celery" or "tasks" (Django's).
     "BACKEND": "thread",
     "USER_AGENT": "activity_queue/0.1 (+https://github.com/)",
     # -- the inbox (docs/inbox.md) --
@@ -71,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
     "SIGNATURE_MAX_AGE": 300.0,
     # Seconds a sender's fetched public key is kept in Django's cache.
     "SIGNATURE_KEY_TTL": 3600.0,
+    # Prometheus metrics in prometheus_client's default registry (activity_queue[metrics]).
+    "METRICS": False,
     # Days ``activity_prune`` keeps log rows; None keeps them forever.
     # SENT covers sent and dropped rows, FAILED covers failed and discarded ones.
     "RETENTION_SENT_DAYS": 30,
@@ -120,6 +122,7 @@ class Config:
     SIGNING_KEY_ID: str | None
     SIGNATURE_MAX_AGE: float
     SIGNATURE_KEY_TTL: float
+    METRICS: bool
     RETENTION_SENT_DAYS: int | None
     RETENTION_FAILED_DAYS: int | None
     RETENTION_RECEIVED_DAYS: int | None

@@ -4,6 +4,7 @@ import sys
 import warnings
 from io import StringIO
 
+import django
 import pytest
 from django.conf import settings
 from django.core.checks import ERROR, WARNING, run_checks
@@ -132,6 +133,7 @@ BAD_VALUES = [
     ("DISCOVERY_CACHE", 1, "has type int", "the alias of a configured cache"),
     ("DISCOVERY_MAX_BYTES", 0, "is too small", "an integer >= 1"),
     ("DROP_REDUNDANT", 0, "has type int", "True or False"),
+    ("METRICS", "yes", "has type str", "True or False"),
 ]
 
 
@@ -202,6 +204,7 @@ def test_celery_backend_with_celery():
         assert ours() == []
 
 
+@pytest.mark.skipif(django.VERSION >= (6, 0), reason="django.tasks is part of Django 6")
 def test_tasks_backend_without_django_tasks(monkeypatch):
     monkeypatch.setitem(sys.modules, "django.tasks", None)  # Django 5.2 …
     monkeypatch.setitem(sys.modules, "django_tasks", None)  # … without the backport

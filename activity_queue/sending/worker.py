@@ -592,6 +592,8 @@ class Worker:
             else:
                 report.deferred += 1
         report.outcomes.extend(written)
+        if written:
+            signals.outcomes_written.send(sender=Worker, outcomes=written)
 
     def _retired(self, retired: list[hosts.Retired], report: Report) -> None:
         """Hosts that just became unavailable: one alert and one signal each."""

@@ -18,13 +18,22 @@ class Command(BaseCommand):
         parser.add_argument("--name", help="Lease holder name (default: host:pid:random).")
         parser.add_argument("--max-rounds", type=int, default=None,
                             help="With --burst: stop after this many claim rounds.")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="Serve Prometheus metrics (the queue's state and this "
+                                 "worker's deliveries) at http://ADDR:PORT/metrics; needs "
+                                 "activity_queue[metrics].")
+        parser.add_argument("--metrics-addr", default="127.0.0.1",
+                            help="The address --metrics-port listens on (default 127.0.0.1).")
 
     def handle(self, *args, burst: bool = False, name: str | None = None,
-               max_rounds: int | None = None, **options) -> None:
+               max_rounds: int | None = None, metrics_port: int | None = None,
+               metrics_addr: str = "127.0.0.1", **options) -> None:
         if max_rounds is not None and not burst:
             raise CommandError("--max-rounds only applies to --burst")
         if max_rounds is not None and max_rounds < 1:
             raise CommandError("--max-rounds must be at least 1")
+        if metrics_port is not None:
+            self._serve_metrics(metrics_addr, metrics_port)
         worker = Worker(name=name)
         if burst:
             self._burst(worker, max_rounds)
@@ -40,6 +49,24 @@ class Command(BaseCommand):
         self.stdout.flush()
         worker.run_forever()
         self.stdout.write("activity_worker stopped.")
+
+    def _serve_metrics(self, addr: str, port: int) -> None:
+        if not 0 < port < 65536:
+            raise CommandError(f"--metrics-port must be between 1 and 65535, not {port}")
+        try:
+            from prometheus_client import start_http_server
+
+            from ...operations import metrics
+        except ImportError as error:
+            raise CommandError(f"--metrics-port needs prometheus_client ({error}); "
+                               "pip install 'activity_queue[metrics]'") from error
+        metrics.register()
+        try:
+            start_http_server(port, addr=addr)
+        except OSError as error:
+            raise CommandError(f"--metrics-port: cannot listen on {addr}:{port} ({error})"
+                               ) from error
+        self.stdout.write(f"activity_worker: metrics at http://{addr}:{port}/metrics")
 
     def _burst(self, worker: Worker, max_rounds: int | None) -> None:
         total = Report()
