@@ -224,6 +224,25 @@ def test_tasks_backend_with_django_tasks():
         assert ours() == []
 
 
+def test_metrics_without_prometheus_client(monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with with_queue({"METRICS": True}):
+        assert ours() == [(
+            "activity_queue.E022", ERROR,
+            "ACTIVITY_QUEUE['METRICS'] is True but prometheus_client cannot be imported "
+            "(import of prometheus_client halted; None in sys.modules).",
+            "pip install 'activity_queue[metrics]', or set METRICS to False.",
+        )]
+    with with_queue({"METRICS": False}):
+        assert ours() == []
+
+
+def test_metrics_with_prometheus_client():
+    pytest.importorskip("prometheus_client")
+    with with_queue({"METRICS": True}):
+        assert ours() == []
+
+
 @pytest.mark.parametrize("site", ["example.org", "ftp://example.org", "http://", "/local/",
                                   5, "http://[::1"])
 def test_bad_site_url(site):
