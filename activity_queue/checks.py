@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, user_settings
+from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, user_settings
 from .sending.backends import BACKENDS
 
 # key -> (accepted type(s), minimum, description)
@@ -45,6 +45,7 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
                              "authentication classes"),
     "INBOX_PERMISSIONS": ((list, tuple), None, "a list of dotted paths of DRF permission classes"),
     "INBOX_REQUIRE_SIGNATURE": (bool, None, "True or False"),
+    "INBOX_UNSIGNED": (str, None, "one of 'verify', 'require', 'trust'"),
     "INBOX_DEDUP_WINDOW": ((int, float), 0, "a number of seconds >= 0"),
     "SIGNING_KEY": ((str, type(None)), None, "a PEM private key, the path of one, or None"),
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
@@ -270,6 +271,16 @@ def check_inbox(merged: dict[str, Any]) -> list:
                          "'activity_queue.inbox.authentication.HTTPSignatureAuthentication'.",
                     id="activity_queue.E010",
                 ))
+    if merged["INBOX_UNSIGNED"] not in INBOX_UNSIGNED_MODES:
+        messages.append(Error(
+            f"ACTIVITY_QUEUE['INBOX_UNSIGNED'] = {merged['INBOX_UNSIGNED']!r} is not one of "
+            f"{', '.join(map(repr, INBOX_UNSIGNED_MODES))}.",
+            hint="'verify' (the default) applies an unsigned activity as its object's origin "
+                 "serves it; 'require' refuses unsigned activities with 401; 'trust' applies "
+                 "them as sent, which lets any sender change the record of any remote object "
+                 "(closed networks only).",
+            id="activity_queue.E060",
+        ))
     if merged["INBOX_REQUIRE_SIGNATURE"]:
         backend = settings.CACHES.get("default", {}).get("BACKEND", "") if isinstance(
             getattr(settings, "CACHES", None), dict) else ""

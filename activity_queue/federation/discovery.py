@@ -20,6 +20,7 @@ import hashlib
 import json
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -141,6 +142,15 @@ def guard(url: str, allow_private: bool) -> None:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What a GET found: the final status and, for a readable 2xx, the parsed JSON."""
+
+    url: str
+    status: int
+    document: Any = None
+
+
 def fetch_document(url: str, *, config: Config | None = None,
                    session: requests.Session | None = None) -> Any:
     """GET ``url`` as JSON-LD; the parsed document, or None when it cannot be read.
@@ -148,13 +158,26 @@ def fetch_document(url: str, *, config: Config | None = None,
     Raises :class:`DiscoveryFailed` for transient failures (retryable) and
     refused destinations (not retryable).
     """
+    return fetch(url, config=config, session=session).document
+
+
+def fetch(url: str, *, config: Config | None = None, session: requests.Session | None = None,
+          accept: str = ACCEPT, timeout: float | None = None) -> Fetched:
+    """GET ``url`` with the outbound safety rules (addresses, redirects, size, time).
+
+    ``timeout`` bounds each connect and read and the whole body, for callers that
+    fetch while a request waits; by default the body may take ``3 * TIMEOUT``.
+    Raises as :func:`fetch_document` does.
+    """
     cfg = config or get_config()
     http = session or requests
-    headers = {"Accept": ACCEPT, "User-Agent": cfg.USER_AGENT}
+    headers = {"Accept": accept, "User-Agent": cfg.USER_AGENT}
+    wait = cfg.TIMEOUT if timeout is None else timeout
+    budget = cfg.TIMEOUT * 3 if timeout is None else timeout
     for _hop in range(MAX_REDIRECTS + 1):
         guard(url, cfg.ALLOW_PRIVATE_ADDRESSES)
         try:
-            with http.get(url, headers=headers, timeout=(cfg.TIMEOUT, cfg.TIMEOUT),
+            with http.get(url, headers=headers, timeout=(wait, wait),
                           stream=True, allow_redirects=False) as resp:
                 status = resp.status_code
                 if status in REDIRECTS and resp.headers.get("Location"):
@@ -163,17 +186,17 @@ def fetch_document(url: str, *, config: Config | None = None,
                 if status in RETRYABLE_STATUSES:
                     raise DiscoveryFailed(f"HTTP {status} from {url}", retryable=True)
                 if not 200 <= status < 300:
-                    return None
-                body = _read_capped(resp, cfg.DISCOVERY_MAX_BYTES, cfg.TIMEOUT * 3)
+                    return Fetched(url, status)
+                body = _read_capped(resp, cfg.DISCOVERY_MAX_BYTES, budget)
         except requests.RequestException as exc:
             raise DiscoveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from None
         if body is None:
-            return None
+            return Fetched(url, status)
         try:
-            return json.loads(body)
+            return Fetched(url, status, json.loads(body))
         except ValueError:
-            return None
-    return None
+            return Fetched(url, status)
+    return Fetched(url, status)
 
 
 def _read_capped(resp: requests.Response, limit: int, budget: float) -> bytes | None:
