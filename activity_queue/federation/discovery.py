@@ -194,7 +194,7 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
             return Fetched(url, status)
         try:
             return Fetched(url, status, json.loads(body))
-        except ValueError:
+        except (ValueError, RecursionError):
             return Fetched(url, status)
     return Fetched(url, status)
 

@@ -82,7 +82,8 @@ def listed_members(document: dict[str, Any], name: str) -> set[str] | None:
     if value is None:
         return set()
     items = value if isinstance(value, list) else [value]
-    return {item if isinstance(item, str) else node_id(item) for item in items} - {None}
+    ids = (item if isinstance(item, str) else node_id(item) for item in items)
+    return {i for i in ids if isinstance(i, str)}
 
 
 def confirm(activity: dict[str, Any], fetched: discovery.Fetched) -> Verdict:

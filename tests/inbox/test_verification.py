@@ -10,15 +10,21 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
+from django.db import transaction
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
+from activity_queue.exceptions import InvalidActivity
 from activity_queue.federation.discovery import Fetched
 from activity_queue.inbox import verification
+from activity_queue.inbox.receive import apply_activity
 from activity_queue.inbox.verification import confirm, listed_members
 from activity_queue.models import Activity
 from activity_queue.net.signatures import public_pem, sign_headers
 from example_project.circles.models import Circle, Member
 
-from ..support.receiver import Receiver
+from ..support.receiver import Receiver, Rule
 
 INBOX = "/inbox/"
 LD = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
@@ -135,6 +141,17 @@ def test_a_forged_update_leaves_the_record_unchanged(client, origin, alice, bob,
     row = received()
     assert row.error.startswith("not applied: ") and reason in row.error, row.error
     assert row.payload.document == forged
+
+
+@pytest.mark.django_db
+def test_a_document_nested_too_deep_is_no_document(client, origin, alice, bob):
+    mine = Circle.objects.create(urlid=circle_url(origin), owner=alice)
+    origin.documents["/circles/9/"] = Rule(status=200, body=b"[" * 100_000 + b"]" * 100_000)
+    assert post(client, backlink("Update", origin, object={"owner": ref(bob)})).status_code \
+        == 202
+    mine.refresh_from_db()
+    assert mine.owner == alice
+    assert "answers no readable JSON document" in received().error
 
 
 @pytest.mark.django_db
@@ -350,6 +367,7 @@ def test_signed_by_the_objects_origin_is_applied_as_sent(signed_inbox, origin, a
      {"https://a.example/u/3"}),
     ([], set()),
     (None, set()),
+    ([{"@id": ["https://a.example/u/1"]}, {"@id": {"@id": "x"}}, 5, None], set()),
 ])
 def test_listed_members(value, ids):
     assert listed_members({"members": value}, "members") == ids
@@ -371,3 +389,37 @@ def test_confirm_keeps_only_the_links_the_document_has():
     assert verdict.reason == ""
     assert verdict.activity["object"] == {"@type": "hd:circle", "@id": url,
                                           "owner": {"@id": "https://b.example/u/2"}}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+    | st.sampled_from(["hd:circle", "foaf:user", "https://b.example/circles/1/",
+                       "https://b.example/u/1", "http://testserver/members/1/"]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["@id", "id", "@type", "type", "owner", "members",
+                                       "ldp:contains", "items", "x"]), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@pytest.mark.django_db
+@hsettings(max_examples=200, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(kind=st.sampled_from(["Create", "Update", "Add", "Remove", "Delete"]),
+       document=st.dictionaries(st.sampled_from(["owner", "members", "@type", "x"]),
+                                json_values, max_size=4),
+       status=st.sampled_from([200, 404, 410, 403]))
+def test_no_document_makes_applying_fail_otherwise_than_with_a_reason(kind, document, status):
+    url = "https://b.example/circles/1/"
+    activity = {"type": kind, "object": {"@type": "hd:circle", "@id": url},
+                "target": {"@id": "https://b.example/u/1", "@type": "foaf:user"},
+                "origin": {"@id": "https://b.example/u/1", "@type": "foaf:user"}}
+    verdict = confirm(activity, Fetched(url, status, {"@id": url, "@type": "hd:circle",
+                                                      **document}))
+    assert (verdict.activity is None) == bool(verdict.reason)
+    if verdict.activity is not None:
+        try:
+            with transaction.atomic():
+                apply_activity(verdict.activity, from_origin=True)
+        except InvalidActivity as exc:
+            assert str(exc)
