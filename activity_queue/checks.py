@@ -281,19 +281,21 @@ def check_inbox(merged: dict[str, Any]) -> list:
                  "(closed networks only).",
             id="activity_queue.E060",
         ))
-    if merged["INBOX_REQUIRE_SIGNATURE"]:
+    required = ("INBOX_REQUIRE_SIGNATURE is on" if merged["INBOX_REQUIRE_SIGNATURE"] else
+                "INBOX_UNSIGNED is 'require'" if merged["INBOX_UNSIGNED"] == "require" else None)
+    if required:
         backend = settings.CACHES.get("default", {}).get("BACKEND", "") if isinstance(
             getattr(settings, "CACHES", None), dict) else ""
         if backend.endswith("DummyCache"):
             messages.append(Warning(
-                "INBOX_REQUIRE_SIGNATURE is on but the default cache is a DummyCache: "
+                f"{required} but the default cache is a DummyCache: "
                 "every signed request fetches its sender's key again.",
                 hint="Configure a real cache (local memory, Redis, the database…).",
                 id="activity_queue.W010",
             ))
         if not merged["SIGNING_KEY"]:
             messages.append(Warning(
-                "INBOX_REQUIRE_SIGNATURE is on but SIGNING_KEY is not set: this site "
+                f"{required} but SIGNING_KEY is not set: this site "
                 "requires signatures from others but does not sign its own deliveries, "
                 "so peers with the same setting refuse them.",
                 hint="Set ACTIVITY_QUEUE['SIGNING_KEY'] to an RSA private key (PEM or path).",

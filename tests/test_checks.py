@@ -165,9 +165,20 @@ def test_unknown_inbox_unsigned_mode(value):
             "which lets any sender change the record of any remote object (closed networks "
             "only).",
         )]
-    for mode in ("verify", "require", "trust"):
+    for mode in ("verify", "trust"):
         with with_queue({"INBOX_UNSIGNED": mode}):
             assert ours() == []
+
+
+def test_requiring_signatures_without_a_key_of_our_own():
+    with with_queue({"INBOX_UNSIGNED": "require"}):
+        assert ours() == [(
+            "activity_queue.W011", WARNING,
+            "INBOX_UNSIGNED is 'require' but SIGNING_KEY is not set: this site requires "
+            "signatures from others but does not sign its own deliveries, so peers with the "
+            "same setting refuse them.",
+            "Set ACTIVITY_QUEUE['SIGNING_KEY'] to an RSA private key (PEM or path).",
+        )]
 
 
 def test_several_problems_are_all_reported():
