@@ -130,6 +130,9 @@ def guard(url: str, allow_private: bool) -> None:
     parts = urlsplit(url)
     try:
         answers = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a name IDNA cannot encode (an empty or too long label)
+        raise DiscoveryFailed(f"cannot resolve {parts.hostname}: {exc}",
+                              retryable=False) from None
     except OSError as exc:
         raise DiscoveryFailed(f"cannot resolve {parts.hostname}: {exc}", retryable=True) from None
     for answer in answers:

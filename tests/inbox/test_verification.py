@@ -169,6 +169,18 @@ def test_an_unreachable_origin_changes_nothing(client, alice, bob):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("host", ["a..b.example", "a" * 64 + ".example", "127.0.0.1"])
+def test_an_origin_that_cannot_be_fetched_safely_changes_nothing(client, settings, bob, host):
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ALLOW_PRIVATE_ADDRESSES": False}
+    urlid = f"http://{host}/circles/1/"
+    body = {"@context": CTX, "type": "Create", "actor": ACTOR,
+            "object": {"@type": "hd:circle", "@id": urlid, "owner": ref(bob)}}
+    assert post(client, body).status_code == 202
+    assert not Circle.objects.filter(urlid=urlid).exists()
+    assert "could not be fetched from its origin" in received().error
+
+
+@pytest.mark.django_db
 def test_a_slow_origin_is_given_up_on_quickly(client, origin, alice, bob, monkeypatch):
     monkeypatch.setattr(verification, "FETCH_TIMEOUT", 0.3)
     mine = Circle.objects.create(urlid=circle_url(origin), owner=alice)
