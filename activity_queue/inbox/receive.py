@@ -201,7 +201,7 @@ def _check_cascade(instance: models.Model, using: str) -> None:
 
 
 def collection(container: type[models.Model], member: type[models.Model]
-                ) -> tuple[models.ManyToManyField, bool] | None:
+               ) -> tuple[models.ManyToManyField, bool] | None:
     """The federated many-to-many between the two models, and whether it is declared on
     the container (True) or on the member (False)."""
     for spec, forward in ((linked.spec_for_model(container), True),
