@@ -168,16 +168,22 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
           accept: str = ACCEPT, timeout: float | None = None) -> Fetched:
     """GET ``url`` with the outbound safety rules (addresses, redirects, size, time).
 
-    ``timeout`` bounds each connect and read and the whole body, for callers that
-    fetch while a request waits; by default the body may take ``3 * TIMEOUT``.
-    Raises as :func:`fetch_document` does.
+    ``timeout``, for callers that fetch while a request waits, is the time the
+    whole fetch may take, redirects included; by default each connect and read
+    may take ``TIMEOUT`` and each body ``3 * TIMEOUT``. Raises as
+    :func:`fetch_document` does.
     """
     cfg = config or get_config()
     http = session or requests
     headers = {"Accept": accept, "User-Agent": cfg.USER_AGENT}
-    wait = cfg.TIMEOUT if timeout is None else timeout
-    budget = cfg.TIMEOUT * 3 if timeout is None else timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    wait, budget = cfg.TIMEOUT, cfg.TIMEOUT * 3
     for _hop in range(MAX_REDIRECTS + 1):
+        if deadline is not None:
+            wait = budget = deadline - time.monotonic()
+            if wait <= 0:
+                raise DiscoveryFailed(f"no answer from {url} within {timeout:g} s",
+                                      retryable=True)
         guard(url, cfg.ALLOW_PRIVATE_ADDRESSES)
         try:
             with http.get(url, headers=headers, timeout=(wait, wait),
@@ -190,6 +196,8 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
                     raise DiscoveryFailed(f"HTTP {status} from {url}", retryable=True)
                 if not 200 <= status < 300:
                     return Fetched(url, status)
+                if deadline is not None:
+                    budget = deadline - time.monotonic()
                 body = _read_capped(resp, cfg.DISCOVERY_MAX_BYTES, budget)
         except requests.RequestException as exc:
             raise DiscoveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from None

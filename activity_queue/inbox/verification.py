@@ -30,7 +30,7 @@ from ..federation import registry as linked
 from . import receive
 from .validation import node_id
 
-#: Seconds a sender waits, at most, for each step of the fetch (connect, read, body).
+#: Seconds the whole fetch may take (redirects included) while the sender waits.
 FETCH_TIMEOUT = 5.0
 ACCEPT = ('application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
           "application/activity+json;q=0.9, application/json;q=0.8")

@@ -195,6 +195,24 @@ def test_a_slow_origin_is_given_up_on_quickly(client, origin, alice, bob, monkey
 
 
 @pytest.mark.django_db
+def test_the_timeout_covers_redirects_too(client, origin, alice, bob, monkeypatch):
+    monkeypatch.setattr(verification, "FETCH_TIMEOUT", 0.5)
+    mine = Circle.objects.create(urlid=circle_url(origin), owner=alice)
+    serve_circle(origin, owner=ref(bob))  # served at the end of three slow redirects
+    origin.documents["/circles/9/again/again/again/"] = origin.documents.pop("/circles/9/")
+    for hop in range(3):
+        origin.document(f"/circles/9/{'again/' * hop}", status=302, delay=0.2,
+                        headers={"Location": f"/circles/9/{'again/' * (hop + 1)}"})
+    started = time.monotonic()
+    assert post(client, backlink("Update", origin, object={"owner": ref(bob)})).status_code \
+        == 202
+    assert time.monotonic() - started < 0.9
+    mine.refresh_from_db()
+    assert mine.owner == alice
+    assert "could not be fetched from its origin" in received().error
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(("listed", "applied"), [(True, True), (False, False)])
 def test_add_needs_the_origin_to_list_the_member(client, origin, alice, listed, applied):
     serve_circle(origin, members=[ref(alice)] if listed else [])
