@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, user_settings
+from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, user_settings
 from .sending.backends import BACKENDS
 
 # key -> (accepted type(s), minimum, description)
@@ -45,6 +45,7 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
                              "authentication classes"),
     "INBOX_PERMISSIONS": ((list, tuple), None, "a list of dotted paths of DRF permission classes"),
     "INBOX_REQUIRE_SIGNATURE": (bool, None, "True or False"),
+    "INBOX_UNSIGNED": (str, None, "one of 'verify', 'require', 'trust'"),
     "INBOX_DEDUP_WINDOW": ((int, float), 0, "a number of seconds >= 0"),
     "SIGNING_KEY": ((str, type(None)), None, "a PEM private key, the path of one, or None"),
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
@@ -270,19 +271,31 @@ def check_inbox(merged: dict[str, Any]) -> list:
                          "'activity_queue.inbox.authentication.HTTPSignatureAuthentication'.",
                     id="activity_queue.E010",
                 ))
-    if merged["INBOX_REQUIRE_SIGNATURE"]:
+    if merged["INBOX_UNSIGNED"] not in INBOX_UNSIGNED_MODES:
+        messages.append(Error(
+            f"ACTIVITY_QUEUE['INBOX_UNSIGNED'] = {merged['INBOX_UNSIGNED']!r} is not one of "
+            f"{', '.join(map(repr, INBOX_UNSIGNED_MODES))}.",
+            hint="'verify' (the default) applies an unsigned activity as its object's origin "
+                 "serves it; 'require' refuses unsigned activities with 401; 'trust' applies "
+                 "them as sent, which lets any sender change the record of any remote object "
+                 "(closed networks only).",
+            id="activity_queue.E060",
+        ))
+    required = ("INBOX_REQUIRE_SIGNATURE is on" if merged["INBOX_REQUIRE_SIGNATURE"] else
+                "INBOX_UNSIGNED is 'require'" if merged["INBOX_UNSIGNED"] == "require" else None)
+    if required:
         backend = settings.CACHES.get("default", {}).get("BACKEND", "") if isinstance(
             getattr(settings, "CACHES", None), dict) else ""
         if backend.endswith("DummyCache"):
             messages.append(Warning(
-                "INBOX_REQUIRE_SIGNATURE is on but the default cache is a DummyCache: "
+                f"{required} but the default cache is a DummyCache: "
                 "every signed request fetches its sender's key again.",
                 hint="Configure a real cache (local memory, Redis, the database…).",
                 id="activity_queue.W010",
             ))
         if not merged["SIGNING_KEY"]:
             messages.append(Warning(
-                "INBOX_REQUIRE_SIGNATURE is on but SIGNING_KEY is not set: this site "
+                f"{required} but SIGNING_KEY is not set: this site "
                 "requires signatures from others but does not sign its own deliveries, "
                 "so peers with the same setting refuse them.",
                 hint="Set ACTIVITY_QUEUE['SIGNING_KEY'] to an RSA private key (PEM or path).",

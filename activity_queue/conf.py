@@ -14,6 +14,9 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+#: The values of ``INBOX_UNSIGNED`` (docs/inbox.md says what each risks).
+INBOX_UNSIGNED_MODES = ("verify", "require", "trust")
+
 DEFAULTS: dict[str, Any] = {
     # Start the in-process worker from AppConfig.ready() in serving processes.
     "AUTOSTART": True,
@@ -59,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     "INBOX_PERMISSIONS": [],
     # Refuse (401) requests without a valid HTTP Signature.
     "INBOX_REQUIRE_SIGNATURE": False,
+    # What an activity that is unsigned, or signed by another origin than its object's, does:
+    # "verify" (applied as the object's origin serves it), "require" (401) or "trust".
+    "INBOX_UNSIGNED": "verify",
     # An activity without an ``id`` is a duplicate of an identical one received within
     # this many seconds, with nothing newer about the same object in between (0: never).
     "INBOX_DEDUP_WINDOW": 3600.0,
@@ -117,6 +123,7 @@ class Config:
     INBOX_AUTHENTICATION: list
     INBOX_PERMISSIONS: list
     INBOX_REQUIRE_SIGNATURE: bool
+    INBOX_UNSIGNED: str
     INBOX_DEDUP_WINDOW: float
     SIGNING_KEY: str | None
     SIGNING_KEY_ID: str | None

@@ -116,6 +116,8 @@ BAD_VALUES = [
     ("INBOX_PERMISSIONS", None, "has type NoneType",
      "a list of dotted paths of DRF permission classes"),
     ("INBOX_REQUIRE_SIGNATURE", 1, "has type int", "True or False"),
+    ("INBOX_UNSIGNED", True, "has type bool", "one of 'verify', 'require', 'trust'"),
+    ("INBOX_UNSIGNED", None, "has type NoneType", "one of 'verify', 'require', 'trust'"),
     ("INBOX_DEDUP_WINDOW", float("inf"), "is not a finite number", "a number of seconds >= 0"),
     ("SIGNING_KEY", 5, "has type int", "a PEM private key, the path of one, or None"),
     ("SIGNING_KEY_ID", ["https://here.example/key"], "has type list",
@@ -149,6 +151,34 @@ def test_bad_value(key, value, problem, expected):
 
 def test_every_setting_has_a_bad_value_tested():
     assert {key for key, *_ in BAD_VALUES} == set(DEFAULTS)
+
+
+@pytest.mark.parametrize("value", ["Verify", "sign", ""])
+def test_unknown_inbox_unsigned_mode(value):
+    with with_queue({"INBOX_UNSIGNED": value}):
+        assert ours() == [(
+            "activity_queue.E060", ERROR,
+            f"ACTIVITY_QUEUE['INBOX_UNSIGNED'] = {value!r} is not one of 'verify', 'require', "
+            "'trust'.",
+            "'verify' (the default) applies an unsigned activity as its object's origin serves "
+            "it; 'require' refuses unsigned activities with 401; 'trust' applies them as sent, "
+            "which lets any sender change the record of any remote object (closed networks "
+            "only).",
+        )]
+    for mode in ("verify", "trust"):
+        with with_queue({"INBOX_UNSIGNED": mode}):
+            assert ours() == []
+
+
+def test_requiring_signatures_without_a_key_of_our_own():
+    with with_queue({"INBOX_UNSIGNED": "require"}):
+        assert ours() == [(
+            "activity_queue.W011", WARNING,
+            "INBOX_UNSIGNED is 'require' but SIGNING_KEY is not set: this site requires "
+            "signatures from others but does not sign its own deliveries, so peers with the "
+            "same setting refuse them.",
+            "Set ACTIVITY_QUEUE['SIGNING_KEY'] to an RSA private key (PEM or path).",
+        )]
 
 
 def test_several_problems_are_all_reported():

@@ -20,6 +20,7 @@ import hashlib
 import json
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -129,6 +130,9 @@ def guard(url: str, allow_private: bool) -> None:
     parts = urlsplit(url)
     try:
         answers = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a name IDNA cannot encode (an empty or too long label)
+        raise DiscoveryFailed(f"cannot resolve {parts.hostname}: {exc}",
+                              retryable=False) from None
     except OSError as exc:
         raise DiscoveryFailed(f"cannot resolve {parts.hostname}: {exc}", retryable=True) from None
     for answer in answers:
@@ -141,6 +145,15 @@ def guard(url: str, allow_private: bool) -> None:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What a GET found: the final status and, for a readable 2xx, the parsed JSON."""
+
+    url: str
+    status: int
+    document: Any = None
+
+
 def fetch_document(url: str, *, config: Config | None = None,
                    session: requests.Session | None = None) -> Any:
     """GET ``url`` as JSON-LD; the parsed document, or None when it cannot be read.
@@ -148,13 +161,32 @@ def fetch_document(url: str, *, config: Config | None = None,
     Raises :class:`DiscoveryFailed` for transient failures (retryable) and
     refused destinations (not retryable).
     """
+    return fetch(url, config=config, session=session).document
+
+
+def fetch(url: str, *, config: Config | None = None, session: requests.Session | None = None,
+          accept: str = ACCEPT, timeout: float | None = None) -> Fetched:
+    """GET ``url`` with the outbound safety rules (addresses, redirects, size, time).
+
+    ``timeout``, for callers that fetch while a request waits, is the time the
+    whole fetch may take, redirects included; by default each connect and read
+    may take ``TIMEOUT`` and each body ``3 * TIMEOUT``. Raises as
+    :func:`fetch_document` does.
+    """
     cfg = config or get_config()
     http = session or requests
-    headers = {"Accept": ACCEPT, "User-Agent": cfg.USER_AGENT}
+    headers = {"Accept": accept, "User-Agent": cfg.USER_AGENT}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    wait, budget = cfg.TIMEOUT, cfg.TIMEOUT * 3
     for _hop in range(MAX_REDIRECTS + 1):
+        if deadline is not None:
+            wait = budget = deadline - time.monotonic()
+            if wait <= 0:
+                raise DiscoveryFailed(f"no answer from {url} within {timeout:g} s",
+                                      retryable=True)
         guard(url, cfg.ALLOW_PRIVATE_ADDRESSES)
         try:
-            with http.get(url, headers=headers, timeout=(cfg.TIMEOUT, cfg.TIMEOUT),
+            with http.get(url, headers=headers, timeout=(wait, wait),
                           stream=True, allow_redirects=False) as resp:
                 status = resp.status_code
                 if status in REDIRECTS and resp.headers.get("Location"):
@@ -163,17 +195,19 @@ def fetch_document(url: str, *, config: Config | None = None,
                 if status in RETRYABLE_STATUSES:
                     raise DiscoveryFailed(f"HTTP {status} from {url}", retryable=True)
                 if not 200 <= status < 300:
-                    return None
-                body = _read_capped(resp, cfg.DISCOVERY_MAX_BYTES, cfg.TIMEOUT * 3)
+                    return Fetched(url, status)
+                if deadline is not None:
+                    budget = deadline - time.monotonic()
+                body = _read_capped(resp, cfg.DISCOVERY_MAX_BYTES, budget)
         except requests.RequestException as exc:
             raise DiscoveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from None
         if body is None:
-            return None
+            return Fetched(url, status)
         try:
-            return json.loads(body)
-        except ValueError:
-            return None
-    return None
+            return Fetched(url, status, json.loads(body))
+        except (ValueError, RecursionError):
+            return Fetched(url, status)
+    return Fetched(url, status)
 
 
 def _read_capped(resp: requests.Response, limit: int, budget: float) -> bytes | None:

@@ -28,14 +28,15 @@ class Refused(InvalidActivity):
     """The activity would change a local object (the inbox answers 400 with the reason)."""
 
 
-def apply_activity(activity: dict[str, Any]) -> None:
+def apply_activity(activity: dict[str, Any], *, from_origin: bool = False) -> None:
     """Apply a validated inbound activity to local models.
 
     Types other than Create/Update/Delete/Add/Remove, and objects whose
     ``@type`` no local model has, are left alone (the inbox still records
     them). Raises :class:`~activity_queue.exceptions.InvalidActivity` when the
     activity is well-formed but cannot be applied, :class:`Refused` when it
-    targets a local object.
+    targets a local object. ``from_origin``: the object's own origin confirmed
+    the activity (:mod:`.verification`), so who relayed it no longer matters.
     """
     handler = HANDLERS.get(activity.get("type"))
     if handler is None:
@@ -46,7 +47,8 @@ def apply_activity(activity: dict[str, Any]) -> None:
     spec = linked.spec_for_type(obj.get("@type") or obj.get("type"))
     if spec is None and activity["type"] != "Delete":
         return
-    _check_sender(activity, obj)
+    if not from_origin:
+        _check_sender(activity, obj)
     using = router.db_for_write(spec.model if spec else models.Model)
     with transaction.atomic(using=using), backlinks.muted():
         handler(activity, obj, spec, using)
@@ -198,8 +200,8 @@ def _check_cascade(instance: models.Model, using: str) -> None:
                               f"{field.model.__name__} objects ({field.name})")
 
 
-def _collection(container: type[models.Model], member: type[models.Model]
-                ) -> tuple[models.ManyToManyField, bool] | None:
+def collection(container: type[models.Model], member: type[models.Model]
+               ) -> tuple[models.ManyToManyField, bool] | None:
     """The federated many-to-many between the two models, and whether it is declared on
     the container (True) or on the member (False)."""
     for spec, forward in ((linked.spec_for_model(container), True),
@@ -222,7 +224,7 @@ def _add_or_remove(activity, obj, spec, using) -> None:
     member_spec = linked.spec_for_type(member_ref.get("@type") or member_ref.get("type"))
     if member_spec is None:
         return
-    relation = _collection(spec.model, member_spec.model)
+    relation = collection(spec.model, member_spec.model)
     if relation is None:
         return
     container = _upsert(activity, obj, spec, using, mode=MERGE)

@@ -7,6 +7,13 @@ A new one is logged as an inbound ``Activity`` and handed to
 :func:`activity_queue.inbox.receive.apply_activity` in the same transaction (an
 ``InvalidActivity`` from it is a 400 and leaves nothing behind); it answers
 201 ``{}``, as DjangoLDP servers do.
+
+An activity that is unsigned, or signed by another origin than its object's,
+goes by ``INBOX_UNSIGNED``: with "verify" (the default) its object is fetched
+from its origin first (:mod:`.verification`) when applying it would change
+anything, what that origin confirms is applied, the answer is 202 whatever it
+confirmed, and the log row says why nothing was applied when nothing was;
+"require" answers 401; "trust" applies it as sent.
 """
 
 from __future__ import annotations
@@ -29,12 +36,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import lifecycle
-from ..conf import get_config
+from ..conf import Config, get_config
 from ..exceptions import InvalidActivity
 from ..lifecycle import State
 from ..models import Activity, Payload
 from ..net.addresses import origin
-from . import receive, validation
+from . import receive, validation, verification
 from .authentication import HasValidSignature, HTTPSignatureAuthentication, VerifiedSignature
 from .body import check_identity_encoding, read_body
 
@@ -82,7 +89,7 @@ class InboxView(APIView):
     def get_authenticators(self) -> list:
         config = get_config()
         classes = [import_string(path) for path in config.INBOX_AUTHENTICATION]
-        if config.INBOX_REQUIRE_SIGNATURE:
+        if _requires_signature(config):
             classes = [HTTPSignatureAuthentication,
                        *(c for c in classes if c is not HTTPSignatureAuthentication)]
         return [cls() for cls in classes]
@@ -90,12 +97,12 @@ class InboxView(APIView):
     def get_permissions(self) -> list:
         config = get_config()
         classes = [import_string(path) for path in config.INBOX_PERMISSIONS]
-        if config.INBOX_REQUIRE_SIGNATURE:
+        if _requires_signature(config):
             classes.append(HasValidSignature)
         return [cls() for cls in classes]
 
     def permission_denied(self, request, message=None, code=None):
-        if get_config().INBOX_REQUIRE_SIGNATURE and not isinstance(request.auth,
+        if _requires_signature(get_config()) and not isinstance(request.auth,
                                                                    VerifiedSignature):
             raise NotAuthenticated(message or HasValidSignature.message)
         super().permission_denied(request, message=message, code=code)
@@ -138,17 +145,27 @@ class InboxView(APIView):
                 raise PermissionDenied(mismatch)
         summary = validation.summarize(activity)
         host = origin(signed.key_id)[:255] if signed else summary.claimed_host
+        verdict = verification.Verdict(activity)
+        if _needs_verification(signed, summary):
+            if _seen(router.db_for_read(Activity), summary):
+                return self._duplicate(summary, host)  # no fetch for a duplicate
+            verdict = verification.verify(activity)
         try:
-            duplicate = self._receive(request, activity, summary, host)
+            duplicate = self._receive(request, activity, summary, host, verdict)
         except InvalidActivity as exc:
             return self._refuse(str(exc) or "the activity cannot be applied")
         if duplicate:
-            logger.info("activity_queue inbox: duplicate %s %s from %s ignored",
-                        summary.activity_type, summary.activity_id, host or "?")
-            return Response({}, status=status.HTTP_200_OK)
-        logger.info("activity_queue inbox: received %s %s from %s",
+            return self._duplicate(summary, host)
+        logger.info("activity_queue inbox: received %s %s from %s%s",
+                    summary.activity_type, summary.activity_id, host or "?",
+                    f"; {verdict.reason}" if verdict.reason else "")
+        return Response({}, status=status.HTTP_202_ACCEPTED if verdict.at_origin
+                        else status.HTTP_201_CREATED)
+
+    def _duplicate(self, summary: validation.Summary, host: str) -> Response:
+        logger.info("activity_queue inbox: duplicate %s %s from %s ignored",
                     summary.activity_type, summary.activity_id, host or "?")
-        return Response({}, status=status.HTTP_201_CREATED)
+        return Response({}, status=status.HTTP_200_OK)
 
     def _refuse(self, reason: str) -> Response:
         logger.info("activity_queue inbox: refused an activity: %s", reason)
@@ -157,13 +174,26 @@ class InboxView(APIView):
     # -- recording -------------------------------------------------------------------
 
     def _receive(self, request, activity: dict[str, Any], summary: validation.Summary,
-                 host: str) -> bool:
-        """Log and apply ``activity`` unless it was seen before; True for a duplicate."""
+                 host: str, verdict: verification.Verdict) -> bool:
+        """Log ``activity`` and apply what ``verdict`` allows of it unless it was seen
+        before; True for a duplicate.
+
+        What its origin confirmed and still cannot be applied is logged with the reason
+        (the sender was told 202); anything else that cannot be applied raises.
+        """
         using = router.db_for_write(Activity)
         with transaction.atomic(using=using):
             _serialise(using, summary.activity_id)
             if _seen(using, summary):
                 return True
+            error = verdict.reason
+            if verdict.activity is not None and not verdict.at_origin:
+                receive.apply_activity(verdict.activity)
+            elif verdict.activity is not None:
+                try:
+                    receive.apply_activity(verdict.activity, from_origin=True)
+                except InvalidActivity as exc:
+                    error = f"not applied: {exc}"
             now = timezone.now()
             lifecycle.move(lifecycle.NEW, State.RECEIVED)
             payload = Payload.of(activity, activity_type=summary.activity_type,
@@ -174,10 +204,21 @@ class InboxView(APIView):
                 activity_id=summary.activity_id, activity_type=summary.activity_type,
                 object_id=summary.object_id, inbox=_inbox_url(request), host=host,
                 payload=payload, direction=Activity.Direction.INBOUND,
-                status=State.RECEIVED, created_at=now, resolved_at=now,
+                status=State.RECEIVED, error=error, created_at=now, resolved_at=now,
             )
-            receive.apply_activity(activity)
         return False
+
+
+def _requires_signature(config: Config) -> bool:
+    return config.INBOX_REQUIRE_SIGNATURE or config.INBOX_UNSIGNED == "require"
+
+
+def _needs_verification(signed: VerifiedSignature | None, summary: validation.Summary) -> bool:
+    """Whether the activity must be checked at its object's origin before it is applied:
+    nobody vouches for it (no signature), or its signer is not that origin."""
+    if get_config().INBOX_UNSIGNED == "trust":
+        return False
+    return signed is None or origin(signed.key_id) != origin(summary.object_id)
 
 
 def _serialise(using: str, activity_id: str) -> None:
@@ -199,8 +240,10 @@ def _seen(using: str, summary: validation.Summary) -> bool:
 
     Content alone is a weaker identity (Add, Remove, then the same Add again is
     legitimate), hence the window and the "nothing newer about that object" rule.
+    Only applied activities count: one its origin did not confirm is checked again
+    when it comes again, so a forgery sent ahead cannot mask the real one.
     """
-    inbound = Activity.objects.using(using).inbound()
+    inbound = Activity.objects.using(using).inbound().filter(error="")
     if summary.has_id:
         return inbound.filter(activity_id=summary.activity_id).exists()
     window = get_config().INBOX_DEDUP_WINDOW

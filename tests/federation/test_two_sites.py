@@ -53,6 +53,8 @@ def test_backlinks_travel_both_ways(site_a, site_b, worker):
                     "members": [bob_urlid]}
     assert sorted(Activity.objects.values_list("activity_type", "status")) == [
         ("Add", "sent"), ("Create", "sent")]
+    # Unsigned: B applied them once A served the circle (INBOX_UNSIGNED "verify"), and said so.
+    assert set(Activity.objects.values_list("status_code", flat=True)) == {202}
 
     # A changes the owner, then removes bob: B follows.
     circle.owner = alice
@@ -71,6 +73,9 @@ def test_backlinks_travel_both_ways(site_a, site_b, worker):
     assert record.is_external and record.name == ""
     received = Activity.objects.filter(direction="in").values_list("activity_type", flat=True)
     assert sorted(received) == ["Add", "Create"]
+    assert not Activity.objects.filter(direction="in").exclude(error="").exists()
+    assert wait_until(lambda: sorted(e["code"] for e in site_b.state()["log"]
+                                     if e["direction"] == "out") == [202, 202], timeout=15)
 
     # A deletes its circle: B's record goes too.
     urlid = circle.urlid

@@ -35,6 +35,13 @@ DJANGOLDP_BODY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def trusted(settings):
+    """The view's mechanics, tested with activities about objects nobody serves: checking
+    unsigned activities at their origin is test_verification.py's job."""
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "INBOX_UNSIGNED": "trust"}
+
+
 @pytest.fixture
 def applied(monkeypatch):
     """Record what the inbox hands to receive.apply_activity (backlinks are tested elsewhere).

@@ -259,7 +259,9 @@ def test_checks_of_the_inbox_and_signing_settings(tmp_path):
 
 # -- over real HTTP --------------------------------------------------------------------------
 
-REQUIRE = {"INBOX_REQUIRE_SIGNATURE": True, "SIGNING_KEY": None}
+#: The activities here are about an object on another origin than the signer's (a.example),
+#: applied as sent: checking such activities at the object's origin is test_verification's.
+REQUIRE = {"INBOX_REQUIRE_SIGNATURE": True, "SIGNING_KEY": None, "INBOX_UNSIGNED": "trust"}
 
 
 @pytest.fixture
@@ -340,7 +342,8 @@ def test_a_rotated_key_is_fetched_again(signed_inbox, keys, applied):
 @pytest.mark.django_db(transaction=True)
 def test_optional_verification(live_server, keys, settings, applied):
     """Listed but not required: unsigned requests pass, badly signed ones do not."""
-    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "INBOX_AUTHENTICATION": [
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "INBOX_UNSIGNED": "trust",
+                               "INBOX_AUTHENTICATION": [
         "activity_queue.inbox.authentication.HTTPSignatureAuthentication"]}
     keys.documents["/key"] = (200, {"id": keys.url("/key"), "publicKeyPem": public_pem(rsa_key(0))})
     url = live_server.url + "/inbox/"
@@ -358,7 +361,7 @@ def test_optional_verification(live_server, keys, settings, applied):
 def test_our_worker_signs_and_our_inbox_verifies(live_server, worker, settings, applied):
     """SIGNING_KEY alone: the key id defaults to SITE_URL + the app's key URL, served there."""
     settings.SITE_URL = live_server.url
-    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "INBOX_REQUIRE_SIGNATURE": True,
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, **REQUIRE,
                                "SIGNING_KEY": pem(rsa_key(0))}
     key_document = requests.get(live_server.url + "/activity-queue/key/", timeout=5).json()
     assert key_document["id"] == live_server.url + "/activity-queue/key/"
