@@ -9,7 +9,9 @@ transient failures (connection errors, timeouts, 408/429/5xx) raise
 :class:`DiscoveryFailed` with ``retryable`` set, so that the caller retries
 later; a refused destination raises it without.
 
-``requests`` does the fetch: discovery is rare (once per resource per TTL)
+The GET is signed by the instance actor when ``SIGNING_KEY`` is set, since
+servers in authorized-fetch mode refuse unsigned ones (and the fallback would
+then be a guess). ``requests`` does the fetch: discovery is rare (once per resource per TTL)
 and synchronous, and happens outside request handling (see
 :mod:`activity_queue.federation.dispatch`).
 """
@@ -35,11 +37,11 @@ from ..net.addresses import (
     forbidden_address,
     origin,
 )
+from ..sending.actor_keys import fetch_headers
 from ..sending.retry import RETRYABLE_STATUSES
 
 INBOX_KEYS = ("inbox", "ldp:inbox", "http://www.w3.org/ns/ldp#inbox", "as:inbox",
               "https://www.w3.org/ns/activitystreams#inbox")
-ACCEPT = "application/ld+json, application/activity+json;q=0.9, application/json;q=0.8"
 MAX_REDIRECTS = 3
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -150,10 +152,10 @@ def fetch_document(url: str, *, config: Config | None = None,
     """
     cfg = config or get_config()
     http = session or requests
-    headers = {"Accept": ACCEPT, "User-Agent": cfg.USER_AGENT}
     for _hop in range(MAX_REDIRECTS + 1):
         guard(url, cfg.ALLOW_PRIVATE_ADDRESSES)
         try:
+            url, headers = fetch_headers(url, cfg)  # signed by the instance actor
             with http.get(url, headers=headers, timeout=(cfg.TIMEOUT, cfg.TIMEOUT),
                           stream=True, allow_redirects=False) as resp:
                 status = resp.status_code
