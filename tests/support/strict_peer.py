@@ -141,6 +141,8 @@ class StrictPeer:
         self.authorized_fetch = authorized_fetch
         #: GET path -> JSON document.
         self.documents: dict[str, dict] = {}
+        #: GET path -> URL it redirects to (302), once the request passed the checks.
+        self.redirects: dict[str, str] = {}
         self.seen: list[Seen] = []
         self.cond = threading.Condition()
         peer = self
@@ -148,11 +150,13 @@ class StrictPeer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _answer(self, seen: Seen, body: bytes) -> None:
+            def _answer(self, seen: Seen, body: bytes, location: str = "") -> None:
                 with peer.cond:
                     peer.seen.append(seen)
                     peer.cond.notify_all()
                 self.send_response(seen.status)
+                if location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Type", "application/activity+json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -174,6 +178,10 @@ class StrictPeer:
                 else:
                     seen = Seen("GET", self.path, {k.lower(): v for k, v in
                                                    self.headers.items()}, b"", 200)
+                location = peer.redirects.get(self.path, "")
+                if seen.status == 200 and location:
+                    seen.status = 302
+                    return self._answer(seen, b"{}", location)
                 document = peer.documents.get(self.path)
                 if seen.status == 200 and document is None:
                     seen.status, seen.reason = 404, "no such document"
