@@ -11,8 +11,8 @@ later; a refused destination raises it without.
 
 The GET is signed by the instance actor when ``SIGNING_KEY`` is set, since
 servers in authorized-fetch mode refuse unsigned ones (and the fallback would
-then be a guess). ``requests`` does the fetch: discovery is rare (once per resource per TTL)
-and synchronous, and happens outside request handling (see
+then be a guess). ``requests`` does the fetch: discovery is rare (once per
+resource per TTL) and synchronous, and happens outside request handling (see
 :mod:`activity_queue.federation.dispatch`).
 """
 
