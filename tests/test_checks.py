@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 KNOWN = ", ".join(sorted(DEFAULTS))
 
 
-def DEFAULT_CONFIG() -> Config:  # noqa: N802
+def default_config() -> Config:
     """The defaults, with the User-Agent that USER_AGENT=None stands for."""
     return Config(**{**DEFAULTS, "USER_AGENT": default_user_agent()})
 
@@ -51,14 +51,14 @@ def test_not_a_dict(value):
             f"ACTIVITY_QUEUE must be a dict, not {type(value).__name__}.",
             "Set ACTIVITY_QUEUE = {'WORKERS': 64, ...} or leave it out for the defaults.",
         )]
-        assert get_config() == DEFAULT_CONFIG(), "a bad dict never breaks the import"
+        assert get_config() == default_config(), "a bad dict never breaks the import"
 
 
 @pytest.mark.parametrize("value", [None, {}])
 def test_absent_or_empty_means_defaults(value):
     with with_queue(value):
         assert ours() == []
-        assert get_config() == DEFAULT_CONFIG()
+        assert get_config() == default_config()
 
 
 def test_unknown_keys_are_warned_about_and_ignored():
