@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import requests
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -52,14 +52,15 @@ ANSWERS_KEPT = 4096
 @dataclass(frozen=True, slots=True)
 class KeySigner:
     """A :data:`~activity_queue.sending.transport.Signer` for one key, which it exposes
-    (``key``, ``key_id``) for signature schemes that need them."""
+    (``private_key``, ``key_id``) for signature schemes that need them. It keeps no
+    state between calls, so any thread may call it."""
 
-    key: rsa.RSAPrivateKey
+    private_key: rsa.RSAPrivateKey
     key_id: str
 
-    def __call__(self, method: str, url: str, headers: dict[str, str],
-                 body: bytes) -> dict[str, str]:
-        return signatures.sign_headers(method, url, headers, body, key=self.key,
+    def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes,
+                 scheme: str = "cavage") -> dict[str, str]:
+        return signatures.sign_headers(method, url, headers, body, key=self.private_key,
                                        key_id=self.key_id)
 
 
@@ -70,8 +71,8 @@ class Refusal:
 
     reason: str
 
-    def __call__(self, method: str, url: str, headers: dict[str, str],
-                 body: bytes) -> dict[str, str]:
+    def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes,
+                 scheme: str = "cavage") -> dict[str, str]:
         raise signatures.SigningUnavailable(self.reason)
 
 
@@ -222,15 +223,23 @@ def fetch_headers(url: str, config: Config | None = None) -> tuple[str, dict[str
 
 
 def sign_get(url: str, signer: KeySigner) -> dict[str, str]:
-    """``Host``, ``Date`` and a draft-cavage ``Signature`` over ``(request-target) host date``."""
+    """``Host``, ``Date`` and a draft-cavage ``Signature`` over ``(request-target) host date``.
+
+    An RSA key signs ``rsa-sha256``, which every Mastodon-family server checks; an
+    Ed25519 key signs ``hs2019``, whose algorithm the receiver takes from the key.
+    """
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     values = {"host": parts.netloc.rpartition("@")[2], "date": signatures.http_date()}
-    text = signatures.signing_string(f"get {target}", values, FETCH_HEADERS)
-    signature = signer.key.sign(text.encode(), padding.PKCS1v15(), hashes.SHA256())
+    text = signatures.signing_string(f"get {target}", values, FETCH_HEADERS).encode()
+    key = signer.private_key
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        signature, algorithm = key.sign(text), "hs2019"
+    else:
+        signature, algorithm = key.sign(text, padding.PKCS1v15(), hashes.SHA256()), "rsa-sha256"
     encoded = base64.b64encode(signature).decode()
     return {
         "Host": values["host"], "Date": values["date"],
-        "Signature": f'keyId="{signer.key_id}",algorithm="rsa-sha256",'
+        "Signature": f'keyId="{signer.key_id}",algorithm="{algorithm}",'
                      f'headers="{" ".join(FETCH_HEADERS)}",signature="{encoded}"',
     }

@@ -29,7 +29,8 @@ class Job:
     #: When the activity was enqueued (read for the log rows on PostgreSQL).
     created_at: datetime | None = None
     #: Signs this delivery instead of the worker's site key: the key of the activity's
-    #: actor (:mod:`activity_queue.sending.actor_keys`), with its ``key`` and ``key_id``.
+    #: actor (:mod:`activity_queue.sending.actor_keys`), with its ``private_key`` and
+    #: ``key_id``.
     signer: Callable[[str, str, dict[str, str], bytes], dict[str, str]] | None = None
 
 
