@@ -60,6 +60,8 @@ class KeySigner:
 
     def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes,
                  scheme: str = "cavage") -> dict[str, str]:
+        if scheme != "cavage":
+            raise ValueError(f"unsupported signature scheme {scheme!r}")
         return signatures.sign_headers(method, url, headers, body, key=self.private_key,
                                        key_id=self.key_id)
 
