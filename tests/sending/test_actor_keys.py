@@ -10,6 +10,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from activity_queue import enqueue
+from activity_queue.conf import get_config
 from activity_queue.models import Activity, ScheduledActivity
 from activity_queue.net.signatures import public_pem
 from activity_queue.sending import actor_keys
@@ -169,8 +170,6 @@ def test_keys_are_loaded_once(settings):
     settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": f"{__name__}.actor_key"}
     KEYS["https://a.example/users/c"] = (pem(rsa_key(3)), "https://a.example/users/c#k")
     actor_keys.load_signer.cache_clear()
-    from activity_queue.conf import get_config
-
     jobs = [job(b'{"actor": "https://a.example/users/c", "n": %d}' % n) for n in range(3)]
     keys = ActorKeys(get_config())
     keys.assign(jobs)
@@ -185,8 +184,6 @@ def test_keys_are_loaded_once(settings):
 
 @pytest.mark.django_db
 def test_no_actor_keys_means_no_per_job_signer(settings):
-    from activity_queue.conf import get_config
-
     jobs = [job(b'{"actor": "https://a.example/users/c"}')]
     ActorKeys(get_config()).assign(jobs)
     assert jobs[0].signer is None and CALLS == []
@@ -237,3 +234,16 @@ def test_signed_gets_verify(kind):
         key.public_key().verify(signature, text, padding.PKCS1v15(), hashes.SHA256())
     else:
         key.public_key().verify(signature, text)
+
+
+@pytest.mark.django_db
+def test_a_rotated_key_is_picked_up_once_the_answer_expires(settings):
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": f"{__name__}.actor_key"}
+    actor = "https://a.example/users/d"
+    KEYS[actor] = (pem(rsa_key(1)), actor + "#old")
+    keys = ActorKeys(get_config())
+    assert keys.signer_for(actor).key_id == actor + "#old"
+    KEYS[actor] = (pem(rsa_key(2)), actor + "#new")
+    assert keys.signer_for(actor).key_id == actor + "#old", "reused within ANSWER_TTL"
+    keys._answers[actor] = (0.0, keys._answers[actor][1])  # its time is up
+    assert keys.signer_for(actor).key_id == actor + "#new"
