@@ -39,7 +39,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "BATCH_SIZE": (int, 1, "an integer >= 1"),
     "POLL_INTERVAL": ((int, float), 0.001, "a number of seconds > 0"),
     "BACKEND": (str, None, f"one of {', '.join(sorted(BACKENDS))}"),
-    "USER_AGENT": (str, None, "a string without control characters (CR, LF, NUL…)"),
+    "USER_AGENT": ((str, type(None)), None, "a string without control characters (CR, LF, "
+                   "NUL…), or None"),
     "INBOX_MAX_BYTES": (int, 1, "a number of bytes >= 1"),
     "INBOX_AUTHENTICATION": ((list, tuple), None, "a list of dotted paths of DRF "
                              "authentication classes"),
@@ -51,6 +52,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
     "SIGNATURE_MAX_AGE": ((int, float), 1, "a number of seconds >= 1"),
     "SIGNATURE_KEY_TTL": ((int, float), 0, "a number of seconds >= 0"),
+    "ACTOR_KEYS": ((str, type(None)), None, "the dotted path of a callable "
+                   "f(actor_id) -> (private_key_pem, key_id) | None, or None"),
     "METRICS": (bool, None, "True or False"),
     "RETENTION_SENT_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
     "RETENTION_FAILED_DAYS": ((int, type(None)), 1, "a number of days >= 1, or None"),
@@ -123,7 +126,7 @@ def check_settings(app_configs=None, **kwargs) -> list:
     if valid:
         messages += check_backend(merged)
     if not any(m.id == "activity_queue.E002" for m in messages):
-        messages += check_inbox(merged) + check_signing(merged)
+        messages += check_inbox(merged) + check_signing(merged) + check_actor_keys(merged)
     return messages
 
 
@@ -339,3 +342,23 @@ def check_signing(merged: dict[str, Any]) -> list:
             id="activity_queue.E013",
         ))
     return messages
+
+
+def check_actor_keys(merged: dict[str, Any]) -> list:
+    """``ACTOR_KEYS`` names something that imports and can be called: otherwise every
+    delivery by an actor would wait for a fix."""
+    path = merged["ACTOR_KEYS"]
+    if not path:
+        return []
+    hint = ("Set ACTOR_KEYS to the dotted path of a function f(actor_id) returning "
+            "(private_key_pem, key_id) or None, e.g. 'mysite.keys.actor_key'.")
+    try:
+        found = import_string(path)
+    except ImportError as exc:
+        return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} cannot be imported: {exc}.",
+                      hint=hint, id="activity_queue.E050")]
+    if not callable(found):
+        return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} is a "
+                      f"{type(found).__name__}, not a callable.",
+                      hint=hint, id="activity_queue.E051")]
+    return []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from django.conf import settings
@@ -53,7 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "POLL_INTERVAL": 1.0,
     # How deliveries run: "thread" (in-process event loop), "celery" or "tasks" (Django's).
     "BACKEND": "thread",
-    "USER_AGENT": "activity_queue/0.1 (+https://github.com/)",
+    # The User-Agent of deliveries and fetches; None: ``activity_queue/<version> (+SITE_URL)``.
+    "USER_AGENT": None,
     # -- the inbox (docs/inbox.md) --
     # Bodies above this many bytes are refused with 413 (declared or actually read).
     "INBOX_MAX_BYTES": 1024 * 1024,
@@ -77,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
     "SIGNATURE_MAX_AGE": 300.0,
     # Seconds a sender's fetched public key is kept in Django's cache.
     "SIGNATURE_KEY_TTL": 3600.0,
+    # Dotted path of ``f(actor_id) -> (private_key_pem, key_id) | None``: the key that signs
+    # an activity of that actor; None (or no answer) falls back to SIGNING_KEY.
+    "ACTOR_KEYS": None,
     # Prometheus metrics in prometheus_client's default registry (activity_queue[metrics]).
     "METRICS": False,
     # Days ``activity_prune`` keeps log rows; None keeps them forever.
@@ -129,6 +134,7 @@ class Config:
     SIGNING_KEY_ID: str | None
     SIGNATURE_MAX_AGE: float
     SIGNATURE_KEY_TTL: float
+    ACTOR_KEYS: str | None
     METRICS: bool
     RETENTION_SENT_DAYS: int | None
     RETENTION_FAILED_DAYS: int | None
@@ -157,7 +163,22 @@ def get_config() -> Config:
     raw = user_settings()
     if isinstance(raw, dict):
         merged.update({k: v for k, v in raw.items() if k in DEFAULTS})
+    if merged["USER_AGENT"] is None:
+        merged["USER_AGENT"] = default_user_agent()
     return Config(**{f.name: merged[f.name] for f in fields(Config)})
+
+
+def default_user_agent() -> str:
+    """``activity_queue/<version> (+SITE_URL)``: receivers' operators see who sends, and
+    where to look, in their logs."""
+    try:
+        release = version("activity_queue")
+    except PackageNotFoundError:
+        release = "0"
+    site = getattr(settings, "SITE_URL", None)
+    if isinstance(site, str) and site and not any(ord(c) < 32 or ord(c) == 127 for c in site):
+        return f"activity_queue/{release} (+{site})"
+    return f"activity_queue/{release}"
 
 
 @receiver(setting_changed)

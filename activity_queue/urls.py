@@ -1,8 +1,11 @@
-"""``path("", include("activity_queue.urls"))`` serves the inbox at ``inbox/`` and, when
-``SIGNING_KEY`` is set, our public key document at ``activity-queue/key/``."""
+"""``path("", include("activity_queue.urls"))`` serves the inbox at ``inbox/``, the
+instance actor at ``activity-queue/actor/`` (owner of the site key, whose default ``keyId``
+is ``SITE_URL/activity-queue/actor/#main-key``) and, when ``SIGNING_KEY`` is set, a key
+document at ``activity-queue/key/``."""
 
 from django.urls import path
 
+from .inbox.actor import actor_view, outbox_view
 from .inbox.keys import public_key_view
 from .inbox.views import InboxView
 
@@ -10,5 +13,7 @@ app_name = "activity_queue"
 
 urlpatterns = [
     path("inbox/", InboxView.as_view(), name="inbox"),
+    path("activity-queue/actor/", actor_view, name="actor"),
+    path("activity-queue/actor/outbox/", outbox_view, name="actor-outbox"),
     path("activity-queue/key/", public_key_view, name="public-key"),
 ]

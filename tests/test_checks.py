@@ -12,12 +12,17 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from activity_queue.checks import RULES, SQLITE_OPTIONS, _bad_value
-from activity_queue.conf import DEFAULTS, Config, get_config
+from activity_queue.conf import DEFAULTS, Config, default_user_agent, get_config
 
 # Django 6 hands every database alias to the model checks, which may look at the connection.
 pytestmark = pytest.mark.django_db
 
 KNOWN = ", ".join(sorted(DEFAULTS))
+
+
+def default_config() -> Config:
+    """The defaults, with the User-Agent that USER_AGENT=None stands for."""
+    return Config(**{**DEFAULTS, "USER_AGENT": default_user_agent()})
 
 
 def ours() -> list[tuple[str, int, str, str]]:
@@ -46,14 +51,14 @@ def test_not_a_dict(value):
             f"ACTIVITY_QUEUE must be a dict, not {type(value).__name__}.",
             "Set ACTIVITY_QUEUE = {'WORKERS': 64, ...} or leave it out for the defaults.",
         )]
-        assert get_config() == Config(**DEFAULTS), "a bad dict never breaks the import"
+        assert get_config() == default_config(), "a bad dict never breaks the import"
 
 
 @pytest.mark.parametrize("value", [None, {}])
 def test_absent_or_empty_means_defaults(value):
     with with_queue(value):
         assert ours() == []
-        assert get_config() == Config(**DEFAULTS)
+        assert get_config() == default_config()
 
 
 def test_unknown_keys_are_warned_about_and_ignored():
@@ -68,7 +73,8 @@ def test_unknown_keys_are_warned_about_and_ignored():
         assert get_config().WORKERS == 4
 
 
-UA = "a string without control characters (CR, LF, NUL…)"
+UA = "a string without control characters (CR, LF, NUL…), or None"
+AK = "the dotted path of a callable f(actor_id) -> (private_key_pem, key_id) | None, or None"
 
 BAD_VALUES = [
     ("AUTOSTART", "yes", "has type str", "True or False"),
@@ -136,6 +142,8 @@ BAD_VALUES = [
     ("DISCOVERY_MAX_BYTES", 0, "is too small", "an integer >= 1"),
     ("DROP_REDUNDANT", 0, "has type int", "True or False"),
     ("METRICS", "yes", "has type str", "True or False"),
+    ("ACTOR_KEYS", ["mysite.keys.actor_key"], "has type list", AK),
+    ("ACTOR_KEYS", len, "has type builtin_function_or_method", AK),
 ]
 
 
@@ -377,3 +385,35 @@ def test_unavailable_after_accepts_none_and_seconds(value):
     with with_queue({"UNAVAILABLE_AFTER": value}):
         assert ours() == []
         assert get_config().UNAVAILABLE_AFTER == value
+
+
+ACTOR_KEYS_HINT = ("Set ACTOR_KEYS to the dotted path of a function f(actor_id) returning "
+                   "(private_key_pem, key_id) or None, e.g. 'mysite.keys.actor_key'.")
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("nowhere.keys.actor_key", "ACTIVITY_QUEUE['ACTOR_KEYS'] = 'nowhere.keys.actor_key' cannot "
+     "be imported: No module named 'nowhere'."),
+    ("activity_queue.conf.missing", "ACTIVITY_QUEUE['ACTOR_KEYS'] = "
+     "'activity_queue.conf.missing' cannot be imported: Module \"activity_queue.conf\" does "
+     "not define a \"missing\" attribute/class."),
+    ("nodots", "ACTIVITY_QUEUE['ACTOR_KEYS'] = 'nodots' cannot be imported: nodots doesn't "
+     "look like a module path."),
+])
+def test_actor_keys_that_cannot_be_imported(path, message):
+    with with_queue({"ACTOR_KEYS": path}):
+        assert ours() == [("activity_queue.E050", ERROR, message, ACTOR_KEYS_HINT)]
+
+
+def test_actor_keys_that_is_not_callable():
+    with with_queue({"ACTOR_KEYS": "activity_queue.conf.DEFAULTS"}):
+        assert ours() == [(
+            "activity_queue.E051", ERROR,
+            "ACTIVITY_QUEUE['ACTOR_KEYS'] = 'activity_queue.conf.DEFAULTS' is a dict, "
+            "not a callable.", ACTOR_KEYS_HINT,
+        )]
+
+
+def test_actor_keys_that_is_a_function():
+    with with_queue({"ACTOR_KEYS": "tests.support.strict_peer.no_actor_key"}):
+        assert ours() == []

@@ -9,8 +9,10 @@ transient failures (connection errors, timeouts, 408/429/5xx) raise
 :class:`DiscoveryFailed` with ``retryable`` set, so that the caller retries
 later; a refused destination raises it without.
 
-``requests`` does the fetch: discovery is rare (once per resource per TTL)
-and synchronous, and happens outside request handling (see
+The GET is signed by the instance actor when ``SIGNING_KEY`` is set, since
+servers in authorized-fetch mode refuse unsigned ones (and the fallback would
+then be a guess). ``requests`` does the fetch: discovery is rare (once per
+resource per TTL) and synchronous, and happens outside request handling (see
 :mod:`activity_queue.federation.dispatch`).
 """
 
@@ -36,11 +38,11 @@ from ..net.addresses import (
     forbidden_address,
     origin,
 )
+from ..sending.actor_keys import fetch_headers
 from ..sending.retry import RETRYABLE_STATUSES
 
 INBOX_KEYS = ("inbox", "ldp:inbox", "http://www.w3.org/ns/ldp#inbox", "as:inbox",
               "https://www.w3.org/ns/activitystreams#inbox")
-ACCEPT = "application/ld+json, application/activity+json;q=0.9, application/json;q=0.8"
 MAX_REDIRECTS = 3
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -165,7 +167,7 @@ def fetch_document(url: str, *, config: Config | None = None,
 
 
 def fetch(url: str, *, config: Config | None = None, session: requests.Session | None = None,
-          accept: str = ACCEPT, timeout: float | None = None) -> Fetched:
+          accept: str | None = None, timeout: float | None = None) -> Fetched:
     """GET ``url`` with the outbound safety rules (addresses, redirects, size, time).
 
     ``timeout``, for callers that fetch while a request waits, is the time the
@@ -175,7 +177,6 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
     """
     cfg = config or get_config()
     http = session or requests
-    headers = {"Accept": accept, "User-Agent": cfg.USER_AGENT}
     deadline = None if timeout is None else time.monotonic() + timeout
     wait, budget = cfg.TIMEOUT, cfg.TIMEOUT * 3
     for _hop in range(MAX_REDIRECTS + 1):
@@ -186,6 +187,7 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
                                       retryable=True)
         guard(url, cfg.ALLOW_PRIVATE_ADDRESSES)
         try:
+            url, headers = fetch_headers(url, cfg, accept)  # signed by the instance actor
             with http.get(url, headers=headers, timeout=(wait, wait),
                           stream=True, allow_redirects=False) as resp:
                 status = resp.status_code

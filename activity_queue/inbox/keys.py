@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import reverse
 
 from ..conf import Config, get_config
 from ..net.addresses import forbidden_address, origin
@@ -34,15 +35,13 @@ from ..net.signatures import (
     load_public_key,
     public_pem,
 )
+from ..sending.actor_keys import fetch_headers
 from .validation import node_id, url_problem
 
 logger = logging.getLogger(__name__)
 
 KEY_DOCUMENT_MAX_BYTES = 256 * 1024
 MAX_REDIRECTS = 3
-ACCEPT = ('application/activity+json, '
-          'application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
-          'application/json;q=0.9')
 CONTEXT = ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"]
 
 
@@ -117,9 +116,9 @@ def fetch_document(url: str, config: Config) -> Any:
     for _hop in range(MAX_REDIRECTS + 1):
         _check_destination(url, config.ALLOW_PRIVATE_ADDRESSES)
         try:
-            with requests.get(url, headers={"Accept": ACCEPT, "User-Agent": config.USER_AGENT},
-                              timeout=(config.TIMEOUT, config.TIMEOUT), stream=True,
-                              allow_redirects=False) as resp:
+            url, headers = fetch_headers(url, config)  # signed by the instance actor
+            with requests.get(url, headers=headers, timeout=(config.TIMEOUT, config.TIMEOUT),
+                              stream=True, allow_redirects=False) as resp:
                 location = resp.headers.get("Location")
                 if resp.is_redirect and location:
                     url = urljoin(url, location)
@@ -176,22 +175,32 @@ def remote_key(key_id: str, *, refresh: bool = False) -> RemoteKey:
 
 
 @lru_cache(maxsize=4)
-def _published(value: str) -> str:
+def published_pem(value: str) -> str:
+    """The public half of ``SIGNING_KEY``, as published; ValueError if it does not load."""
     return public_pem(load_private_key(value))
 
 
 def public_key_view(request: HttpRequest) -> JsonResponse:
-    """The document behind our ``keyId``: the public half of ``SIGNING_KEY`` (404 without one)."""
+    """A key document for ``SIGNING_KEY`` (404 without one), owned by the instance actor.
+
+    The key's own id is this URL unless ``SIGNING_KEY_ID`` names another, so
+    that signatures made under this URL as ``keyId`` still verify.
+    """
     config = get_config()
-    key_id = key_id_of(config) if config.SIGNING_KEY else None
-    if not key_id:
+    if not config.SIGNING_KEY or not key_id_of(config):
         raise Http404("no signing key is configured")
     try:
-        pem = _published(config.SIGNING_KEY)
+        pem = published_pem(config.SIGNING_KEY)
     except ValueError as exc:
         raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
     site = getattr(settings, "SITE_URL", None)
-    owner = site if isinstance(site, str) and site and origin(site) == origin(key_id) else key_id
+    if config.SIGNING_KEY_ID or not isinstance(site, str) or not site:
+        key_id = key_id_of(config)
+    else:
+        key_id = site.rstrip("/") + reverse("activity_queue:public-key")
+    owner = key_id
+    if isinstance(site, str) and site and origin(site) == origin(key_id):
+        owner = site.rstrip("/") + reverse("activity_queue:actor")
     return JsonResponse(
         {"@context": CONTEXT, "id": key_id, "type": "Key", "owner": owner,
          "publicKeyPem": pem},

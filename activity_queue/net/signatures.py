@@ -154,7 +154,8 @@ def make_signer(key: rsa.RSAPrivateKey, key_id: str
 
 
 def default_key_id() -> str | None:
-    """``SITE_URL`` + the URL of :func:`activity_queue.inbox.keys.public_key_view`."""
+    """``SITE_URL`` + the instance actor's URL + ``#main-key``: the key of an actor
+    (:mod:`activity_queue.inbox.actor`), as Mastodon-family receivers require."""
     from django.conf import settings
     from django.urls import NoReverseMatch, reverse
 
@@ -162,7 +163,7 @@ def default_key_id() -> str | None:
     if not isinstance(site, str) or not site:
         return None
     try:
-        return site.rstrip("/") + reverse("activity_queue:public-key")
+        return site.rstrip("/") + reverse("activity_queue:actor") + "#main-key"
     except NoReverseMatch:
         return None
 

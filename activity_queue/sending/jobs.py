@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +28,10 @@ class Job:
     body: bytes
     #: When the activity was enqueued (read for the log rows on PostgreSQL).
     created_at: datetime | None = None
+    #: Signs this delivery instead of the worker's site key: the key of the activity's
+    #: actor (:mod:`activity_queue.sending.actor_keys`), with its ``private_key`` and
+    #: ``key_id``.
+    signer: Callable[[str, str, dict[str, str], bytes], dict[str, str]] | None = None
 
 
 @dataclass(slots=True)

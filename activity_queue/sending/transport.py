@@ -403,10 +403,11 @@ class Transport:
             check_url(url)
             check_literal_address(url, cfg.ALLOW_PRIVATE_ADDRESSES)
             head, host = self._head, None
-            if self.signer is not None:
+            signer = job.signer or self.signer  # the actor's key, else the site's
+            if signer is not None:
                 # Signed as sent (IDN host in ASCII, path percent-encoded), or it cannot verify.
-                signed = self.signer("POST", http11.target(url).url,
-                                     {"Content-Type": CONTENT_TYPE}, job.body)
+                signed = signer("POST", http11.target(url).url,
+                                {"Content-Type": CONTENT_TYPE}, job.body)
                 host = signed.pop("Host", None)
                 head = header_lines({"User-Agent": cfg.USER_AGENT, "Accept": ACCEPT, **signed})
             resp = await self._client.post(url, head, job.body, host=host)

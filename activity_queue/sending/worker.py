@@ -32,6 +32,7 @@ from ..net import signatures
 from . import chores, hosts
 from . import drops as dropping
 from . import queue as store
+from .actor_keys import ActorKeys
 from .alerts import report_final_failure, report_unavailable
 from .hosts import HostBook
 from .jobs import Job, Outcome
@@ -94,6 +95,8 @@ class Worker:
         self.config = config or get_config()
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.signer = signer if signer is not None else signatures.signer_from_config(self.config)
+        #: Each activity's actor's key, when ``ACTOR_KEYS`` names them.
+        self.actor_keys = ActorKeys(self.config)
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
@@ -424,6 +427,7 @@ class Worker:
         if surplus:
             store.release(self.id, surplus)
         self.hosts.resume({job.host for job in keep})
+        self.actor_keys.assign(keep)
         report.claimed += len(keep)
         report.released += len(surplus)
         return keep

@@ -1,0 +1,71 @@
+"""The instance actor: the site itself as an ActivityPub ``Application``.
+
+It owns the site key (``SIGNING_KEY``), so that every ``keyId`` we send
+resolves to an actor, as Mastodon-family servers require of the key behind a
+signed delivery or a signed fetch. It has an inbox (the app's) and an empty
+outbox, which ActivityPub asks of every actor.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import reverse
+
+from ..conf import get_config
+from ..net.addresses import origin
+from ..net.signatures import key_id_of
+from .keys import CONTEXT, published_pem
+
+CONTENT_TYPE = "application/activity+json"
+
+
+def _site() -> str:
+    site = getattr(settings, "SITE_URL", None)
+    if not isinstance(site, str) or not site:
+        raise Http404("SITE_URL is not set: the instance actor has no address")
+    return site.rstrip("/")
+
+
+def actor_url() -> str:
+    """Our instance actor's id (``SITE_URL`` + the app's actor URL)."""
+    return _site() + reverse("activity_queue:actor")
+
+
+def actor_document() -> dict:
+    site = _site()
+    me = actor_url()
+    document = {
+        "@context": CONTEXT,
+        "id": me,
+        "type": "Application",
+        "preferredUsername": urlsplit(site).hostname or "activity_queue",
+        "name": "activity_queue",
+        "inbox": site + reverse("activity_queue:inbox"),
+        "outbox": site + reverse("activity_queue:actor-outbox"),
+        "manuallyApprovesFollowers": True,
+    }
+    config = get_config()
+    key_id = key_id_of(config) if config.SIGNING_KEY else None
+    if key_id and origin(key_id) == origin(me):
+        try:
+            pem = published_pem(config.SIGNING_KEY)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
+        document["publicKey"] = {"id": key_id, "owner": me, "publicKeyPem": pem}
+    return document
+
+
+def actor_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(actor_document(), content_type=CONTENT_TYPE)
+
+
+def outbox_view(request: HttpRequest) -> JsonResponse:
+    """Empty: the instance actor signs, it does not publish."""
+    url = _site() + reverse("activity_queue:actor-outbox")
+    return JsonResponse({"@context": "https://www.w3.org/ns/activitystreams", "id": url,
+                         "type": "OrderedCollection", "totalItems": 0, "orderedItems": []},
+                        content_type=CONTENT_TYPE)

@@ -1,0 +1,249 @@
+"""Keys bound to actors: each delivery is signed by its activity's actor's key (ACTOR_KEYS),
+else by the instance actor's, and reaches a receiver that checks key owner == actor."""
+
+from functools import lru_cache
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from django.core.cache import cache
+from django.db import transaction
+
+from activity_queue import enqueue
+from activity_queue.conf import get_config
+from activity_queue.models import Activity, ScheduledActivity
+from activity_queue.net.signatures import public_pem
+from activity_queue.sending import actor_keys
+from activity_queue.sending.actor_keys import ActorKeys, KeySigner, Refusal, actor_of
+from activity_queue.sending.jobs import Job
+
+from ..support.key_server import DocumentServer
+from ..support.strict_peer import StrictPeer
+
+#: actor id -> (private key PEM, key id), what the site's ACTOR_KEYS answers.
+KEYS: dict[str, tuple[str, str]] = {}
+CALLS: list[str] = []
+
+
+def actor_key(actor_id: str):
+    CALLS.append(actor_id)
+    return KEYS.get(actor_id)
+
+
+def broken_key(actor_id: str):
+    raise RuntimeError("the key store is down")
+
+
+def odd_key(actor_id: str):
+    return "-----BEGIN PRIVATE KEY-----"
+
+
+def unusable_key(actor_id: str):
+    return ("not a key", actor_id + "#main-key")
+
+
+@lru_cache(maxsize=4)
+def rsa_key(n: int) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def pem(key) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def person(url: str, key) -> dict:
+    return {"@context": ["https://www.w3.org/ns/activitystreams",
+                         "https://w3id.org/security/v1"],
+            "id": url, "type": "Person", "inbox": url + "/inbox",
+            "publicKey": {"id": url + "#main-key", "owner": url,
+                          "publicKeyPem": public_pem(key)}}
+
+
+def note(actor, n: int = 1) -> dict:
+    return {"@context": "https://www.w3.org/ns/activitystreams", "type": "Create",
+            "actor": actor, "object": {"id": f"https://a.example/notes/{n}", "type": "Note"}}
+
+
+@pytest.fixture(autouse=True)
+def clean():
+    cache.clear()
+    KEYS.clear()
+    CALLS.clear()
+    yield
+    KEYS.clear()
+
+
+@pytest.fixture
+def peer():
+    server = StrictPeer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def people():
+    """The site's users' actor documents, each with its own key."""
+    server = DocumentServer().start()
+    for n, name in ((1, "alice"), (2, "bob")):
+        url = server.url(f"/users/{name}")
+        server.documents[f"/users/{name}"] = (200, person(url, rsa_key(n)))
+        KEYS[url] = (pem(rsa_key(n)), url + "#main-key")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def site(live_server, settings):
+    """This site at live_server: its instance actor owns the site key."""
+    settings.SITE_URL = live_server.url
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_KEY": pem(rsa_key(0)),
+                               "ACTOR_KEYS": f"{__name__}.actor_key"}
+    return live_server.url
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_activity_is_signed_by_its_actors_key(site, people, peer, worker):
+    alice, bob = people.url("/users/alice"), people.url("/users/bob")
+    instance = site + "/activity-queue/actor/"
+    with transaction.atomic():
+        for n, actor in enumerate((alice, {"id": bob, "type": "Person"}, alice, instance)):
+            enqueue(note(actor, n), to=peer.url("/inbox/"))
+    report = worker().run_once(timeout=30)
+    assert report.sent == 4, report.outcomes
+    seen = sorted((s.status, s.owner, s.key_id) for s in peer.posts())
+    assert seen == sorted([
+        (202, alice, alice + "#main-key"), (202, alice, alice + "#main-key"),
+        (202, bob, bob + "#main-key"),
+        (202, instance, instance + "#main-key"),
+    ])
+    assert sorted(CALLS) == sorted([alice, bob, instance]), "one call per actor"
+    assert Activity.objects.outbound().filter(status="sent").count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_actor_keys_the_strict_receiver_refuses(site, people, peer, worker, settings):
+    """The same delivery signed by the site key: its owner is not the actor, so 401."""
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": None}
+    alice = people.url("/users/alice")
+    with transaction.atomic():
+        enqueue(note(alice), to=peer.url("/inbox/"))
+    report = worker().run_once(timeout=30)
+    assert report.failed == 1, report.outcomes
+    [post] = peer.posts()
+    assert (post.status, post.reason) == (
+        401, f"the key's owner {site}/activity-queue/actor/ is not the actor {alice}")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("lookup", "error"), [
+    ("broken_key", "ACTIVITY_QUEUE['ACTOR_KEYS'] failed for {alice}: RuntimeError: the key "
+     "store is down"),
+    ("odd_key", "ACTIVITY_QUEUE['ACTOR_KEYS'] answered str for {alice}, not "
+     "(private_key_pem, key_id) or None"),
+    ("unusable_key", "the key of {alice} from ACTOR_KEYS cannot be used: cannot read the key "
+     "file 'not a key'"),
+    ("missing_function", "ACTIVITY_QUEUE['ACTOR_KEYS'] cannot be imported: Module "
+     '"tests.sending.test_actor_keys" does not define a "missing_function" attribute/class'),
+])
+def test_an_actor_key_that_cannot_be_had_holds_the_delivery_back(
+        site, people, peer, worker, settings, lookup, error):
+    """Never sent under the site key instead (the receiver would refuse it for good)."""
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": f"{__name__}.{lookup}"}
+    alice = people.url("/users/alice")
+    with transaction.atomic():
+        enqueue(note(alice), to=peer.url("/inbox/"))
+    report = worker().run_once(timeout=30)
+    assert report.retried == 1 and peer.posts() == []
+    row = ScheduledActivity.objects.get()
+    assert "SigningUnavailable" in row.last_error
+    assert error.format(alice=alice) in row.last_error
+
+
+def job(body: bytes) -> Job:
+    return Job(1, "https://b.example/inbox", "https://b.example", 1, False, "Create", "", "",
+               body)
+
+
+@pytest.mark.django_db
+def test_keys_are_loaded_once(settings):
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": f"{__name__}.actor_key"}
+    KEYS["https://a.example/users/c"] = (pem(rsa_key(3)), "https://a.example/users/c#k")
+    actor_keys.load_signer.cache_clear()
+    jobs = [job(b'{"actor": "https://a.example/users/c", "n": %d}' % n) for n in range(3)]
+    keys = ActorKeys(get_config())
+    keys.assign(jobs)
+    ActorKeys(get_config()).assign([job(b'{"actor": "https://a.example/users/c"}')])
+    assert {type(j.signer) for j in jobs} == {KeySigner}
+    assert jobs[0].signer is jobs[2].signer
+    assert jobs[0].signer.key_id == "https://a.example/users/c#k"
+    info = actor_keys.load_signer.cache_info()
+    assert (info.misses, info.hits) == (1, 3), "parsed once, for two workers"
+    assert CALLS == ["https://a.example/users/c"] * 2, "one call per worker"
+
+
+@pytest.mark.django_db
+def test_no_actor_keys_means_no_per_job_signer(settings):
+    jobs = [job(b'{"actor": "https://a.example/users/c"}')]
+    ActorKeys(get_config()).assign(jobs)
+    assert jobs[0].signer is None and CALLS == []
+
+
+@pytest.mark.parametrize(("activity", "actor"), [
+    ({"actor": "https://a.example/u/1"}, "https://a.example/u/1"),
+    ({"actor": {"id": "https://a.example/u/1", "type": "Person"}}, "https://a.example/u/1"),
+    ({"actor": {"@id": "https://a.example/u/1"}}, "https://a.example/u/1"),
+    ({"actor": ["https://a.example/u/1"]}, "https://a.example/u/1"),
+    ({"actor": {"type": "Service", "name": "Backlinks Service"}}, None),
+    ({"actor": ["https://a.example/u/1", "https://a.example/u/2"]}, None),
+    ({"actor": ""}, None),
+    ({"actor": 7}, None),
+    ({}, None),
+    ([], None),
+])
+def test_actor_of(activity, actor):
+    assert actor_of(activity) == actor
+
+
+def test_refusal_says_why():
+    with pytest.raises(Exception, match="no key"):
+        Refusal("no key")("POST", "https://b.example/inbox", {}, b"")
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+def test_signed_gets_verify(kind):
+    """``(request-target) host date``, as sent: the path and query, the host with its port."""
+    import base64
+    import re
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding
+
+    key = rsa_key(0) if kind == "rsa" else ed25519.Ed25519PrivateKey.generate()
+    headers = actor_keys.sign_get("https://b.example:8443/users/7?page=2",
+                                  KeySigner(key, "https://a.example/actor#k"))
+    params = dict(re.findall(r'(\w+)="([^"]*)"', headers["Signature"]))
+    assert params["keyId"] == "https://a.example/actor#k"
+    assert params["headers"] == "(request-target) host date"
+    assert params["algorithm"] == ("rsa-sha256" if kind == "rsa" else "hs2019")
+    assert headers["Host"] == "b.example:8443"
+    text = ("(request-target): get /users/7?page=2\nhost: b.example:8443\n"
+            f"date: {headers['Date']}").encode()
+    signature = base64.b64decode(params["signature"])
+    if kind == "rsa":
+        key.public_key().verify(signature, text, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        key.public_key().verify(signature, text)
+
+
+@pytest.mark.django_db
+def test_a_rotated_key_is_picked_up_once_the_answer_expires(settings):
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": f"{__name__}.actor_key"}
+    actor = "https://a.example/users/d"
+    KEYS[actor] = (pem(rsa_key(1)), actor + "#old")
+    keys = ActorKeys(get_config())
+    assert keys.signer_for(actor).key_id == actor + "#old"
+    KEYS[actor] = (pem(rsa_key(2)), actor + "#new")
+    assert keys.signer_for(actor).key_id == actor + "#old", "reused within ANSWER_TTL"
+    keys._answers[actor] = (0.0, keys._answers[actor][1])  # its time is up
+    assert keys.signer_for(actor).key_id == actor + "#new"
