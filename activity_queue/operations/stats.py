@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from ..lifecycle import State
@@ -85,6 +85,23 @@ def _due_by_their_hosts(hosts, until: str):
         Host.objects.filter(host=OuterRef("host")).values(until)[:1]))
 
 
+def delivered_later() -> Exists:
+    """A later outbound log row of the same activity and inbox says it was delivered: a
+    failure that an operator replayed and that went through is no longer a failure."""
+    return Exists(Activity.objects.filter(
+        activity_id=OuterRef("activity_id"), inbox=OuterRef("inbox"), status=State.SENT,
+        direction=Activity.Direction.OUTBOUND, resolved_at__gte=OuterRef("resolved_at")))
+
+
+def standing_failures(rows: QuerySet | None = None) -> QuerySet:
+    """Final failures among ``rows`` (default: the whole log) not delivered since.
+
+    The extra probe runs once per failure, through the ``activity_id`` index; failures
+    are few next to deliveries, so the windows stay cheap."""
+    rows = Activity.objects.all() if rows is None else rows
+    return rows.filter(status=State.FAILED).exclude(delivered_later())
+
+
 @dataclass(frozen=True)
 class HourBucket:
     start: datetime
@@ -93,7 +110,8 @@ class HourBucket:
 
 
 def hourly_outcomes(hours: int = 24, now: datetime | None = None) -> list[HourBucket]:
-    """Deliveries and final failures per UTC hour, oldest first, the current hour last.
+    """Deliveries and final failures (not delivered since) per UTC hour, oldest first, the
+    current hour last.
 
     One COUNT per hour and outcome, each a range scan of the
     ``(status, resolved_at)`` index that reads no table row. Grouping by a
@@ -108,36 +126,67 @@ def hourly_outcomes(hours: int = 24, now: datetime | None = None) -> list[HourBu
         end = min(start + timedelta(hours=1), now + timedelta(microseconds=1))
         window = Activity.objects.filter(resolved_at__gte=start, resolved_at__lt=end)
         buckets.append(HourBucket(start, window.filter(status=State.SENT).count(),
-                                  window.filter(status=State.FAILED).count()))
+                                  standing_failures(window).count()))
     return buckets
 
 
 @dataclass(frozen=True)
 class HostFailures:
     host: str
+    #: Final failures in the window that were not delivered since.
     failures: int
     circuit: str
     paused_until: datetime | None
     last_error: str
+    consecutive_failures: int = 0
+    unavailable: bool = False
 
 
-def failing_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
-    """Hosts with the most final failures since ``since``, with their circuit state."""
-    top = list(
-        Activity.objects.filter(status=State.FAILED, resolved_at__gte=since)
-        .values_list("host").annotate(n=Count("id")).order_by("-n", "host")[:limit]
-    )
-    health = {h.host: h for h in Host.objects.filter(host__in=[host for host, _ in top])}
+def _with_health(counts: list[tuple[str, int]], health: dict[str, Host]) -> list[HostFailures]:
     result = []
-    for host, n in top:
+    for host, n in counts:
         state = health.get(host)
         result.append(HostFailures(
             host=host, failures=n,
             circuit=state.circuit if state else "closed",
-            paused_until=state.paused_until if state else None,
+            paused_until=state.paused_until if state and state.circuit == "open" else None,
             last_error=state.last_error if state else "",
+            consecutive_failures=state.consecutive_failures if state else 0,
+            unavailable=bool(state and state.unavailable),
         ))
     return result
+
+
+def _failures_by_host(since: datetime, limit: int) -> list[tuple[str, int]]:
+    return list(standing_failures(Activity.objects.filter(resolved_at__gte=since))
+                .values_list("host").annotate(n=Count("id")).order_by("-n", "host")[:limit])
+
+
+def failing_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
+    """Hosts with the most final failures since ``since`` (not delivered since), with their
+    circuit state."""
+    top = _failures_by_host(since, limit)
+    return _with_health(top, {h.host: h for h in Host.objects.filter(
+        host__in=[host for host, _ in top])})
+
+
+def struggling_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
+    """The hosts an operator should look at first: open circuits, then the longest runs of
+    failures in a row (the ``Host`` table only holds troubled hosts), then final failures
+    since ``since``.
+
+    Final failures alone miss a host whose deliveries are all still being retried.
+    """
+    health = {h.host: h for h in Host.objects.filter(consecutive_failures__gt=0)
+              .order_by("-consecutive_failures", "host")[:limit]}
+    health.update((h.host, h) for h in Host.objects.filter(
+        Q(paused_until__gt=timezone.now()) | Q(unavailable_since__isnull=False))[:limit])
+    counts = dict(_failures_by_host(since, limit))
+    health.update((h.host, h) for h in Host.objects.filter(host__in=list(counts)))
+    names = set(health) | set(counts)
+    rows = _with_health([(h, counts.get(h, 0)) for h in names], health)
+    rows.sort(key=lambda r: (r.circuit != "open", -r.consecutive_failures, -r.failures, r.host))
+    return rows[:limit]
 
 
 def troubled_hosts() -> list[Host]:
