@@ -103,6 +103,43 @@ def standing_failures(rows: QuerySet | None = None) -> QuerySet:
 
 
 @dataclass(frozen=True)
+class HostQueue:
+    """The queued rows of some hosts, by what they wait for."""
+
+    queued: int
+    #: Due, nobody holds them, their host is not paused: a worker takes them now.
+    claimable: int
+    #: Held by a worker: being delivered.
+    leased: int
+    #: Waiting for their own retry time, their host not paused.
+    backoff: int
+    #: Waiting for their host's pause to end (or for it to be available again).
+    paused: int
+    #: When the first row in backoff is due.
+    next_due: datetime | None
+
+
+def host_queue(hosts: list[str], now: datetime | None = None) -> HostQueue:
+    """Counts over the ``(host, next_attempt_at)`` index of the hosts' rows."""
+    now = now or timezone.now()
+    rows = ScheduledActivity.objects.filter(host__in=hosts)
+    free = rows.filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+    stopped = Host.objects.filter(host__in=hosts).filter(
+        Q(paused_until__gt=now) | Q(unavailable_since__isnull=False)).values("host")
+    running = free.exclude(host__in=stopped)
+    later = running.filter(next_attempt_at__gt=now)
+    return HostQueue(
+        queued=rows.count(),
+        claimable=running.filter(next_attempt_at__lte=now).count(),
+        leased=rows.leased(now).count(),
+        backoff=later.count(),
+        paused=free.filter(host__in=stopped).count(),
+        next_due=later.order_by("next_attempt_at").values_list("next_attempt_at",
+                                                               flat=True).first(),
+    )
+
+
+@dataclass(frozen=True)
 class HourBucket:
     start: datetime
     sent: int = 0
