@@ -16,6 +16,7 @@ the backlink machinery keeps them in step with the local objects.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from datetime import timedelta
 
@@ -212,8 +213,13 @@ class RecordAdmin(NoHandEditsMixin, Displays, admin.ModelAdmin):
 
     @admin.display(description="inbox", ordering="inbox")
     def inbox_short(self, obj):
+        """Linked to the host's page."""
+        if not obj.inbox:
+            return "—"
         bare = obj.inbox.split("://", 1)[-1]
-        return format_html('<span title="{}">{}</span>', obj.inbox, _middle(bare, 30))
+        url = reverse("admin:activity_queue_host_overview", current_app=self.admin_site.name)
+        return format_html('<a href="{}?{}" title="{}">{}</a>', url,
+                           urlencode({"host": obj.host}), obj.inbox, _middle(bare, 30))
 
     @admin.display(description="age", ordering="created_at")
     def age(self, obj):
@@ -482,8 +488,10 @@ class ActivityAdmin(RecordAdmin):
 
 @admin.register(Host)
 class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
-    list_display = ("host", "availability", "circuit", "consecutive_failures", "trips",
+    list_display = ("host_link", "availability", "circuit", "consecutive_failures", "trips",
                     "paused_until", "last_error_short", "updated_at")
+    #: The host's name links to its overview, which holds what the read-only form holds.
+    list_display_links = None
     search_fields = ("host",)
     ordering = ("host",)
     actions = ("resume", "stop_delivery")
@@ -494,7 +502,99 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
 
     @admin.display(description="last error")
     def last_error_short(self, obj):
-        return obj.last_error[:80]
+        return _titled(obj.last_error, _short_start(obj.last_error, 60))
+
+    @admin.display(description="host", ordering="host")
+    def host_link(self, obj):
+        return host_link(obj.host, self.admin_site.name)
+
+    # -- one host's page ----------------------------------------------------------------
+
+    #: The pauses an operator can choose on a host's page, in minutes.
+    PAUSES = (15, 60, 360, 1440)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.overview_view)
+        return [path("overview/", view, name="activity_queue_host_overview"),
+                *super().get_urls()]
+
+    def overview_view(self, request):
+        """A host's circuit, queue and last errors, with its actions (POST, then back here)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        name = (request.GET.get("host") or request.POST.get("host") or "").strip()
+        if not name:
+            return HttpResponseRedirect(reverse("admin:activity_queue_host_changelist",
+                                                current_app=self.admin_site.name))
+        host = health.known_host(name)
+        url = reverse("admin:activity_queue_host_overview", current_app=self.admin_site.name)
+        here = f"{url}?{urlencode({'host': host})}"
+        if request.method == "POST":
+            self._act_on_host(request, host)
+            return HttpResponseRedirect(here)
+        overview = health.host_overview(host)
+        state = overview.health
+        queue_url = reverse("admin:activity_queue_scheduledactivity_changelist",
+                            current_app=self.admin_site.name)
+        log_url = reverse("admin:activity_queue_activity_changelist",
+                          current_app=self.admin_site.name)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Host {host}",
+            "opts": self.model._meta,
+            "host": host,
+            "overview": overview,
+            "state": state,
+            "circuit": state.circuit if state else "closed",
+            "paused_for": (math.ceil((state.paused_until - timezone.now()).total_seconds())
+                           if state and state.circuit == "open" else None),
+            "can_change": _has(request, "change", Host),
+            "can_requeue": _has(request, "add", ScheduledActivity),
+            "pauses": [(m, _plural(m // 60, "hour") if m >= 60 else f"{m} minutes")
+                       for m in self.PAUSES],
+            "queue_url": f"{queue_url}?{urlencode({'host': host})}",
+            "paused_url": f"{queue_url}?{urlencode({'host': host, 'state': 'paused'})}",
+            "failed_url": f"{log_url}?{urlencode({'host': host, 'status__exact': 'failed'})}",
+            "log_url": f"{log_url}?{urlencode({'host': host})}",
+            "action_url": here,
+        }
+        return TemplateResponse(request, "admin/activity_queue/host_overview.html", context)
+
+    def _act_on_host(self, request, host: str) -> None:
+        match request.POST.get("do"):
+            case "pause" if _has(request, "change", Host):
+                try:
+                    minutes = int(request.POST.get("minutes", ""))
+                except ValueError:
+                    minutes = 0
+                if minutes not in self.PAUSES:
+                    self.message_user(request, "Choose how long to pause.", messages.ERROR)
+                    return
+                operations.pause_hosts([host], minutes * 60)
+                until = timezone.localtime(timezone.now() + timedelta(minutes=minutes))
+                self.message_user(request, f"Paused deliveries to {host} until {until:%H:%M} "
+                                           "(nothing is sent to it until then; Resume ends "
+                                           "the pause).", messages.SUCCESS)
+            case "resume" if _has(request, "change", Host):
+                resumed = operations.resume_hosts([host])
+                self.message_user(request, resumed_message(resumed, [host]), messages.SUCCESS)
+            case "stop" if _has(request, "change", Host):
+                result = operations.stop_hosts([host], by=request.user.get_username())
+                self.message_user(request, f"Stopped deliveries to {host}: unavailable until "
+                                           f"resumed; {_plural(result.failed, *DELIVERY)} in "
+                                           "the queue failed (logged as failed: host "
+                                           "unavailable).", messages.SUCCESS)
+            case "requeue" if _has(request, "add", ScheduledActivity):
+                since = timezone.now() - timedelta(days=7)
+                ids = health.standing_failures(Activity.objects.filter(
+                    host=host, resolved_at__gte=since)).values_list("pk", flat=True)[:10_000]
+                result = operations.requeue(list(ids))
+                self.message_user(request, f"Re-queued {_plural(len(result.requeued), *DELIVERY)}"
+                                           f" that failed in the last 7 days (skipped "
+                                           f"{result.skipped}: already pending or superseded).",
+                                  messages.SUCCESS if result.requeued else messages.WARNING)
+            case _:
+                raise PermissionDenied
 
     @admin.display(description="availability", ordering="unavailable_since")
     def availability(self, obj):
@@ -531,6 +631,12 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
 
 def _short(value: str, size: int = 60) -> str:
     return value if len(value) <= size else f"…{value[-(size - 1):]}"
+
+
+def host_link(host: str, site: str = "admin"):
+    """A host's name, linking to its overview page."""
+    url = reverse("admin:activity_queue_host_overview", current_app=site)
+    return format_html('<a href="{}?{}">{}</a>', url, urlencode({"host": host}), host)
 
 
 def _titled(full: str, shown: str):

@@ -226,6 +226,55 @@ def struggling_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
     return rows[:limit]
 
 
+@dataclass(frozen=True)
+class HostOverview:
+    """One host, as its admin page shows it."""
+
+    host: str
+    health: Host | None
+    queue: HostQueue
+    #: Deliveries and standing final failures in the last 24 hours.
+    sent_24h: int
+    failed_24h: int
+    #: The latest final failures (log rows), newest first.
+    recent_failures: list[Activity]
+    #: The last errors of its queued rows, most frequent first: ``(error, rows)``.
+    queue_errors: list[tuple[str, int]]
+
+
+def host_overview(host: str, now: datetime | None = None) -> HostOverview:
+    """Every query reads one host's range of an index: ``(host, next_attempt_at)`` on the
+    queue, ``(host, resolved_at)`` on the log."""
+    now = now or timezone.now()
+    day = Activity.objects.filter(host=host, resolved_at__gte=now - timedelta(hours=24))
+    return HostOverview(
+        host=host,
+        health=Host.objects.filter(host=host).first(),
+        queue=host_queue([host], now),
+        sent_24h=day.filter(status=State.SENT).count(),
+        failed_24h=standing_failures(day).count(),
+        recent_failures=list(Activity.objects.filter(host=host, status=State.FAILED)
+                             .order_by("-resolved_at")[:10]),
+        queue_errors=list(ScheduledActivity.objects.filter(host=host).exclude(last_error="")
+                          .values_list("last_error").annotate(n=Count("id"))
+                          .order_by("-n", "last_error")[:5]),
+    )
+
+
+def known_host(name: str) -> str:
+    """The origin an operator means by ``name``: itself if it has a scheme, else the
+    ``https://`` or ``http://`` origin of that name that the queue, the log or the host
+    table knows (``https://`` when none does)."""
+    if "://" in name:
+        return name
+    for candidate in (f"https://{name}", f"http://{name}"):
+        if (Host.objects.filter(host=candidate).exists()
+                or ScheduledActivity.objects.filter(host=candidate).exists()
+                or Activity.objects.filter(host=candidate).exists()):
+            return candidate
+    return f"https://{name}"
+
+
 def troubled_hosts() -> list[Host]:
     """Hosts whose circuit is open or half-open, or that are unavailable (healthy hosts
     have no row)."""

@@ -5,6 +5,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse, reverse_lazy
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from activity_queue.models import Activity, Follower, Host, PendingDiscovery, ScheduledActivity
 
@@ -465,3 +466,71 @@ def test_the_requeue_button_needs_permission_and_csrf(operator, django_user_mode
     assert not ScheduledActivity.objects.exists()
     assert viewer.post(requeue).status_code == 302
     assert ScheduledActivity.objects.count() == 1
+
+
+# -- one host's page ---------------------------------------------------------------------
+
+OVERVIEW = reverse_lazy("admin:activity_queue_host_overview")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_host_page_during_an_outage(admin_client, receiver, worker):
+    host = outage(receiver, worker, tried=4, untried=1)
+    log_row(inbox=f"{host}/inbox/", status_code=500, error="HTTP 500")
+    state = Host.objects.get(host=host)
+    bare = host.split("://", 1)[1]
+    response = admin_client.get(OVERVIEW, {"host": bare})  # the name alone finds the origin
+    assert response.status_code == 200 and response.context["host"] == host
+    overview = response.context["overview"]
+    assert (overview.queue.queued, overview.queue.paused, overview.queue.claimable) == (5, 5, 0)
+    assert overview.queue_errors == [("HTTP 500", 4)]
+    assert overview.failed_24h == 1
+    page = response.content.decode()
+    until = timezone.localtime(state.paused_until)
+    assert f"paused until {until:%H:%M:%S} (in " in page
+    assert '<span class="aq-value aq-open">open</span>' in page
+    for button in ("aq-do-pause", "aq-do-resume", "aq-do-stop", "aq-do-requeue"):
+        assert f'id="{button}"' in page
+    link = f"{OVERVIEW}?{urlencode({'host': host})}"
+    for listing in (QUEUE, HOSTS):
+        assert link in admin_client.get(listing).content.decode(), listing
+
+
+def test_host_page_actions(admin_client):
+    host = "https://a.example"
+    queued(inbox=f"{host}/inbox/")
+    failed = log_row(inbox=f"{host}/inbox/", ago=timedelta(hours=2))
+    url = f"{OVERVIEW}?host={host}"
+    response = admin_client.post(url, {"do": "pause", "minutes": "60", "host": host}, follow=True)
+    paused = Host.objects.get(host=host)
+    assert paused.circuit == "open"
+    assert paused.paused_until > timezone.now() + timedelta(minutes=59)
+    assert messages_of(response)[0].startswith(f"Paused deliveries to {host} until ")
+    assert response.context["overview"].queue.paused == 1
+
+    response = admin_client.post(url, {"do": "resume"}, follow=True)
+    assert messages_of(response) == ["Resumed 1 host. 1 delivery claimable now."]
+    assert not Host.objects.exists()
+
+    ScheduledActivity.objects.all().delete()
+    response = admin_client.post(url, {"do": "requeue"}, follow=True)
+    assert messages_of(response)[0].startswith("Re-queued 1 delivery that failed")
+    assert ScheduledActivity.objects.get().activity_id == failed.activity_id
+
+    response = admin_client.post(url, {"do": "stop"}, follow=True)
+    assert messages_of(response)[0].startswith(f"Stopped deliveries to {host}")
+    assert Host.objects.get(host=host).unavailable_by == "admin"
+    assert not ScheduledActivity.objects.exists()
+    assert admin_client.post(url, {"do": "pause", "minutes": "7"}, follow=True
+                             ).context["messages"]
+    assert admin_client.post(url, {"do": "explode"}).status_code == 403
+
+
+def test_host_page_needs_permissions(operator):
+    client = operator("view_host")
+    host = "https://a.example"
+    page = client.get(OVERVIEW, {"host": host})
+    assert page.status_code == 200 and 'id="aq-actions"' not in page.content.decode()
+    assert client.post(f"{OVERVIEW}?host={host}", {"do": "pause", "minutes": "60"}
+                       ).status_code == 403
+    assert not Host.objects.exists()
