@@ -424,6 +424,9 @@ class ActivityAdmin(RecordAdmin):
 
     # -- dashboard --------------------------------------------------------
 
+    #: Seconds between two reloads of the dashboard (a meta refresh: no script).
+    DASHBOARD_REFRESH = 30
+
     def get_urls(self):
         view = self.admin_site.admin_view(self.dashboard_view)
         requeue = self.admin_site.admin_view(self.requeue_view)
@@ -458,6 +461,7 @@ class ActivityAdmin(RecordAdmin):
         now = timezone.now()
         day_ago = now - timedelta(hours=24)
         buckets = health.hourly_outcomes(24, now)
+        troubled = health.troubled_hosts()
         sent = sum(b.sent for b in buckets)
         failed = sum(b.failed for b in buckets)
         changelist = reverse("admin:activity_queue_activity_changelist",
@@ -472,8 +476,9 @@ class ActivityAdmin(RecordAdmin):
             "sent_24h": sent,
             "failed_24h": failed,
             "success_rate": round(100 * sent / (sent + failed), 1) if sent + failed else None,
-            "failing_hosts": health.failing_hosts(day_ago),
-            "troubled_hosts": health.troubled_hosts(),
+            "failing_hosts": health.struggling_hosts(day_ago),
+            "troubled_hosts": troubled,
+            "open_circuits": sum(1 for h in troubled if h.circuit == "open"),
             "dropped_24h": health.count_since(State.DROPPED, day_ago),
             "discarded_24h": health.count_since(State.DISCARDED, day_ago),
             "failed_url": f"{changelist}?status__exact={State.FAILED.value}",
@@ -482,6 +487,9 @@ class ActivityAdmin(RecordAdmin):
                                  current_app=self.admin_site.name),
             "hosts_url": reverse("admin:activity_queue_host_changelist",
                                  current_app=self.admin_site.name),
+            "host_url": reverse("admin:activity_queue_host_overview",
+                                current_app=self.admin_site.name),
+            "refresh": self.DASHBOARD_REFRESH,
         }
         return TemplateResponse(request, "admin/activity_queue/dashboard.html", context)
 

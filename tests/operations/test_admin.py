@@ -1,3 +1,4 @@
+import re
 from datetime import UTC, timedelta
 
 import pytest
@@ -248,7 +249,7 @@ def test_dashboard_numbers(operator):
     assert stats.oldest_due == first.next_attempt_at  # the paused host's row does not count
     assert (ctx["sent_24h"], ctx["failed_24h"], ctx["success_rate"]) == (7, 3, 70.0)
     assert [(h.host, h.failures, h.circuit) for h in ctx["failing_hosts"]] == [
-        ("https://a.example", 2, "closed"), (paused, 1, "open")]
+        (paused, 1, "open"), ("https://a.example", 2, "closed")]
     assert [h.host for h in ctx["troubled_hosts"]] == [paused]
     assert (ctx["dropped_24h"], ctx["discarded_24h"]) == (2, 1)
     page = response.content.decode()
@@ -492,7 +493,7 @@ def test_host_page_during_an_outage(admin_client, receiver, worker):
     for button in ("aq-do-pause", "aq-do-resume", "aq-do-stop", "aq-do-requeue"):
         assert f'id="{button}"' in page
     link = f"{OVERVIEW}?{urlencode({'host': host})}"
-    for listing in (QUEUE, HOSTS):
+    for listing in (QUEUE, HOSTS, DASHBOARD):
         assert link in admin_client.get(listing).content.decode(), listing
 
 
@@ -534,3 +535,32 @@ def test_host_page_needs_permissions(operator):
     assert client.post(f"{OVERVIEW}?host={host}", {"do": "pause", "minutes": "60"}
                        ).status_code == 403
     assert not Host.objects.exists()
+
+
+def test_dashboard_ranks_hosts_by_failures_in_a_row_and_forgives_replayed_failures(admin_client):
+    """A host still retrying has no final failure yet; a replayed failure that went through
+    counts as delivered."""
+    now = timezone.now()
+    Host.objects.create(host="https://retrying.example", consecutive_failures=7,
+                        failing_since=now - timedelta(minutes=20), last_error="HTTP 502")
+    Host.objects.create(host="https://down.example", consecutive_failures=12, trips=3,
+                        paused_until=now + timedelta(minutes=4), last_error="timed out")
+    log_row(inbox="https://down.example/inbox/", ago=timedelta(hours=2))
+    for _ in range(3):
+        log_row(inbox="https://gone.example/inbox/", status_code=410, ago=timedelta(hours=2))
+    replayed = log_row(inbox="https://back.example/inbox/", ago=timedelta(hours=3))
+    log_row(activity_id=replayed.activity_id, inbox=replayed.inbox, status="sent",
+            status_code=202, ago=timedelta(hours=1))
+    response = admin_client.get(DASHBOARD)
+    ctx = response.context
+    assert [(h.host, h.circuit, h.consecutive_failures, h.failures)
+            for h in ctx["failing_hosts"]] == [
+        ("https://down.example", "open", 12, 1),
+        ("https://retrying.example", "closed", 7, 0),
+        ("https://gone.example", "closed", 0, 3)]
+    assert (ctx["sent_24h"], ctx["failed_24h"], ctx["success_rate"]) == (1, 4, 20.0)
+    page = response.content.decode()
+    assert '<meta http-equiv="refresh" content="30">' in page
+    assert not re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(?:https?:)?//', page)
+    assert "1 <small>host</small>" in page  # paused
+    assert "0 <small>rows</small>" in page and "0 <small>s</small>" in page
