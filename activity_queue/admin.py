@@ -279,8 +279,13 @@ class ScheduledActivityAdmin(RecordAdmin):
             return format_html('<span class="aq-paused">host unavailable</span>')
         until = getattr(obj, "host_paused_until", None)
         if until is not None:
-            return format_html('<span class="aq-paused" title="{}">paused until {}</span>',
-                               "the host's circuit is open", f"{timezone.localtime(until):%H:%M}")
+            paused = format_html('<span class="aq-paused" title="{}">paused until {}</span>',
+                                 "the host's circuit is open",
+                                 f"{timezone.localtime(until):%H:%M}")
+            if obj.next_attempt_at <= until:
+                return paused
+            return format_html("{}; retry at {}", paused,
+                               f"{timezone.localtime(obj.next_attempt_at):%H:%M}")
         return format_html("{}, {}", state.label, self.next_attempt(obj))
 
     @admin.display(description="tries", ordering="attempts")

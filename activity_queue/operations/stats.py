@@ -120,20 +120,27 @@ class HostQueue:
 
 
 def host_queue(hosts: list[str], now: datetime | None = None) -> HostQueue:
-    """Counts over the ``(host, next_attempt_at)`` index of the hosts' rows."""
+    """Counts over the ``(host, next_attempt_at)`` index of the hosts' rows.
+
+    A row of a paused host waits for the pause if it is due by its end; one due later
+    waits for its own retry time (backoff), as the worker sees it.
+    """
     now = now or timezone.now()
     rows = ScheduledActivity.objects.filter(host__in=hosts)
     free = rows.filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-    stopped = Host.objects.filter(host__in=hosts).filter(
-        Q(paused_until__gt=now) | Q(unavailable_since__isnull=False)).values("host")
-    running = free.exclude(host__in=stopped)
+    held = Q(pk__in=[])
+    for name, until, since in Host.objects.filter(host__in=hosts).filter(
+            Q(paused_until__gt=now) | Q(unavailable_since__isnull=False)
+    ).values_list("host", "paused_until", "unavailable_since"):
+        held |= Q(host=name) if since is not None else Q(host=name, next_attempt_at__lte=until)
+    running = free.exclude(held)
     later = running.filter(next_attempt_at__gt=now)
     return HostQueue(
         queued=rows.count(),
         claimable=running.filter(next_attempt_at__lte=now).count(),
         leased=rows.leased(now).count(),
         backoff=later.count(),
-        paused=free.filter(host__in=stopped).count(),
+        paused=free.filter(held).count(),
         next_due=later.order_by("next_attempt_at").values_list("next_attempt_at",
                                                                flat=True).first(),
     )
