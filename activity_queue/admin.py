@@ -16,12 +16,15 @@ the backlink machinery keeps them in step with the local objects.
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -91,21 +94,45 @@ class QueueTypeFilter(ValueFilter):
 
 
 class LogHostFilter(QueueHostFilter):
+    """Hosts in trouble now (failures in a row, paused, unavailable) and hosts with final
+    failures in the last day that were not delivered since, each with why it is listed."""
+
     title = "host (failing or paused)"
 
-    def values(self, model_admin):
-        failing = [h.host for h in health.failing_hosts(timezone.now() - timedelta(days=1), 30)]
-        paused = Host.objects.order_by("host").values_list("host", flat=True)[:30]
-        return list(dict.fromkeys([*failing, *paused]))
+    def lookups(self, request, model_admin):
+        now = timezone.now()
+        reasons: dict[str, str] = {}
+        for h in Host.objects.filter(Q(consecutive_failures__gt=0) | Q(paused_until__gt=now)
+                                     | Q(unavailable_since__isnull=False)
+                                     ).order_by("-consecutive_failures", "host")[:30]:
+            reasons[h.host] = ("unavailable" if h.unavailable else "paused"
+                               if h.circuit == "open" else
+                               _plural(h.consecutive_failures, "failure") + " in a row")
+        for f in health.failing_hosts(now - timedelta(days=1), 30):
+            reasons.setdefault(f.host, _plural(f.failures, "final failure"))
+        if self.value() and self.value() not in reasons:
+            reasons[self.value()] = "not failing"
+        return [(host, f"{host} ({why})") for host, why in reasons.items()]
 
 
 class LogTypeFilter(QueueTypeFilter):
-    #: The types this app sends and DjangoLDP servers exchange; others work from the URL.
-    TYPES = ("Create", "Update", "Delete", "Add", "Remove")
+    """Every type among the latest log rows, most frequent first; others work from the URL."""
+
+    #: Log rows read, newest first, through the ``resolved_at`` index: a bounded query
+    #: whatever the size of the log.
+    SAMPLE = 5_000
     field = "activity_type"
 
     def values(self, model_admin):
-        return list(self.TYPES)
+        latest = Activity.objects.order_by("-resolved_at").values_list(
+            "activity_type", flat=True)[:self.SAMPLE]
+        return [kind for kind, _ in sorted(Counter(latest).items(), key=lambda t: (-t[1], t[0]))]
+
+
+def paused_hosts(now):
+    """Hosts whose circuit is open, or that are unavailable: nothing is sent to them now."""
+    return Host.objects.filter(Q(paused_until__gt=now) | Q(unavailable_since__isnull=False)
+                               ).values("host")
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -114,6 +141,7 @@ class StateFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         return [("due", "due now"), ("waiting", "waiting (backoff)"),
+                ("paused", "paused (host's circuit open)"),
                 ("leased", State.LEASED.label), ("retrying", "retried at least once")]
 
     def queryset(self, request, queryset):
@@ -121,9 +149,12 @@ class StateFilter(admin.SimpleListFilter):
         free = Q(leased_until__isnull=True) | Q(leased_until__lt=now)
         match self.value():
             case "due":
-                return queryset.due(now)
+                return queryset.due(now).exclude(host__in=paused_hosts(now))
             case "waiting":
-                return queryset.filter(free, next_attempt_at__gt=now)
+                return queryset.filter(free, next_attempt_at__gt=now).exclude(
+                    host__in=paused_hosts(now))
+            case "paused":
+                return queryset.filter(free, host__in=paused_hosts(now))
             case "leased":
                 return queryset.leased(now)
             case "retrying":  # a leased row's current attempt is counted already
@@ -155,9 +186,12 @@ class Displays:
 
     @admin.display(description="next attempt", ordering="next_attempt_at")
     def next_attempt(self, obj):
-        if obj.next_attempt_at <= timezone.now():
+        at = max(obj.next_attempt_at, getattr(obj, "host_paused_until", None)
+                 or obj.next_attempt_at)
+        if at <= timezone.now():
             return "due now"
-        return f"in {timeuntil(obj.next_attempt_at)}"
+        return format_html('<span title="{}">in {}</span>',
+                           f"{timezone.localtime(at):%Y-%m-%d %H:%M:%S}", timeuntil(at, depth=1))
 
     @admin.display(description="last error")
     def last_error_pre(self, obj):
@@ -170,10 +204,22 @@ class RecordAdmin(NoHandEditsMixin, Displays, admin.ModelAdmin):
     list_per_page = 50
 
 
-    @admin.display(description="object")
-    def object_short(self, obj):
+    @admin.display(description="activity")
+    def activity(self, obj):
+        """The type, and the end of the object's URL: enough to tell rows apart."""
         value = obj.object_id or obj.activity_id
-        return value if len(value) <= 45 else f"…{value[-44:]}"
+        return format_html('{} <span class="aq-quiet" title="{}">{}</span>', obj.activity_type,
+                           value, _path_end(value, 22))
+
+    @admin.display(description="inbox", ordering="inbox")
+    def inbox_short(self, obj):
+        """Linked to the host's page."""
+        if not obj.inbox:
+            return "—"
+        bare = obj.inbox.split("://", 1)[-1]
+        url = reverse("admin:activity_queue_host_overview", current_app=self.admin_site.name)
+        return format_html('<a href="{}?{}" title="{}">{}</a>', url,
+                           urlencode({"host": obj.host}), obj.inbox, _middle(bare, 30))
 
     @admin.display(description="age", ordering="created_at")
     def age(self, obj):
@@ -189,8 +235,8 @@ class RecordAdmin(NoHandEditsMixin, Displays, admin.ModelAdmin):
 
 @admin.register(ScheduledActivity)
 class ScheduledActivityAdmin(RecordAdmin):
-    list_display = ("activity_type", "host", "object_short", "state_label", "last_status",
-                    "attempts", "next_attempt", "age")
+    list_display = ("activity", "inbox_short", "state_label", "tries", "last_error_short",
+                    "age")
     list_filter = (StateFilter, QueueTypeFilter, QueueHostFilter,
                    ("payload__created_at", admin.DateFieldListFilter))
     search_fields = ("payload__activity_id", "inbox", "payload__object_id")
@@ -212,16 +258,55 @@ class ScheduledActivityAdmin(RecordAdmin):
 
     @admin.display(description="age", ordering="payload__created_at")
     def age(self, obj):
-        return timesince(obj.created_at)
+        return timesince(obj.created_at, depth=1)
 
-    @admin.display(description="state")
+    def get_queryset(self, request):
+        """Each row with its host's pause: one subquery, not a query per row."""
+        now = timezone.now()
+        health = Host.objects.filter(host=OuterRef("host"))
+        return super().get_queryset(request).annotate(
+            host_paused_until=Subquery(health.filter(paused_until__gt=now)
+                                       .values("paused_until")[:1]),
+            host_unavailable=Exists(health.filter(unavailable_since__isnull=False)))
+
+    @admin.display(description="state, next attempt", ordering="next_attempt_at")
     def state_label(self, obj):
-        return obj.state.label
+        """What the row waits for: its host's pause, its own retry time, or nothing."""
+        state = obj.state
+        if state is State.LEASED:
+            return state.label
+        if getattr(obj, "host_unavailable", False):
+            return format_html('<span class="aq-paused">host unavailable</span>')
+        until = getattr(obj, "host_paused_until", None)
+        if until is not None:
+            paused = format_html('<span class="aq-paused" title="{}">paused until {}</span>',
+                                 "the host's circuit is open",
+                                 f"{timezone.localtime(until):%H:%M}")
+            if obj.next_attempt_at <= until:
+                return paused
+            return format_html("{}; retry at {}", paused,
+                               f"{timezone.localtime(obj.next_attempt_at):%H:%M}")
+        return format_html("{}, {}", state.label, self.next_attempt(obj))
+
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, obj):
+        return obj.attempts
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj):
+        text = obj.last_error or (f"HTTP {obj.last_status}" if obj.last_status else "")
+        if not text:
+            return "—"
+        return format_html('<span title="{}">{}</span>', text, _short_start(text, 22))
 
     @admin.display(description="host circuit")
     def circuit(self, obj):
         state = Host.objects.filter(host=obj.host).first()
-        return state.circuit if state else "closed"
+        if state is None:
+            return "closed"
+        if state.circuit == "open":
+            return f"open, paused until {timezone.localtime(state.paused_until):%H:%M:%S}"
+        return state.circuit
 
     def has_retry_now_permission(self, request):
         return _has(request, "change", ScheduledActivity)
@@ -257,8 +342,7 @@ class ScheduledActivityAdmin(RecordAdmin):
 
 @admin.register(Activity)
 class ActivityAdmin(RecordAdmin):
-    list_display = ("activity_type", "direction", "host", "object_short", "outcome",
-                    "attempts", "resolved_at", "age")
+    list_display = ("activity", "dir", "inbox_short", "outcome", "tries", "resolved")
     list_filter = ("status", "direction", LogTypeFilter, LogHostFilter,
                    ("resolved_at", admin.DateFieldListFilter))
     search_fields = ("activity_id", "inbox", "object_id")
@@ -267,12 +351,12 @@ class ActivityAdmin(RecordAdmin):
     actions = ("requeue",)
     readonly_fields = ("activity_id", "activity_type", "direction", "object_id", "inbox",
                        "host", "outcome", "attempts", "created_at", "resolved_at",
-                       "duration_ms", "error_pre", "excerpt_pre", "payload_pretty", "history")
+                       "duration", "error_pre", "excerpt_pre", "payload_pretty", "history")
     fieldsets = (
         (None, {"fields": ("activity_id", "activity_type", "direction", "object_id", "inbox",
                            "host", "history")}),
         ("Outcome", {"fields": ("outcome", "attempts", "created_at", "resolved_at",
-                                "duration_ms")}),
+                                "duration")}),
         ("Last error", {"fields": ("error_pre",)}),
         ("Response excerpt", {"fields": ("excerpt_pre",)}),
         ("Payload", {"fields": ("payload_pretty",)}),
@@ -281,7 +365,39 @@ class ActivityAdmin(RecordAdmin):
     @admin.display(description="status", ordering="status")
     def outcome(self, obj):
         label = State(obj.status).label if obj.status in State.values else obj.status
-        return f"{label} ({obj.status_code})" if obj.status_code else label
+        text = f"{label} ({obj.status_code})" if obj.status_code else label
+        return format_html('<span class="aq-status aq-{}" title="{}">{}</span>', obj.status,
+                           obj.error[:300], text)
+
+    @admin.display(description="dir", ordering="direction")
+    def dir(self, obj):
+        return obj.direction
+
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, obj):
+        return obj.attempts
+
+    @admin.display(description="resolved", ordering="resolved_at")
+    def resolved(self, obj):
+        return format_html('<span title="{}">{} ago</span>',
+                           f"{timezone.localtime(obj.resolved_at):%Y-%m-%d %H:%M:%S}",
+                           timesince(obj.resolved_at, depth=1))
+
+    @admin.display(description="duration of the last attempt")
+    def duration(self, obj):
+        if obj.duration_ms is None:
+            return "—"
+        if obj.duration_ms >= 1000:
+            return f"{obj.duration_ms / 1000:.2f} s"
+        return f"{obj.duration_ms:.1f} ms"
+
+    def get_changelist_instance(self, request):
+        """The log skips its full count (``show_full_result_count``); with no filter and no
+        search the page's count is the full one, so no "(Show all)" link is offered."""
+        changelist = super().get_changelist_instance(request)
+        if not changelist.has_active_filters and not changelist.query:
+            changelist.full_result_count = changelist.result_count
+        return changelist
 
     @admin.display(description="error")
     def error_pre(self, obj):
@@ -296,7 +412,10 @@ class ActivityAdmin(RecordAdmin):
 
     @admin.action(description="Re-queue selected failed deliveries", permissions=["requeue"])
     def requeue(self, request, queryset):
-        result = operations.requeue(queryset.values_list("pk", flat=True))
+        self._requeue(request, queryset.values_list("pk", flat=True))
+
+    def _requeue(self, request, ids) -> None:
+        result = operations.requeue(ids)
         done = len(result.requeued)
         self.message_user(request, f"Re-queued {_plural(done, *DELIVERY)}.",
                           messages.SUCCESS if done else messages.WARNING)
@@ -310,9 +429,36 @@ class ActivityAdmin(RecordAdmin):
 
     # -- dashboard --------------------------------------------------------
 
+    #: Seconds between two reloads of the dashboard (a meta refresh: no script).
+    DASHBOARD_REFRESH = 30
+
     def get_urls(self):
         view = self.admin_site.admin_view(self.dashboard_view)
-        return [path("dashboard/", view, name="activity_queue_dashboard"), *super().get_urls()]
+        requeue = self.admin_site.admin_view(self.requeue_view)
+        return [path("dashboard/", view, name="activity_queue_dashboard"),
+                path("<path:object_id>/requeue/", requeue, name="activity_queue_activity_requeue"),
+                *super().get_urls()]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        row = self.get_object(request, object_id)
+        can = (row is not None and row.status in operations.REQUEUEABLE
+               and row.direction == Activity.Direction.OUTBOUND
+               and self.has_requeue_permission(request))
+        return super().change_view(request, object_id, form_url,
+                                   {**(extra_context or {}), "can_requeue": can})
+
+    def requeue_view(self, request, object_id):
+        """The detail page's *Re-queue* button: one record, by POST (the admin's CSRF check)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_requeue_permission(request):
+            raise PermissionDenied
+        row = self.get_object(request, object_id)
+        if row is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        self._requeue(request, [row.pk])
+        return HttpResponseRedirect(reverse("admin:activity_queue_activity_change",
+                                            args=[row.pk], current_app=self.admin_site.name))
 
     def dashboard_view(self, request):
         if not self.has_view_permission(request):
@@ -320,6 +466,7 @@ class ActivityAdmin(RecordAdmin):
         now = timezone.now()
         day_ago = now - timedelta(hours=24)
         buckets = health.hourly_outcomes(24, now)
+        troubled = health.troubled_hosts()
         sent = sum(b.sent for b in buckets)
         failed = sum(b.failed for b in buckets)
         changelist = reverse("admin:activity_queue_activity_changelist",
@@ -334,8 +481,9 @@ class ActivityAdmin(RecordAdmin):
             "sent_24h": sent,
             "failed_24h": failed,
             "success_rate": round(100 * sent / (sent + failed), 1) if sent + failed else None,
-            "failing_hosts": health.failing_hosts(day_ago),
-            "troubled_hosts": health.troubled_hosts(),
+            "failing_hosts": health.struggling_hosts(day_ago),
+            "troubled_hosts": troubled,
+            "open_circuits": sum(1 for h in troubled if h.circuit == "open"),
             "dropped_24h": health.count_since(State.DROPPED, day_ago),
             "discarded_24h": health.count_since(State.DISCARDED, day_ago),
             "failed_url": f"{changelist}?status__exact={State.FAILED.value}",
@@ -344,14 +492,19 @@ class ActivityAdmin(RecordAdmin):
                                  current_app=self.admin_site.name),
             "hosts_url": reverse("admin:activity_queue_host_changelist",
                                  current_app=self.admin_site.name),
+            "host_url": reverse("admin:activity_queue_host_overview",
+                                current_app=self.admin_site.name),
+            "refresh": self.DASHBOARD_REFRESH,
         }
         return TemplateResponse(request, "admin/activity_queue/dashboard.html", context)
 
 
 @admin.register(Host)
 class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
-    list_display = ("host", "availability", "circuit", "consecutive_failures", "trips",
+    list_display = ("host_link", "availability", "circuit", "consecutive_failures", "trips",
                     "paused_until", "last_error_short", "updated_at")
+    #: The host's name links to its overview, which holds what the read-only form holds.
+    list_display_links = None
     search_fields = ("host",)
     ordering = ("host",)
     actions = ("resume", "stop_delivery")
@@ -362,7 +515,99 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
 
     @admin.display(description="last error")
     def last_error_short(self, obj):
-        return obj.last_error[:80]
+        return _titled(obj.last_error, _short_start(obj.last_error, 60))
+
+    @admin.display(description="host", ordering="host")
+    def host_link(self, obj):
+        return host_link(obj.host, self.admin_site.name)
+
+    # -- one host's page ----------------------------------------------------------------
+
+    #: The pauses an operator can choose on a host's page, in minutes.
+    PAUSES = (15, 60, 360, 1440)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.overview_view)
+        return [path("overview/", view, name="activity_queue_host_overview"),
+                *super().get_urls()]
+
+    def overview_view(self, request):
+        """A host's circuit, queue and last errors, with its actions (POST, then back here)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        name = (request.GET.get("host") or request.POST.get("host") or "").strip()
+        if not name:
+            return HttpResponseRedirect(reverse("admin:activity_queue_host_changelist",
+                                                current_app=self.admin_site.name))
+        host = health.known_host(name)
+        url = reverse("admin:activity_queue_host_overview", current_app=self.admin_site.name)
+        here = f"{url}?{urlencode({'host': host})}"
+        if request.method == "POST":
+            self._act_on_host(request, host)
+            return HttpResponseRedirect(here)
+        overview = health.host_overview(host)
+        state = overview.health
+        queue_url = reverse("admin:activity_queue_scheduledactivity_changelist",
+                            current_app=self.admin_site.name)
+        log_url = reverse("admin:activity_queue_activity_changelist",
+                          current_app=self.admin_site.name)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Host {host}",
+            "opts": self.model._meta,
+            "host": host,
+            "overview": overview,
+            "state": state,
+            "circuit": state.circuit if state else "closed",
+            "paused_for": (math.ceil((state.paused_until - timezone.now()).total_seconds())
+                           if state and state.circuit == "open" else None),
+            "can_change": _has(request, "change", Host),
+            "can_requeue": _has(request, "add", ScheduledActivity),
+            "pauses": [(m, _plural(m // 60, "hour") if m >= 60 else f"{m} minutes")
+                       for m in self.PAUSES],
+            "queue_url": f"{queue_url}?{urlencode({'host': host})}",
+            "paused_url": f"{queue_url}?{urlencode({'host': host, 'state': 'paused'})}",
+            "failed_url": f"{log_url}?{urlencode({'host': host, 'status__exact': 'failed'})}",
+            "log_url": f"{log_url}?{urlencode({'host': host})}",
+            "action_url": here,
+        }
+        return TemplateResponse(request, "admin/activity_queue/host_overview.html", context)
+
+    def _act_on_host(self, request, host: str) -> None:
+        match request.POST.get("do"):
+            case "pause" if _has(request, "change", Host):
+                try:
+                    minutes = int(request.POST.get("minutes", ""))
+                except ValueError:
+                    minutes = 0
+                if minutes not in self.PAUSES:
+                    self.message_user(request, "Choose how long to pause.", messages.ERROR)
+                    return
+                operations.pause_hosts([host], minutes * 60)
+                until = timezone.localtime(timezone.now() + timedelta(minutes=minutes))
+                self.message_user(request, f"Paused deliveries to {host} until {until:%H:%M} "
+                                           "(nothing is sent to it until then; Resume ends "
+                                           "the pause).", messages.SUCCESS)
+            case "resume" if _has(request, "change", Host):
+                resumed = operations.resume_hosts([host])
+                self.message_user(request, resumed_message(resumed, [host]), messages.SUCCESS)
+            case "stop" if _has(request, "change", Host):
+                result = operations.stop_hosts([host], by=request.user.get_username())
+                self.message_user(request, f"Stopped deliveries to {host}: unavailable until "
+                                           f"resumed; {_plural(result.failed, *DELIVERY)} in "
+                                           "the queue failed (logged as failed: host "
+                                           "unavailable).", messages.SUCCESS)
+            case "requeue" if _has(request, "add", ScheduledActivity):
+                since = timezone.now() - timedelta(days=7)
+                ids = health.standing_failures(Activity.objects.filter(
+                    host=host, resolved_at__gte=since)).values_list("pk", flat=True)[:10_000]
+                result = operations.requeue(list(ids))
+                self.message_user(request, f"Re-queued {_plural(len(result.requeued), *DELIVERY)}"
+                                           f" that failed in the last 7 days (skipped "
+                                           f"{result.skipped}: already pending or superseded).",
+                                  messages.SUCCESS if result.requeued else messages.WARNING)
+            case _:
+                raise PermissionDenied
 
     @admin.display(description="availability", ordering="unavailable_since")
     def availability(self, obj):
@@ -383,9 +628,9 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
     @admin.action(description="Resume deliveries to selected hosts (close the circuit, "
                               "available again)", permissions=["resume"])
     def resume(self, request, queryset):
-        resumed = operations.resume_hosts(queryset.values_list("host", flat=True))
-        self.message_user(request, f"Resumed {_plural(resumed, 'host')}; their queued "
-                                   "deliveries are claimable now.", messages.SUCCESS)
+        names = list(queryset.values_list("host", flat=True))
+        resumed = operations.resume_hosts(names)
+        self.message_user(request, resumed_message(resumed, names), messages.SUCCESS)
 
     @admin.action(description="Stop deliveries to selected hosts (unavailable until resumed)",
                   permissions=["stop_delivery"])
@@ -401,11 +646,60 @@ def _short(value: str, size: int = 60) -> str:
     return value if len(value) <= size else f"…{value[-(size - 1):]}"
 
 
+def host_link(host: str, site: str = "admin"):
+    """A host's name, linking to its overview page."""
+    url = reverse("admin:activity_queue_host_overview", current_app=site)
+    return format_html('<a href="{}?{}">{}</a>', url, urlencode({"host": host}), host)
+
+
+def _titled(full: str, shown: str):
+    """``shown``, with the ``full`` text as its tooltip."""
+    return format_html('<span title="{}">{}</span>', full, shown)
+
+
+def _short_start(value: str, size: int) -> str:
+    value = " ".join(value.split())
+    return value if len(value) <= size else f"{value[:size - 1]}…"
+
+
+def _path_end(url: str, size: int) -> str:
+    """The end of a URL's path (``…/circles/12/``), or the whole URL if it is short."""
+    path = url.split("://", 1)[-1].partition("/")[2]
+    tail = f"/{path}" if path else url
+    return tail if len(tail) <= size else f"…{tail[-(size - 1):]}"
+
+
+def _middle(value: str, size: int) -> str:
+    """A URL's start (its host, whole if short) and end (its path's last part), the
+    middle elided."""
+    if len(value) <= size:
+        return value
+    host = value.partition("/")[0]
+    head = len(host) + 1 if len(host) < size // 2 + 4 else (size - 1) // 2
+    return f"{value[:head]}…{value[-(size - 1 - head):]}"
+
+
+def resumed_message(resumed: int, hosts: list[str]) -> str:
+    """What resuming did to the hosts' queues: rows in backoff keep their time."""
+    queue = health.host_queue(hosts)
+    text = f"Resumed {_plural(resumed, 'host')}. "
+    if not queue.queued:
+        return text + "Nothing is queued for them."
+    text += f"{_plural(queue.claimable, *DELIVERY)} claimable now"
+    if queue.backoff:
+        when = f"in {timeuntil(queue.next_due)} ({timezone.localtime(queue.next_due):%H:%M})"
+        text += (f"; 1 in backoff keeps its time, due {when}" if queue.backoff == 1 else
+                 f"; {queue.backoff} in backoff keep their time, the next due {when}")
+    if queue.leased:
+        text += f"; {queue.leased} being delivered"
+    return text + "."
+
+
 @admin.register(Follower)
 class FollowerAdmin(NoHandEditsMixin, admin.ModelAdmin):
     """Who was told about which local object: the audience of its Updates and Deletes."""
 
-    list_display = ("object_short", "inbox_host", "inbox", "created_at")
+    list_display = ("object_short", "inbox_short", "created_at")
     list_filter = (("created_at", admin.DateFieldListFilter),)
     search_fields = ("object_id", "inbox")
     ordering = ("-created_at", "-id")
@@ -415,7 +709,11 @@ class FollowerAdmin(NoHandEditsMixin, admin.ModelAdmin):
 
     @admin.display(description="object", ordering="object_id")
     def object_short(self, obj):
-        return _short(obj.object_id)
+        return _titled(obj.object_id, _middle(obj.object_id.split("://", 1)[-1], 40))
+
+    @admin.display(description="inbox", ordering="inbox")
+    def inbox_short(self, obj):
+        return _titled(obj.inbox, _middle(obj.inbox.split("://", 1)[-1], 40))
 
     @admin.display(description="host")
     def inbox_host(self, obj):
@@ -448,8 +746,8 @@ class DiscoveryStateFilter(admin.SimpleListFilter):
 class PendingDiscoveryAdmin(NoHandEditsMixin, Displays, admin.ModelAdmin):
     """Backlinks waiting for their target's inbox to be found."""
 
-    list_display = ("activity_type", "resource_short", "object_short", "attempts",
-                    "next_attempt", "last_error_short", "created_at")
+    list_display = ("kind", "resource_short", "object_short", "tries", "next_attempt",
+                    "last_error_short", "age")
     list_filter = (DiscoveryStateFilter, "activity_type",
                    ("created_at", admin.DateFieldListFilter))
     search_fields = ("resource", "object_id")
@@ -459,14 +757,26 @@ class PendingDiscoveryAdmin(NoHandEditsMixin, Displays, admin.ModelAdmin):
                        "next_attempt_at", "claimed_by", "last_error_pre", "payload_pretty")
     fields = readonly_fields
 
+    @admin.display(description="type", ordering="activity_type")
+    def kind(self, obj):
+        return obj.activity_type
+
     @admin.display(description="resource", ordering="resource")
     def resource_short(self, obj):
-        return _short(obj.resource)
+        return _titled(obj.resource, _middle(obj.resource.split("://", 1)[-1], 30))
 
     @admin.display(description="object", ordering="object_id")
     def object_short(self, obj):
-        return _short(obj.object_id) if obj.object_id else "—"
+        return _titled(obj.object_id, _path_end(obj.object_id, 24)) if obj.object_id else "—"
+
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, obj):
+        return obj.attempts
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj):
+        return timesince(obj.created_at, depth=1)
 
     @admin.display(description="last error")
     def last_error_short(self, obj):
-        return obj.last_error[:80] or "—"
+        return _titled(obj.last_error, _short_start(obj.last_error, 22)) if obj.last_error else "—"

@@ -12,7 +12,7 @@ class ActivityQueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks  # registers the system checks
         from .conf import get_config
         from .federation import backlinks, dispatch  # noqa: F401  (connects the model signals)
         from .sending import chores
@@ -20,6 +20,7 @@ class ActivityQueueConfig(AppConfig):
 
         chores.register("inbox discovery", chores.Chore(poll=dispatch.poll,
                                                         run=dispatch.resolve_due))
+        thread.refusal = lambda: checks.describe(checks.refusals())
         config = get_config()
         if config.METRICS is True and find_spec("prometheus_client") is not None:
             from .operations import metrics  # optional; without it, check says E022

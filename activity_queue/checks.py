@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, user_settings
@@ -86,6 +86,22 @@ def _bad_value(key: str, value: Any) -> str | None:
     if key == "USER_AGENT" and any(ord(c) < 32 or ord(c) == 127 for c in value):
         return "contains control characters"  # a header that cannot be sent, or splits
     return None
+
+
+def refusals() -> list[CheckMessage]:
+    """The errors among this app's own checks: a configuration no worker may run with.
+
+    Servers such as gunicorn run no system checks, so the in-process worker and
+    ``activity_worker`` ask for these before they start, rather than dying on a
+    bad value while the site keeps serving.
+    """
+    return [m for m in check_settings() if m.is_serious()]
+
+
+def describe(messages: list[CheckMessage]) -> str:
+    """Check messages on one line each: ``(id) message HINT: hint``."""
+    return "\n".join(f"({m.id}) {m.msg}" + (f" HINT: {m.hint}" if m.hint else "")
+                     for m in messages)
 
 
 @register(Tags.compatibility)

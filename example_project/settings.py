@@ -65,5 +65,6 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"activity_queue": {"handlers": ["console"], "level": "WARNING"}},
+    # INFO: the worker's start, besides pauses, recoveries and failures.
+    "loggers": {"activity_queue": {"handlers": ["console"], "level": "INFO"}},
 }

@@ -11,7 +11,7 @@ from django.core.checks import ERROR, WARNING, run_checks
 from django.core.management import call_command
 from django.test import override_settings
 
-from activity_queue.checks import RULES, SQLITE_OPTIONS, _bad_value
+from activity_queue.checks import RULES, SQLITE_OPTIONS, _bad_value, describe, refusals
 from activity_queue.conf import DEFAULTS, Config, default_user_agent, get_config
 
 # Django 6 hands every database alias to the model checks, which may look at the connection.
@@ -417,3 +417,17 @@ def test_actor_keys_that_is_not_callable():
 def test_actor_keys_that_is_a_function():
     with with_queue({"ACTOR_KEYS": "tests.support.strict_peer.no_actor_key"}):
         assert ours() == []
+
+
+def test_refusals_are_the_errors_of_our_own_checks_only():
+    """Warnings (PER_HOST above WORKERS) never keep a worker down; errors do."""
+    with override_settings(ACTIVITY_QUEUE={"PER_HOST": 100, "WORKERS": 10}):
+        assert refusals() == []
+    with override_settings(ACTIVITY_QUEUE={"WORKERS": "64", "PER_HOST": 0}):
+        refused = refusals()
+    assert [m.id for m in refused] == ["activity_queue.E002", "activity_queue.E002"]
+    assert describe(refused).splitlines() == [
+        "(activity_queue.E002) ACTIVITY_QUEUE['PER_HOST'] = 0 is too small. "
+        "HINT: PER_HOST must be an integer >= 1 (default 8).",
+        "(activity_queue.E002) ACTIVITY_QUEUE['WORKERS'] = '64' has type str. "
+        "HINT: WORKERS must be an integer >= 1 (default 64)."]

@@ -24,7 +24,12 @@ def test_demo_runs_and_leaves_nothing_running(tmp_path):
     assert "B never heard of Pop-up: True" in out
     assert "replaced by a newer Update" in out
     assert "Create and Delete of the same object were both still pending" in out
-    assert "failed: HTTP 410" in out
+    assert "failed: HTTP 410 (not retried)" in out and "(HTTP 410, not retried)" not in out
+    assert "short demo backoff" in out and "the demo retries fast: backoff 0.25 s" in out
+    here = Path(sys.executable)
+    python = str(here.relative_to(ROOT)) if here.is_relative_to(ROOT) else None
+    assert f"({python or ''}" in out and " manage.py demo --keep keeps both databases" in out
+    assert "(python manage.py" not in out
     for line in ("site A sent", "site A retried", "site A dropped", "site A failed",
                  "site B received"):
         assert line in out

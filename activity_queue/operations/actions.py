@@ -269,3 +269,25 @@ def resume_hosts(hosts: Iterable[str]) -> int:
         if removed:
             transaction.on_commit(partial(backends.wake, using), using=using)
     return removed
+
+
+def pause_hosts(hosts: Iterable[str], seconds: float, *, now=None) -> list[str]:
+    """Pause deliveries to the given hosts by hand for ``seconds``, as an open circuit does:
+    nothing is claimed for them until then, and their due rows wait for the end of the
+    pause; deliveries already in flight finish. A pause already longer is kept. Returns the
+    hosts now paused.
+
+    Like a circuit that opened, the pause ends early if a delivery that was in flight
+    succeeds, or when an operator resumes the host (:func:`resume_hosts`).
+    """
+    now = now or timezone.now()
+    until = now + timedelta(seconds=seconds)
+    names = [h for h in dict.fromkeys(hosts) if h]
+    with transaction.atomic(using=_alias()):
+        known = set(Host.objects.filter(host__in=names).values_list("host", flat=True))
+        Host.objects.filter(host__in=known).filter(
+            Q(paused_until__isnull=True) | Q(paused_until__lt=until)
+        ).update(paused_until=until, updated_at=now)
+        Host.objects.bulk_create([Host(host=h, paused_until=until, updated_at=now)
+                                  for h in names if h not in known], ignore_conflicts=True)
+    return names

@@ -29,6 +29,16 @@ def nice_ceiling(value: int) -> int:
         step *= 10
 
 
+def y_ticks(top: int) -> list[int]:
+    """Whole numbers from 0 to ``top`` (a :func:`nice_ceiling`) for the y axis: its middle
+    when that is whole (0/1/2, 0/5/10…), else every unit (0…5)."""
+    if top <= 1:
+        return [0, 1]
+    if top % 2 == 0:
+        return [0, top // 2, top]
+    return list(range(top + 1))
+
+
 def outcomes_svg(buckets: Sequence[HourBucket]) -> SafeString:
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     top = nice_ceiling(max((b.sent + b.failed for b in buckets), default=0))
@@ -46,7 +56,7 @@ def outcomes_svg(buckets: Sequence[HourBucket]) -> SafeString:
         '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ddd"/>'
         '<text x="{}" y="{}" text-anchor="end" font-size="11" fill="#555">{}</text>'
     ), ((LEFT, y(v), WIDTH - RIGHT, y(v), LEFT - 6, f"{float(y(v)) + 4:.1f}", v)
-        for v in sorted({0, top // 2, top})))
+        for v in y_ticks(top)))
     bars = []
     labels = []
     for i, b in enumerate(buckets):

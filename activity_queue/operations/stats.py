@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from ..lifecycle import State
@@ -85,6 +85,67 @@ def _due_by_their_hosts(hosts, until: str):
         Host.objects.filter(host=OuterRef("host")).values(until)[:1]))
 
 
+def delivered_later() -> Exists:
+    """A later outbound log row of the same activity and inbox says it was delivered: a
+    failure that an operator replayed and that went through is no longer a failure."""
+    return Exists(Activity.objects.filter(
+        activity_id=OuterRef("activity_id"), inbox=OuterRef("inbox"), status=State.SENT,
+        direction=Activity.Direction.OUTBOUND, resolved_at__gte=OuterRef("resolved_at")))
+
+
+def standing_failures(rows: QuerySet | None = None) -> QuerySet:
+    """Final failures among ``rows`` (default: the whole log) not delivered since.
+
+    The extra probe runs once per failure, through the ``activity_id`` index; failures
+    are few next to deliveries, so the windows stay cheap."""
+    rows = Activity.objects.all() if rows is None else rows
+    return rows.filter(status=State.FAILED).exclude(delivered_later())
+
+
+@dataclass(frozen=True)
+class HostQueue:
+    """The queued rows of some hosts, by what they wait for."""
+
+    queued: int
+    #: Due, nobody holds them, their host is not paused: a worker takes them now.
+    claimable: int
+    #: Held by a worker: being delivered.
+    leased: int
+    #: Waiting for their own retry time, their host not paused.
+    backoff: int
+    #: Waiting for their host's pause to end (or for it to be available again).
+    paused: int
+    #: When the first row in backoff is due.
+    next_due: datetime | None
+
+
+def host_queue(hosts: list[str], now: datetime | None = None) -> HostQueue:
+    """Counts over the ``(host, next_attempt_at)`` index of the hosts' rows.
+
+    A row of a paused host waits for the pause if it is due by its end; one due later
+    waits for its own retry time (backoff), as the worker sees it.
+    """
+    now = now or timezone.now()
+    rows = ScheduledActivity.objects.filter(host__in=hosts)
+    free = rows.filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+    held = Q(pk__in=[])
+    for name, until, since in Host.objects.filter(host__in=hosts).filter(
+            Q(paused_until__gt=now) | Q(unavailable_since__isnull=False)
+    ).values_list("host", "paused_until", "unavailable_since"):
+        held |= Q(host=name) if since is not None else Q(host=name, next_attempt_at__lte=until)
+    running = free.exclude(held)
+    later = running.filter(next_attempt_at__gt=now)
+    return HostQueue(
+        queued=rows.count(),
+        claimable=running.filter(next_attempt_at__lte=now).count(),
+        leased=rows.leased(now).count(),
+        backoff=later.count(),
+        paused=free.filter(held).count(),
+        next_due=later.order_by("next_attempt_at").values_list("next_attempt_at",
+                                                               flat=True).first(),
+    )
+
+
 @dataclass(frozen=True)
 class HourBucket:
     start: datetime
@@ -93,7 +154,8 @@ class HourBucket:
 
 
 def hourly_outcomes(hours: int = 24, now: datetime | None = None) -> list[HourBucket]:
-    """Deliveries and final failures per UTC hour, oldest first, the current hour last.
+    """Deliveries and final failures (not delivered since) per UTC hour, oldest first, the
+    current hour last.
 
     One COUNT per hour and outcome, each a range scan of the
     ``(status, resolved_at)`` index that reads no table row. Grouping by a
@@ -108,36 +170,116 @@ def hourly_outcomes(hours: int = 24, now: datetime | None = None) -> list[HourBu
         end = min(start + timedelta(hours=1), now + timedelta(microseconds=1))
         window = Activity.objects.filter(resolved_at__gte=start, resolved_at__lt=end)
         buckets.append(HourBucket(start, window.filter(status=State.SENT).count(),
-                                  window.filter(status=State.FAILED).count()))
+                                  standing_failures(window).count()))
     return buckets
 
 
 @dataclass(frozen=True)
 class HostFailures:
     host: str
+    #: Final failures in the window that were not delivered since.
     failures: int
     circuit: str
     paused_until: datetime | None
     last_error: str
+    consecutive_failures: int = 0
+    unavailable: bool = False
 
 
-def failing_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
-    """Hosts with the most final failures since ``since``, with their circuit state."""
-    top = list(
-        Activity.objects.filter(status=State.FAILED, resolved_at__gte=since)
-        .values_list("host").annotate(n=Count("id")).order_by("-n", "host")[:limit]
-    )
-    health = {h.host: h for h in Host.objects.filter(host__in=[host for host, _ in top])}
+def _with_health(counts: list[tuple[str, int]], health: dict[str, Host]) -> list[HostFailures]:
     result = []
-    for host, n in top:
+    for host, n in counts:
         state = health.get(host)
         result.append(HostFailures(
             host=host, failures=n,
             circuit=state.circuit if state else "closed",
-            paused_until=state.paused_until if state else None,
+            paused_until=state.paused_until if state and state.circuit == "open" else None,
             last_error=state.last_error if state else "",
+            consecutive_failures=state.consecutive_failures if state else 0,
+            unavailable=bool(state and state.unavailable),
         ))
     return result
+
+
+def _failures_by_host(since: datetime, limit: int) -> list[tuple[str, int]]:
+    return list(standing_failures(Activity.objects.filter(resolved_at__gte=since))
+                .values_list("host").annotate(n=Count("id")).order_by("-n", "host")[:limit])
+
+
+def failing_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
+    """Hosts with the most final failures since ``since`` (not delivered since), with their
+    circuit state."""
+    top = _failures_by_host(since, limit)
+    return _with_health(top, {h.host: h for h in Host.objects.filter(
+        host__in=[host for host, _ in top])})
+
+
+def struggling_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
+    """The hosts an operator should look at first: open circuits, then the longest runs of
+    failures in a row (the ``Host`` table only holds troubled hosts), then final failures
+    since ``since``.
+
+    Final failures alone miss a host whose deliveries are all still being retried.
+    """
+    health = {h.host: h for h in Host.objects.filter(consecutive_failures__gt=0)
+              .order_by("-consecutive_failures", "host")[:limit]}
+    health.update((h.host, h) for h in Host.objects.filter(
+        Q(paused_until__gt=timezone.now()) | Q(unavailable_since__isnull=False))[:limit])
+    counts = dict(_failures_by_host(since, limit))
+    health.update((h.host, h) for h in Host.objects.filter(host__in=list(counts)))
+    names = set(health) | set(counts)
+    rows = _with_health([(h, counts.get(h, 0)) for h in names], health)
+    rows.sort(key=lambda r: (r.circuit != "open", -r.consecutive_failures, -r.failures, r.host))
+    return rows[:limit]
+
+
+@dataclass(frozen=True)
+class HostOverview:
+    """One host, as its admin page shows it."""
+
+    host: str
+    health: Host | None
+    queue: HostQueue
+    #: Deliveries and standing final failures in the last 24 hours.
+    sent_24h: int
+    failed_24h: int
+    #: The latest final failures (log rows), newest first.
+    recent_failures: list[Activity]
+    #: The last errors of its queued rows, most frequent first: ``(error, rows)``.
+    queue_errors: list[tuple[str, int]]
+
+
+def host_overview(host: str, now: datetime | None = None) -> HostOverview:
+    """Every query reads one host's range of an index: ``(host, next_attempt_at)`` on the
+    queue, ``(host, resolved_at)`` on the log."""
+    now = now or timezone.now()
+    day = Activity.objects.filter(host=host, resolved_at__gte=now - timedelta(hours=24))
+    return HostOverview(
+        host=host,
+        health=Host.objects.filter(host=host).first(),
+        queue=host_queue([host], now),
+        sent_24h=day.filter(status=State.SENT).count(),
+        failed_24h=standing_failures(day).count(),
+        recent_failures=list(Activity.objects.filter(host=host, status=State.FAILED)
+                             .order_by("-resolved_at")[:10]),
+        queue_errors=list(ScheduledActivity.objects.filter(host=host).exclude(last_error="")
+                          .values_list("last_error").annotate(n=Count("id"))
+                          .order_by("-n", "last_error")[:5]),
+    )
+
+
+def known_host(name: str) -> str:
+    """The origin an operator means by ``name``: itself if it has a scheme, else the
+    ``https://`` or ``http://`` origin of that name that the queue, the log or the host
+    table knows (``https://`` when none does)."""
+    if "://" in name:
+        return name
+    for candidate in (f"https://{name}", f"http://{name}"):
+        if (Host.objects.filter(host=candidate).exists()
+                or ScheduledActivity.objects.filter(host=candidate).exists()
+                or Activity.objects.filter(host=candidate).exists()):
+            return candidate
+    return f"https://{name}"
 
 
 def troubled_hosts() -> list[Host]:

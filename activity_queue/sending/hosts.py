@@ -649,16 +649,20 @@ class HostBook:
         self.faulty |= faulty
         return new
 
-    def written(self, outcomes: Iterable[Outcome], opened: Iterable[str]) -> None:
+    def written(self, outcomes: Iterable[Outcome], opened: Iterable[str]) -> set[str]:
         """Outcomes are in the database: a success closes a circuit, ``opened`` were paused
-        (after the successes: a batch can close a circuit, then open it again)."""
+        (after the successes: a batch can close a circuit, then open it again). Returns
+        the hosts whose circuit had opened and that a success just closed: they recovered."""
+        recovered: set[str] = set()
         for o in outcomes:
-            if o.state is State.SENT:
+            if o.state is State.SENT and o.job.host in self.tripped:
                 self.tripped.discard(o.job.host)
+                recovered.add(o.job.host)
         opened = set(opened)
         self.paused |= opened
         self.just_paused |= opened
         self.tripped |= opened
+        return recovered
 
     # -- the transport's window (its event loop only) ---------------------------------
 

@@ -91,8 +91,10 @@ class Worker:
     """One worker identity with its own transport and lease holder name."""
 
     def __init__(self, *, name: str | None = None, config: Config | None = None,
-                 signer: Signer | None = None) -> None:
+                 signer: Signer | None = None, mode: str = "dedicated") -> None:
         self.config = config or get_config()
+        #: How this worker runs, for its log: "dedicated" (activity_worker), "in-process".
+        self.mode = mode
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.signer = signer if signer is not None else signatures.signer_from_config(self.config)
         #: Each activity's actor's key, when ``ACTOR_KEYS`` names them.
@@ -172,7 +174,9 @@ class Worker:
             Listener(alias, self.wakeup, self.stopping).start()
         if connections[alias].vendor == "postgresql":
             self._writer = BackgroundWriter(self._write, self.wake)
-        logger.info("activity_queue worker %s started", self.id)
+        logger.info("activity_queue worker %s started: %s, WORKERS=%d, PER_HOST=%d, "
+                    "backend %s, database %s", self.id, self.mode, self.config.WORKERS,
+                    self.config.PER_HOST, self.config.BACKEND, connections[alias].vendor)
         errors = 0
         try:
             while not self.stopping.is_set():
@@ -578,7 +582,11 @@ class Worker:
         """Bookkeeping, circuits, signals and alerts once outcomes are in the database."""
         for o in outcomes:
             self._forget(o.job)
-        self.hosts.written(written, opened)
+        recovered = self.hosts.written(written, opened)
+        if recovered:
+            # At the pause's level, so that whoever sees a pause also sees it end.
+            logger.warning("activity_queue: %s answered again after a pause; circuit closed, "
+                           "deliveries resumed", ", ".join(sorted(recovered)))
         if opened:
             logger.warning("activity_queue: pausing deliveries to %s", ", ".join(opened))
             self.transport.pause(opened)

@@ -1,13 +1,16 @@
+import re
 from datetime import UTC, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.test import Client
 from django.urls import reverse, reverse_lazy
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from activity_queue.models import Activity, Follower, Host, PendingDiscovery, ScheduledActivity
 
-from ..support.opsdata import log_row, moved_backlog, queued
+from ..support.opsdata import log_row, moved_backlog, outage, queued
 
 pytestmark = pytest.mark.django_db
 
@@ -179,9 +182,25 @@ def test_resume_host_action(operator):
     page = client.get(HOSTS).content.decode()
     assert "open" in page
     response = action(client, HOSTS, "resume", [host])
-    assert messages_of(response) == [
-        "Resumed 1 host; their queued deliveries are claimable now."]
+    assert messages_of(response) == ["Resumed 1 host. Nothing is queued for them."]
     assert not Host.objects.exists()
+
+
+def test_resuming_says_which_rows_are_claimable_and_when_the_others_are_due(admin_client):
+    """Rows moved to the end of the pause come back; a retry in backoff keeps its time."""
+    now = timezone.now()
+    until = now + timedelta(hours=1)
+    host = Host.objects.create(host="https://a.example", trips=1, consecutive_failures=5,
+                               paused_until=until)
+    queued(inbox="https://a.example/inbox/", next_attempt_at=until)
+    queued(inbox="https://a.example/users/bob/inbox/", next_attempt_at=until)
+    retry = queued(inbox="https://a.example/inbox/", attempts=2,
+                   next_attempt_at=now + timedelta(minutes=7, seconds=30))
+    response = action(admin_client, HOSTS, "resume", [host])
+    at = timezone.localtime(retry.next_attempt_at)
+    assert messages_of(response) == [
+        "Resumed 1 host. 2 deliveries claimable now; 1 in backoff keeps its time, due in "
+        f"7\xa0minutes ({at:%H:%M})."]
 
 
 def test_app_index_links_the_dashboard(admin_client):
@@ -230,7 +249,7 @@ def test_dashboard_numbers(operator):
     assert stats.oldest_due == first.next_attempt_at  # the paused host's row does not count
     assert (ctx["sent_24h"], ctx["failed_24h"], ctx["success_rate"]) == (7, 3, 70.0)
     assert [(h.host, h.failures, h.circuit) for h in ctx["failing_hosts"]] == [
-        ("https://a.example", 2, "closed"), (paused, 1, "open")]
+        (paused, 1, "open"), ("https://a.example", 2, "closed")]
     assert [h.host for h in ctx["troubled_hosts"]] == [paused]
     assert (ctx["dropped_24h"], ctx["discarded_24h"]) == (2, 1)
     page = response.content.decode()
@@ -265,8 +284,8 @@ def test_followers_are_listed_searchable_and_read_only(admin_client):
     response = admin_client.get(FOLLOWERS)
     assert response.status_code == 200
     page = response.content.decode()
-    for text in ("https://here.example/circles/1/", "https://b.example/inbox/",
-                 "https://c.example:8443", "2 followers"):
+    for text in ("here.example/circles/1/", "b.example/inbox/",
+                 "C.example:8443/inbox/", "2 followers"):
         assert text in page
     found = admin_client.get(FOLLOWERS, {"q": "circles/1/"}).context["cl"].result_list
     assert list(found) == [alice]
@@ -351,3 +370,200 @@ def test_host_admin_stop_needs_the_change_permission(operator):
     assert response.status_code == 200
     host.refresh_from_db()
     assert host.unavailable_since is None
+
+
+# -- what an operator sees during an outage ------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_of_a_paused_host_show_as_paused(admin_client, receiver, worker):
+    host = outage(receiver, worker, tried=4, untried=1)
+    other = queued(inbox="https://fine.example/inbox/")
+    until = Host.objects.get(host=host).paused_until
+    response = admin_client.get(QUEUE)
+    page = response.content.decode()
+    assert page.count(f"paused until {timezone.localtime(until):%H:%M}") == 5
+    assert "HTTP 500" in page  # the last error, in its own column
+    assert f"{host}/users/bob/inbox/" in page and f"{host}/inbox/" in page
+    paused = admin_client.get(QUEUE, {"state": "paused"}).context["cl"].result_list
+    assert {r.host for r in paused} == {host} and len(paused) == 5
+    assert list(admin_client.get(QUEUE, {"state": "due"}).context["cl"].result_list) == [other]
+    assert "paused (host&#x27;s circuit open)" in page
+    detail = admin_client.get(reverse("admin:activity_queue_scheduledactivity_change",
+                                      args=[paused[0].pk])).content.decode()
+    assert f"open, paused until {timezone.localtime(until):%H:%M:%S}" in detail
+
+
+def test_log_type_filter_offers_every_type_present(admin_client):
+    for kind in ("Follow", "Announce", "Note", "Create", "Follow"):
+        log_row(activity_type=kind)
+    filters = admin_client.get(LOG).context["cl"].filter_specs
+    types = next(f for f in filters if getattr(f, "parameter_name", "") == "activity_type")
+    assert [value for value, _ in types.lookup_choices] == [
+        "Follow", "Announce", "Create", "Note"]
+    found = admin_client.get(LOG, {"activity_type": "Announce"}).context["cl"].result_list
+    assert [r.activity_type for r in found] == ["Announce"]
+
+
+def test_log_host_filter_lists_only_failing_or_paused_hosts(admin_client):
+    now = timezone.now()
+    Host.objects.create(host="https://paused.example", trips=1, consecutive_failures=5,
+                        paused_until=now + timedelta(minutes=5))
+    Host.objects.create(host="https://failing.example", consecutive_failures=2)
+    Host.objects.create(host="https://deferred-only.example", deferred_until=now)
+    log_row(inbox="https://gone.example/inbox/", status_code=410)
+    replayed = log_row(inbox="https://healthy.example/inbox/")
+    log_row(activity_id=replayed.activity_id, inbox=replayed.inbox, status="sent",
+            ago=timedelta(minutes=1))
+    log_row(status="sent", inbox="https://fine.example/inbox/")
+    filters = admin_client.get(LOG).context["cl"].filter_specs
+    hosts = next(f for f in filters if getattr(f, "parameter_name", "") == "host")
+    assert hosts.lookup_choices == [
+        ("https://paused.example", "https://paused.example (paused)"),
+        ("https://failing.example", "https://failing.example (2 failures in a row)"),
+        ("https://gone.example", "https://gone.example (1 final failure)")]
+
+
+def test_failed_rows_are_marked_and_show_all_needs_a_filter(admin_client):
+    log_row()
+    log_row(status="sent", status_code=202)
+    page = admin_client.get(LOG).content.decode()
+    assert page.count('class="aq-status aq-failed"') == 1
+    assert "Show all" not in page and "2 activities" in page
+    filtered = admin_client.get(LOG, {"status__exact": "failed"}).content.decode()
+    assert "Show all" in filtered
+
+
+def test_detail_shows_the_duration_and_requeues_a_failure(admin_client):
+    failed = log_row(duration_ms=2.7774089994636597)
+    url = reverse("admin:activity_queue_activity_change", args=[failed.pk])
+    page = admin_client.get(url).content.decode()
+    assert "2.8 ms" in page and "2.777" not in page
+    assert 'id="aq-requeue"' in page
+    requeue = reverse("admin:activity_queue_activity_requeue", args=[failed.pk])
+    assert admin_client.get(requeue).status_code == 405
+    response = admin_client.post(requeue, follow=True)
+    assert response.redirect_chain[-1][0] == url
+    assert messages_of(response) == ["Re-queued 1 delivery."]
+    assert ScheduledActivity.objects.get().activity_id == failed.activity_id
+    sent = log_row(status="sent", duration_ms=1234.5)
+    page = admin_client.get(reverse("admin:activity_queue_activity_change",
+                                    args=[sent.pk])).content.decode()
+    assert "1.23 s" in page and 'id="aq-requeue"' not in page
+
+
+def test_the_requeue_button_needs_permission_and_csrf(operator, django_user_model):
+    failed = log_row()
+    viewer = operator(*VIEW_ALL)
+    page = viewer.get(reverse("admin:activity_queue_activity_change", args=[failed.pk]))
+    assert 'id="aq-requeue"' not in page.content.decode()
+    requeue = reverse("admin:activity_queue_activity_requeue", args=[failed.pk])
+    assert viewer.post(requeue).status_code == 403
+    user = django_user_model.objects.get(username="operator")
+    user.user_permissions.add(Permission.objects.get(codename="add_scheduledactivity"))
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    assert strict.post(requeue).status_code == 403  # no CSRF token
+    assert not ScheduledActivity.objects.exists()
+    assert viewer.post(requeue).status_code == 302
+    assert ScheduledActivity.objects.count() == 1
+
+
+# -- one host's page ---------------------------------------------------------------------
+
+OVERVIEW = reverse_lazy("admin:activity_queue_host_overview")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_host_page_during_an_outage(admin_client, receiver, worker):
+    host = outage(receiver, worker, tried=4, untried=1)
+    log_row(inbox=f"{host}/inbox/", status_code=500, error="HTTP 500")
+    state = Host.objects.get(host=host)
+    bare = host.split("://", 1)[1]
+    response = admin_client.get(OVERVIEW, {"host": bare})  # the name alone finds the origin
+    assert response.status_code == 200 and response.context["host"] == host
+    overview = response.context["overview"]
+    # The untried row waits for the pause; the retries' own time is later than its end.
+    queue = overview.queue
+    assert (queue.queued, queue.paused, queue.backoff, queue.claimable) == (5, 1, 4, 0)
+    assert queue.next_due > state.paused_until
+    assert overview.queue_errors == [("HTTP 500", 4)]
+    assert overview.failed_24h == 1
+    page = response.content.decode()
+    until = timezone.localtime(state.paused_until)
+    assert f"paused until {until:%H:%M:%S} (in " in page
+    assert '<span class="aq-value aq-open">open</span>' in page
+    for button in ("aq-do-pause", "aq-do-resume", "aq-do-stop", "aq-do-requeue"):
+        assert f'id="{button}"' in page
+    link = f"{OVERVIEW}?{urlencode({'host': host})}"
+    for listing in (QUEUE, HOSTS, DASHBOARD):
+        assert link in admin_client.get(listing).content.decode(), listing
+
+
+def test_host_page_actions(admin_client):
+    host = "https://a.example"
+    queued(inbox=f"{host}/inbox/")
+    failed = log_row(inbox=f"{host}/inbox/", ago=timedelta(hours=2))
+    url = f"{OVERVIEW}?host={host}"
+    response = admin_client.post(url, {"do": "pause", "minutes": "60", "host": host}, follow=True)
+    paused = Host.objects.get(host=host)
+    assert paused.circuit == "open"
+    assert paused.paused_until > timezone.now() + timedelta(minutes=59)
+    assert messages_of(response)[0].startswith(f"Paused deliveries to {host} until ")
+    assert response.context["overview"].queue.paused == 1
+
+    response = admin_client.post(url, {"do": "resume"}, follow=True)
+    assert messages_of(response) == ["Resumed 1 host. 1 delivery claimable now."]
+    assert not Host.objects.exists()
+
+    ScheduledActivity.objects.all().delete()
+    response = admin_client.post(url, {"do": "requeue"}, follow=True)
+    assert messages_of(response)[0].startswith("Re-queued 1 delivery that failed")
+    assert ScheduledActivity.objects.get().activity_id == failed.activity_id
+
+    response = admin_client.post(url, {"do": "stop"}, follow=True)
+    assert messages_of(response)[0].startswith(f"Stopped deliveries to {host}")
+    assert Host.objects.get(host=host).unavailable_by == "admin"
+    assert not ScheduledActivity.objects.exists()
+    assert admin_client.post(url, {"do": "pause", "minutes": "7"}, follow=True
+                             ).context["messages"]
+    assert admin_client.post(url, {"do": "explode"}).status_code == 403
+
+
+def test_host_page_needs_permissions(operator):
+    client = operator("view_host")
+    host = "https://a.example"
+    page = client.get(OVERVIEW, {"host": host})
+    assert page.status_code == 200 and 'id="aq-actions"' not in page.content.decode()
+    assert client.post(f"{OVERVIEW}?host={host}", {"do": "pause", "minutes": "60"}
+                       ).status_code == 403
+    assert not Host.objects.exists()
+
+
+def test_dashboard_ranks_hosts_by_failures_in_a_row_and_forgives_replayed_failures(admin_client):
+    """A host still retrying has no final failure yet; a replayed failure that went through
+    counts as delivered."""
+    now = timezone.now()
+    Host.objects.create(host="https://retrying.example", consecutive_failures=7,
+                        failing_since=now - timedelta(minutes=20), last_error="HTTP 502")
+    Host.objects.create(host="https://down.example", consecutive_failures=12, trips=3,
+                        paused_until=now + timedelta(minutes=4), last_error="timed out")
+    log_row(inbox="https://down.example/inbox/", ago=timedelta(hours=2))
+    for _ in range(3):
+        log_row(inbox="https://gone.example/inbox/", status_code=410, ago=timedelta(hours=2))
+    replayed = log_row(inbox="https://back.example/inbox/", ago=timedelta(hours=3))
+    log_row(activity_id=replayed.activity_id, inbox=replayed.inbox, status="sent",
+            status_code=202, ago=timedelta(hours=1))
+    response = admin_client.get(DASHBOARD)
+    ctx = response.context
+    assert [(h.host, h.circuit, h.consecutive_failures, h.failures)
+            for h in ctx["failing_hosts"]] == [
+        ("https://down.example", "open", 12, 1),
+        ("https://retrying.example", "closed", 7, 0),
+        ("https://gone.example", "closed", 0, 3)]
+    assert (ctx["sent_24h"], ctx["failed_24h"], ctx["success_rate"]) == (1, 4, 20.0)
+    page = response.content.decode()
+    assert '<meta http-equiv="refresh" content="30">' in page
+    assert not re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(?:https?:)?//', page)
+    assert "1 <small>host</small>" in page  # paused
+    assert "0 <small>rows</small>" in page and "0 <small>s</small>" in page

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from activity_queue.models import Host, ScheduledActivity
+from activity_queue.models import Follower, Host, PendingDiscovery, ScheduledActivity
 
-from ..support.opsdata import log_row, queued
+from ..support.opsdata import log_row, outage, queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +27,7 @@ GREEN, RED = (0x2E, 0x7D, 0x32), (0xC6, 0x28, 0x28)
 
 
 @contextmanager
-def chromium(profile: Path):
+def chromium(profile: Path, width: int = 1280):
     """A fresh headless Chromium. Django's ORM refuses to run inside Playwright's event
     loop, so the test prepares its data before and checks the database after.
     With AQ_SCREENSHOT_DIR set, the pages seen are also saved there for a person to look at."""
@@ -41,7 +41,7 @@ def chromium(profile: Path):
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=ARGS,
-            viewport={"width": 1280, "height": 900})
+            viewport={"width": width, "height": 900})
         context.set_default_timeout(20_000)
         try:
             yield context
@@ -109,5 +109,101 @@ def requeue_and_screenshot(page, base: str, pk: int, shot: Path) -> None:
 
     page.click("text=Dashboard")
     page.wait_for_selector(".aq-chart svg rect")
-    assert page.locator("#aq-depth .aq-value").inner_text() == "2"
+    assert page.locator("#aq-depth .aq-value").inner_text() == "2 rows"
     page.screenshot(path=str(shot), full_page=True)
+
+
+#: Every list of the app: none may scroll sideways at 1400 px with the navigation sidebar open.
+LISTS = ("scheduledactivity", "activity", "host", "follower", "pendingdiscovery")
+FITS = """() => {
+    const table = document.querySelector('#result_list');
+    const box = table.parentElement;
+    return {table: table.scrollWidth, box: box.clientWidth, boxScroll: box.scrollWidth,
+            page: document.documentElement.scrollWidth, view: window.innerWidth};
+}"""
+
+
+def save(page, name: str, full_page: bool = True) -> None:
+    if os.environ.get("AQ_SCREENSHOT_DIR"):
+        page.screenshot(path=str(Path(os.environ["AQ_SCREENSHOT_DIR"]) / name),
+                        full_page=full_page)
+
+
+def login(page, base: str, next_url: str) -> None:
+    page.goto(f"{base}/admin/login/?next={next_url}")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "s3cret-pass")
+    page.click("input[type=submit]")
+
+
+def test_during_an_outage_every_list_fits_1400px_and_paused_rows_say_so(
+        live_server, django_user_model, tmp_path, receiver, worker):
+    django_user_model.objects.create_superuser("admin", "admin@example.org", "s3cret-pass")
+    host = outage(receiver, worker, tried=6, untried=2)
+    operations_data()
+    for kind in ("Follow", "Announce", "Note"):
+        log_row(activity_type=kind, status="sent", status_code=202,
+                inbox="https://a-rather-long-host-name.example.org/users/someone/inbox/",
+                object_id="https://here.example/users/someone-with-a-long-name/notes/123456/")
+    long_object = "https://here.example/users/someone-with-a-rather-long-name/circles/1234567/"
+    Follower.objects.create(object_id=long_object,
+                            inbox="https://a-rather-long-host-name.example.org/users/x/inbox/")
+    PendingDiscovery.objects.create(
+        resource="https://a-rather-long-host-name.example.org/users/someone/profile/",
+        activity_type="Add", object_id=long_object, payload={"type": "Add"},
+        last_error="inbox discovery: HTTP 503 fetching the document, the server said it is busy")
+    until = timezone.localtime(Host.objects.get(host=host).paused_until)
+    with chromium(tmp_path / "profile", width=1400) as browser:
+        page = browser.new_page()
+        login(page, live_server.url, "/admin/")
+        page.wait_for_selector("#site-name")
+        for model in LISTS:
+            page.goto(f"{live_server.url}/admin/activity_queue/{model}/")
+            page.wait_for_selector("#result_list")
+            assert page.locator("#nav-sidebar").is_visible(), model
+            sizes = page.evaluate(FITS)
+            assert sizes["view"] == 1400
+            assert sizes["table"] <= sizes["box"] and sizes["boxScroll"] <= sizes["box"], (
+                model, sizes)
+            assert sizes["page"] <= sizes["view"], (model, sizes)
+            if model == "scheduledactivity":
+                states = page.locator("#result_list td.field-state_label").all_inner_texts()
+                paused = [s for s in states if s.startswith(f"paused until {until:%H:%M}")]
+                assert len(paused) == 8 and sum("; retry at " in s for s in paused) == 6, states
+                save(page, "scheduled-outage.png")
+            elif model == "activity":
+                types = page.locator("#changelist-filter").inner_text()
+                assert all(kind in types for kind in ("Follow", "Announce", "Note"))
+                failed = page.locator("#result_list tr:has(.aq-failed)").first
+                colour = failed.locator("td").first.evaluate(
+                    "td => getComputedStyle(td).backgroundColor")
+                assert colour != "rgba(0, 0, 0, 0)", colour
+                assert "Show all" not in page.locator("#toolbar").inner_text()
+
+        # The dashboard ranks the paused host by its failures in a row.
+        page.goto(f"{live_server.url}/admin/activity_queue/activity/dashboard/")
+        page.wait_for_selector(".aq-chart svg")
+        first = page.locator("#aq-failing-hosts tbody tr").first
+        cells = first.locator("td").all_inner_texts()
+        assert cells[:3] == [host, f"open until {until:%H:%M:%S}", "6"], cells
+        assert page.locator("#aq-paused .aq-value").inner_text() == "2 hosts"
+        assert page.locator('meta[http-equiv="refresh"]').get_attribute("content") == "30"
+        save(page, "dashboard-outage.png")
+
+        # Its page: the circuit, the queue, the last errors; Resume says what it did.
+        first.locator("a").first.click()
+        page.wait_for_selector("#aq-circuit")
+        assert page.locator("#aq-circuit .aq-value").inner_text() == "open"
+        assert f"paused until {until:%H:%M:%S} (in " in page.locator("#aq-circuit").inner_text()
+        assert page.locator("#aq-paused .aq-value").inner_text() == "2"
+        assert page.locator("#aq-backoff .aq-value").inner_text() == "6"
+        assert "HTTP 500" in page.locator("#aq-queue-errors").inner_text()
+        save(page, "host-overview.png")
+        page.click("#aq-do-resume")
+        message = page.locator("ul.messagelist li.success")
+        message.wait_for()
+        assert message.inner_text().startswith(
+            "Resumed 1 host. 2 deliveries claimable now; 6 in backoff keep their time, the "
+            "next due in "), message.inner_text()
+        assert page.locator("#aq-circuit .aq-value").inner_text() == "closed"
+    assert not Host.objects.filter(host=host).exists()

@@ -2,7 +2,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from activity_queue.operations.chart import FAILED_COLOUR, SENT_COLOUR, nice_ceiling, outcomes_svg
+from activity_queue.operations.chart import (
+    FAILED_COLOUR,
+    SENT_COLOUR,
+    nice_ceiling,
+    outcomes_svg,
+    y_ticks,
+)
 from activity_queue.operations.stats import HourBucket
 
 
@@ -32,3 +38,17 @@ def test_an_empty_day_still_draws_axes():
     assert "<rect x" not in svg.split("</text>", 2)[-1]  # only legend swatches are rects
     assert svg.count('text-anchor="middle"') == 8  # a time label every three hours
 
+
+
+@pytest.mark.parametrize(("top", "ticks"), [(1, [0, 1]), (2, [0, 1, 2]), (5, [0, 1, 2, 3, 4, 5]),
+                                            (10, [0, 5, 10]), (50, [0, 25, 50])])
+def test_y_ticks_are_whole_numbers(top, ticks):
+    assert y_ticks(top) == ticks
+
+
+def test_a_small_day_has_whole_ticks():
+    start = datetime(2024, 5, 1, tzinfo=UTC)
+    svg = str(outcomes_svg([HourBucket(start, 3, 1)]))
+    labels = [part.rsplit(">", 1)[-1] for part in svg.split("</text>")
+              if 'text-anchor="end"' in part]
+    assert labels == ["0", "1", "2", "3", "4", "5"]

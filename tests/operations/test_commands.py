@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -18,7 +19,7 @@ from activity_queue.conf import get_config
 from activity_queue.management.commands.activity_status import Command as StatusCommand
 from activity_queue.models import Activity, Host, Payload, ScheduledActivity
 
-from ..support.opsdata import log_row, moved_backlog, queued
+from ..support.opsdata import log_row, moved_backlog, outage, queued
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,7 +183,7 @@ def test_status_reports_and_fails_on_lag():
     assert 3590 < report["queue"]["oldest_pending_age_s"] < 3700
     assert report["dropped"] == 1
     assert report["failures"]["hosts"] == [
-        {"host": "https://a.example", "failures": 2, "circuit": "closed"}]
+        {"host": "https://a.example", "failures": 2, "circuit": "closed", "paused_until": None}]
     out, _ = run("activity_status", "--max-lag", "1h", "--window", "3h")
     assert "  https://a.example       2  circuit closed" in out
     assert "  https://b.example       1  circuit closed" in out
@@ -335,3 +336,52 @@ def test_status_shows_unavailable_hosts():
         ("https://dead.example", since, ""), ("https://stopped.example", now.isoformat(), "alice")]
     assert report["unavailable"][0]["next_probe"] == (now + timedelta(hours=2)).isoformat()
     assert report["unavailable"][1]["next_probe"] is None
+
+
+# -- activity_status during a real outage --------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_status_during_an_outage_says_paused_until_and_degraded(receiver, worker):
+    host = outage(receiver, worker, tried=4, untried=1)
+    paused_until = Host.objects.get().paused_until
+    at = timezone.localtime(paused_until).strftime("%H:%M:%S")
+    out, _ = run("activity_status")
+    lines = out.splitlines()
+    assert "due now         1 (1 for paused hosts)" in lines
+    assert "paused hosts    1 row waits for the end of a pause" in lines
+    circuit = next(line for line in lines if line.startswith(f"  {host}  open"))
+    found = re.fullmatch(rf"  {re.escape(host)}  open       4 failures in a row  "
+                         rf"paused until {at} \(in (\d+) s\)", circuit)
+    assert found and 100 <= int(found[1]) <= 120, circuit
+    assert lines[-1] == (
+        f"status          degraded: circuit open for {host} (their rows wait for the pause to "
+        "end; exit status 0, --fail-on-open-circuit makes it 1)")
+
+    report = status_json()
+    assert (report["status"], report["healthy"], report["problems"]) == ("degraded", True, [])
+    assert report["warnings"] == [f"circuit open for {host}"]
+    [state] = report["circuits"]
+    assert (state["host"], state["circuit"], state["consecutive_failures"]) == (host, "open", 4)
+    assert state["paused_until"] == paused_until.isoformat()
+    assert 100 <= state["paused_for_s"] <= 120
+    assert state["last_error"] == "HTTP 500"
+
+    with pytest.raises(CommandError, match=f"unhealthy: circuit open for {re.escape(host)}"):
+        run("activity_status", "--fail-on-open-circuit", "--json")
+
+
+def test_status_uses_plurals_for_one_row():
+    moved_backlog("https://down.example", 2, keep=1)
+    out, _ = run("activity_status")
+    assert "failing hosts   1 row waits for its host to answer" in out
+
+
+def test_a_failure_replayed_and_delivered_is_no_longer_listed():
+    failed = log_row(inbox="https://a.example/inbox/", ago=timedelta(minutes=20))
+    log_row(inbox="https://b.example/inbox/", ago=timedelta(minutes=20))
+    log_row(activity_id=failed.activity_id, inbox=failed.inbox, status="sent",
+            status_code=202, ago=timedelta(minutes=5))
+    assert [h["host"] for h in status_json()["failures"]["hosts"]] == ["https://b.example"]
+    out, _ = run("activity_status")
+    assert "https://a.example" not in out

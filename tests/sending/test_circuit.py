@@ -4,6 +4,7 @@ Time is moved by editing ``Host.paused_until``, never by sleeping.
 """
 
 import itertools
+import logging
 from datetime import timedelta
 
 import pytest
@@ -280,3 +281,21 @@ def test_an_internationalised_host_has_one_circuit(worker):
     assert report.claimed == 0
     assert attempts() == [0, 0]
     assert Host.objects.count() == 1
+
+
+def test_the_log_says_when_a_host_is_paused_and_when_it_recovers(receiver, worker, caplog):
+    receiver.rules["/inbox/"] = Rule(status=503)
+    with aq_settings(**CIRCUIT), caplog.at_level(logging.INFO, logger="activity_queue"):
+        w = worker()
+        send(receiver, 3)
+        w.run_once(timeout=20)
+        receiver.rules["/inbox/"] = Rule(status=202)
+        end_pause(receiver.base)
+        assert w.run_once(timeout=20).sent == 1
+        w.run_once(timeout=20)  # the backlog flows; the closed circuit is not logged again
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records
+              if r.name == "activity_queue.sending.worker"]
+    assert logged == [
+        (logging.WARNING, f"activity_queue: pausing deliveries to {receiver.base}"),
+        (logging.WARNING, f"activity_queue: {receiver.base} answered again after a pause; "
+                          "circuit closed, deliveries resumed")]

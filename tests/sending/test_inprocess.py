@@ -1,6 +1,7 @@
 """The in-process worker thread (backends.thread), its autostart rules, and a real runserver."""
 
 import itertools
+import logging
 import threading
 import urllib.error
 import urllib.request
@@ -49,6 +50,29 @@ def send(receiver, n: int = 1, path: str = "/inbox/") -> list[str]:
                          "object": f"https://origin.example/notes/{next(_notes)}"},
                         to=receiver.url(path))[0] for _ in range(n)]
     return [row.activity_id for row in rows]
+
+
+def test_a_refused_configuration_keeps_the_worker_down_and_says_so_once(receiver, caplog):
+    with override_settings(ACTIVITY_QUEUE={**SLOW_POLLING, "WORKERS": "64"}):
+        get_config.cache_clear()
+        try:
+            with caplog.at_level(logging.INFO, logger="activity_queue"):
+                assert thread.start() is None
+                thread.allow_autostart()
+                send(receiver)  # a commit wakes, or starts, the worker
+                thread.ensure_started()  # a request in a server that runs no checks
+                assert thread.start() is None
+            assert thread.running() is None and worker_threads() == []
+        finally:
+            thread.stop()
+            thread._autostart = False
+    get_config.cache_clear()
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert logged == [(logging.ERROR, (
+        "activity_queue: the in-process worker does not start, the configuration is refused:\n"
+        "(activity_queue.E002) ACTIVITY_QUEUE['WORKERS'] = '64' has type str. "
+        "HINT: WORKERS must be an integer >= 1 (default 64)."))]
+    assert receiver.received == [] and ScheduledActivity.objects.count() == 1
 
 
 def test_start_is_idempotent_and_stop_ends_the_thread(inprocess):
@@ -118,8 +142,8 @@ def test_runserver_revives_rows_enqueued_before_it_started(receiver, spawn, relo
     assert wait_until(lambda: not ScheduledActivity.objects.exists(), timeout=10)
     assert sorted(b["id"] for b in receiver.bodies()) == sorted(ids)
     assert server.alive()
-    started = [line for line in server.stderr().splitlines() if "worker" in line
-               and line.endswith("started")]
+    started = [line for line in server.stderr().splitlines()
+               if " started: in-process, WORKERS=64, PER_HOST=8, backend thread" in line]
     assert len(started) == 1, "exactly one process of the server runs the worker"
 
 

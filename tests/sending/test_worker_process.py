@@ -65,6 +65,8 @@ def test_a_stop_signal_finishes_or_releases_in_flight_rows_and_exits_0(receiver,
     proc.send(signum)
     assert proc.wait(15) == 0, proc.stderr()
     assert signal.Signals(signum).name in proc.stderr()
+    assert f"started: dedicated, WORKERS=64, PER_HOST=4, backend thread, database " \
+           f"{connection.vendor}" in proc.stderr()
     assert "stopped" in proc.stdout()
 
     assert not ScheduledActivity.objects.exclude(leased_by="").exists()
@@ -153,3 +155,18 @@ def test_a_dropped_database_connection_is_logged_and_the_worker_goes_on(receiver
     assert sent_per_activity() == Counter(in_flight + later)
     proc.send(signal.SIGTERM)
     assert proc.wait(15) == 0
+
+
+@pytest.mark.parametrize("flags", [[], ["--skip-checks"]], ids=["checks", "skip-checks"])
+def test_a_configuration_the_checks_refuse_never_starts_the_worker(receiver, spawn, flags):
+    """With the system checks (Django's) or without them (the command's own refusal)."""
+    enqueue_many(1, receiver.url("/inbox/"))
+    proc = spawn("activity_worker", *flags, queue={"WORKERS": "64"})
+    assert proc.wait(30) == 1
+    err = proc.stderr()
+    assert "(activity_queue.E002) ACTIVITY_QUEUE['WORKERS'] = '64' has type str." in err
+    assert "WORKERS must be an integer >= 1 (default 64)." in err
+    assert "Traceback" not in err and "running" not in proc.stdout()
+    if flags:
+        assert "the worker does not start" in err
+    assert receiver.received == [] and ScheduledActivity.objects.count() == 1

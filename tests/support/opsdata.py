@@ -72,3 +72,36 @@ def moved_backlog(host: str, rows: int, *, keep: int = 1) -> int:
         queued(inbox=f"{host}/inbox/", next_attempt_at=now - timedelta(seconds=30))
     queued(inbox=f"{host}/inbox/", next_attempt_at=until + timedelta(minutes=5))
     return hosts.defer_backlog([host], until, keep=keep, now=now)
+
+
+#: An outage as an operator meets it: three failures in a row pause the host for two
+#: minutes; a retry waits longer than the pause.
+OUTAGE = {"CIRCUIT_THRESHOLD": 3, "CIRCUIT_COOLDOWN": 120.0, "BACKOFF_FACTOR": 600.0,
+          "BACKOFF_MAX": 3600.0}
+
+
+def outage(receiver, make_worker, *, tried: int = 4, untried: int = 1) -> str:
+    """A real outage: ``receiver`` answers 500 to every delivery, a worker tries ``tried``
+    deliveries (to two inboxes of the host) and the host's circuit opens; then ``untried``
+    more are enqueued, due now but held back by the pause. Returns the host."""
+    from activity_queue import enqueue
+
+    from .helpers import aq_settings
+    from .receiver import Rule
+
+    for path in ("/inbox/", "/users/bob/inbox/"):
+        receiver.rules[path] = Rule(status=500, body=b'{"error": "database is down"}')
+
+    def send(n: int, label: str) -> None:
+        for i in range(n):
+            path = "/inbox/" if i % 2 else "/users/bob/inbox/"
+            kind = ("Create", "Follow", "Announce", "Note")[i % 4]
+            enqueue({"type": kind, "object": f"https://testserver/circles/{label}{i}/"},
+                    to=receiver.url(path))
+
+    with aq_settings(**OUTAGE):
+        send(tried, "tried-")
+        make_worker().run_once(timeout=20)
+        send(untried, "new-")
+    assert Host.objects.get(host=receiver.base).paused_until > timezone.now()
+    return receiver.base

@@ -6,6 +6,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ...checks import describe, refusals
 from ...sending.worker import Report, Worker
 
 
@@ -28,6 +29,9 @@ class Command(BaseCommand):
     def handle(self, *args, burst: bool = False, name: str | None = None,
                max_rounds: int | None = None, metrics_port: int | None = None,
                metrics_addr: str = "127.0.0.1", **options) -> None:
+        if refused := refusals():
+            raise CommandError("the configuration is refused by the system checks, the worker "
+                               f"does not start:\n{describe(refused)}")
         if max_rounds is not None and not burst:
             raise CommandError("--max-rounds only applies to --burst")
         if max_rounds is not None and max_rounds < 1:

@@ -12,10 +12,11 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from django.db import connections
 
+from ...conf import Config, get_config
 from ..worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,11 @@ _worker: Worker | None = None
 _thread: threading.Thread | None = None
 _pid: int | None = None
 _autostart = False
+#: Why the configuration cannot run a worker, one line per reason ("" when it can). Set
+#: from ``AppConfig.ready()`` to the system checks' errors: sending cannot import checks.
+refusal: Callable[[], str] = str
+#: The configuration last refused, so that the refusal is logged once, not per request.
+_refused: Config | None = None
 
 
 #: Programs that run management commands; of those, only ``runserver`` serves.
@@ -85,14 +91,23 @@ def running() -> Worker | None:
     return None
 
 
-def start(**kwargs) -> Worker:
-    """Start the in-process worker (once per process) and return it."""
-    global _worker, _thread, _pid
+def start(**kwargs) -> Worker | None:
+    """Start the in-process worker (once per process) and return it; None if the
+    configuration is refused (logged once at ERROR: the worker stays down)."""
+    global _worker, _thread, _pid, _refused
     with _lock:
         current = running()
         if current is not None:
             return current
-        worker = Worker(**kwargs)
+        config = get_config()
+        if _refused is config:
+            return None
+        if reasons := refusal():
+            _refused = config
+            logger.error("activity_queue: the in-process worker does not start, the "
+                         "configuration is refused:\n%s", reasons)
+            return None
+        worker = Worker(**{"mode": "in-process", **kwargs})
         thread = threading.Thread(target=_serve, args=(worker,), name="activity-queue-worker",
                                   daemon=True)
         _worker, _thread, _pid = worker, thread, os.getpid()

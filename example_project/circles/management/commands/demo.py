@@ -186,9 +186,10 @@ class Command(BaseCommand):
             b.stop()
             retired.stop()
             if keep:
+                python = _python()
                 self.say(f"\nKept {directory}: both databases and logs. To browse site A's log:\n"
                          f"  export EXAMPLE_DB={directory / 'a.sqlite3'}\n"
-                         "  python manage.py createsuperuser && python manage.py runserver\n"
+                         f"  {python} manage.py createsuperuser && {python} manage.py runserver\n"
                          "  then open http://127.0.0.1:8000/admin/activity_queue/activity/")
             else:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -236,6 +237,10 @@ class Command(BaseCommand):
         popup = a.post("/demo/circles/", name="Pop-up", owner=bob)
         a.post(f"/demo/circles/{popup['pk']}/delete/")
         self.say("A: circle Pop-up is created for bob and deleted again (a Create and a Delete)")
+        self.say(f"   (the demo retries fast: backoff {DEMO_ENV['AQ_BACKOFF']} s doubling up to "
+                 f"{DEMO_ENV['AQ_BACKOFF_MAX']} s, a {DEMO_ENV['AQ_CIRCUIT_COOLDOWN']} s pause "
+                 "after 5 failures in a row; a real site waits 30 s doubling up to 6 h, and "
+                 "60 s)")
         deadline = time.monotonic() + 3.5
         while time.monotonic() < deadline:
             time.sleep(1)
@@ -244,7 +249,7 @@ class Command(BaseCommand):
                 wait = row["due_in"] if row["due_in"] > 0 else 0.0
                 error = row["error"].split(" ssl:")[0] or "not tried yet"
                 self.say(f"   A's queue: {row['type']:<6} to B, {row['attempts']} failed "
-                         f"attempt(s), next in {wait:.1f} s ({error})")
+                         f"attempt(s), next in {wait:.1f} s of short demo backoff ({error})")
             for host in state["hosts"]:
                 self.say(f"   A's circuit breaker for B: {host['failures']} consecutive "
                          f"failures, circuit {host['circuit']}")
@@ -267,11 +272,13 @@ class Command(BaseCommand):
             e["status"] == "failed" for e in a.state()["log"]))
         failed = [e for e in a.state()["log"] if e["status"] == "failed"]
         for e in failed:
-            self.say(f"   A's log: {e['type']} to {e['inbox']} failed: {e['error']} "
-                     f"(HTTP {e['code']}, not retried)")
+            error = e["error"] if e["error"].startswith(f"HTTP {e['code']}") else (
+                f"HTTP {e['code']}: {e['error']}" if e["code"] else e["error"])
+            self.say(f"   A's log: {e['type']} to {e['inbox']} failed: {error} (not retried)")
 
         self.summary(a.state(), b.state())
-        self.say("\n(--keep keeps both databases, to look at the queue and the log in the admin)")
+        self.say(f"\n({_python()} manage.py demo --keep keeps both databases, to look at the "
+                 "queue and the log in the admin)")
 
     def summary(self, a: dict, b: dict) -> None:
         self.title("Summary (from each site's Activity log)")
@@ -308,6 +315,17 @@ class Command(BaseCommand):
             if time.monotonic() > deadline:
                 raise CommandError(f"gave up waiting for {what}")
             time.sleep(0.1)
+
+
+def _python() -> str:
+    """How to run this Python from the repository root, as the hints say it: the virtual
+    environment's (``.venv/bin/python``), where a bare ``python`` may not have Django."""
+    here = Path(sys.executable)
+    try:
+        return str(here.relative_to(ROOT))
+    except ValueError:
+        venv = ROOT / ".venv" / "bin" / "python"
+        return ".venv/bin/python" if venv.exists() else str(here)
 
 
 def _circle_on(site: Site, urlid: str, *, owner: str, members: list[str]) -> bool:
