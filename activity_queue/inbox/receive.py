@@ -19,6 +19,8 @@ from ..exceptions import InvalidActivity, UnsafeDestination
 from ..federation import backlinks
 from ..federation import registry as linked
 from ..net.addresses import check_url, origin
+from ..payloads import string_problem
+from .validation import url_problem
 
 #: Create and Update carry the whole set of links; Add and Remove may carry part of it.
 REPLACE, MERGE = "replace", "merge"
@@ -88,6 +90,11 @@ def _urlid(value: Any, what: str) -> str:
     urlid = value.get("@id") or value.get("id") if isinstance(value, dict) else value
     if not isinstance(urlid, str) or not urlid:
         raise InvalidActivity(f"{what} needs an '@id'")
+    # Links come from documents nobody validated (an origin's answer) as well as from
+    # activities: what no database column stores must be refused here, not by the driver.
+    problem = url_problem(urlid) or string_problem(urlid)
+    if problem:
+        raise InvalidActivity(f"{what} '@id' {problem}")
     try:
         check_url(urlid)
     except UnsafeDestination:
@@ -107,6 +114,10 @@ def _remote(value: Any, what: str) -> str:
 def _record(spec: linked.LinkedSpec, urlid: str, using: str) -> models.Model:
     """The local record of a remote resource, created empty when unknown."""
     manager = spec.model._default_manager.db_manager(using)
+    longest = spec.model._meta.get_field("urlid").max_length
+    if longest and len(urlid) > longest:
+        raise InvalidActivity(f"cannot record {urlid[:200]}… as a {spec.rdf_type}: its "
+                              f"'@id' is longer than {longest} characters")
     try:
         with transaction.atomic(using=using):
             return manager.get_or_create(urlid=urlid)[0]

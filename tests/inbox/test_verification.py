@@ -144,6 +144,22 @@ def test_a_forged_update_leaves_the_record_unchanged(client, origin, alice, bob,
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/u/1\x00", "contains whitespace or control characters"),
+    ("/u/1\ud800", "contains an unpaired surrogate"),
+    ("/u/" + "x" * 2000, "is longer than 2000 characters"),
+])
+def test_a_link_no_database_can_store_is_not_applied(client, origin, alice, path, reason):
+    """The origin's document is as hostile as any input: a link PostgreSQL would refuse
+    (NUL, a lone surrogate, longer than the urlid column) is a reason, not a server error."""
+    serve_circle(origin, owner={"@id": origin.url(path), "@type": "foaf:user"})
+    response = post(client, backlink("Create", origin))
+    assert (response.status_code, response.json()) == (202, {})
+    assert record(origin) is None
+    assert reason in received().error, received().error
+
+
+@pytest.mark.django_db
 def test_a_document_nested_too_deep_is_no_document(client, origin, alice, bob):
     mine = Circle.objects.create(urlid=circle_url(origin), owner=alice)
     origin.documents["/circles/9/"] = Rule(status=200, body=b"[" * 100_000 + b"]" * 100_000)

@@ -221,6 +221,16 @@ def test_apply_refusal_is_a_400_and_leaves_nothing(client, monkeypatch):
 
 
 @pytest.mark.django_db
+def test_a_link_longer_than_the_urlid_column_is_a_400(client):
+    owner = {"@id": "https://b.example/users/" + "7" * 2000, "@type": "foaf:user"}
+    body = {**DJANGOLDP_BODY, "object": {**DJANGOLDP_BODY["object"], "owner": owner}}
+    response = post(client, body)
+    assert response.status_code == 400
+    assert "is longer than 2000 characters" in response.json()["detail"]
+    assert Activity.objects.count() == 0
+
+
+@pytest.mark.django_db
 def test_size_limit_is_a_setting_and_checks_the_declared_length(client, settings):
     settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "INBOX_MAX_BYTES": 100}
     assert post(client, b"{" + b" " * 120 + b"}").status_code == 413
