@@ -84,6 +84,17 @@ class InboxView(APIView):
     renderer_classes = (JSONRenderer,)
     content_negotiation_class = AnyAccept
 
+    @classmethod
+    def as_view(cls, **initkwargs):
+        """Never inside ``ATOMIC_REQUESTS``: a signer's key and an unsigned activity's
+        object are fetched while the sender waits, and no transaction may stay open
+        (on SQLite, hold the one write lock) for a server the sender chose. The view
+        opens its own transaction to log and apply."""
+        view = super().as_view(**initkwargs)
+        for alias in connections:
+            view = transaction.non_atomic_requests(using=alias)(view)
+        return view
+
     # -- pluggable authentication --------------------------------------------------
 
     def get_authenticators(self) -> list:

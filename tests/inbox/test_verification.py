@@ -10,7 +10,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -194,6 +194,25 @@ def test_an_origin_that_cannot_be_fetched_safely_changes_nothing(client, setting
     assert post(client, body).status_code == 202
     assert not Circle.objects.filter(urlid=urlid).exists()
     assert "could not be fetched from its origin" in received().error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_transaction_is_open_while_the_origin_is_asked(client, origin, alice, bob,
+                                                          monkeypatch):
+    """Not even with ATOMIC_REQUESTS: on SQLite the site's one write lock would wait for a
+    server the sender chose, for as long as it takes to answer."""
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    fetch, during = verification.discovery.fetch, []
+
+    def watched(*args, **kwargs):
+        during.append(connection.in_atomic_block)
+        return fetch(*args, **kwargs)
+
+    monkeypatch.setattr(verification.discovery, "fetch", watched)
+    serve_circle(origin, owner=ref(bob))
+    assert post(client, backlink("Create", origin)).status_code == 202
+    assert during == [False]
+    assert record(origin).owner == bob
 
 
 @pytest.mark.django_db
