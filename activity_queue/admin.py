@@ -431,6 +431,8 @@ class ActivityAdmin(RecordAdmin):
 
     #: Seconds between two reloads of the dashboard (a meta refresh: no script).
     DASHBOARD_REFRESH = 30
+    #: Troubled hosts listed on the dashboard; the Host health list has them all.
+    DASHBOARD_HOSTS = 50
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.dashboard_view)
@@ -466,7 +468,8 @@ class ActivityAdmin(RecordAdmin):
         now = timezone.now()
         day_ago = now - timedelta(hours=24)
         buckets = health.hourly_outcomes(24, now)
-        troubled = health.troubled_hosts()
+        troubled = health.troubled_hosts(limit=self.DASHBOARD_HOSTS)
+        counts = health.host_counts(now)
         sent = sum(b.sent for b in buckets)
         failed = sum(b.failed for b in buckets)
         changelist = reverse("admin:activity_queue_activity_changelist",
@@ -483,7 +486,9 @@ class ActivityAdmin(RecordAdmin):
             "success_rate": round(100 * sent / (sent + failed), 1) if sent + failed else None,
             "failing_hosts": health.struggling_hosts(day_ago),
             "troubled_hosts": troubled,
-            "open_circuits": sum(1 for h in troubled if h.circuit == "open"),
+            "troubled_count": counts["troubled"],
+            "troubled_more": counts["troubled"] - len(troubled),
+            "open_circuits": counts["open"],
             "dropped_24h": health.count_since(State.DROPPED, day_ago),
             "discarded_24h": health.count_since(State.DISCARDED, day_ago),
             "failed_url": f"{changelist}?status__exact={State.FAILED.value}",

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from .. import signals
 from ..lifecycle import State
-from .stats import QueueStats, queue_stats, troubled_hosts
+from .stats import QueueStats, host_counts, queue_stats
 
 #: Seconds a reading of the queue's state is served again before the database is asked.
 CACHE_SECONDS = 5.0
@@ -67,7 +67,7 @@ class QueueCollector(Collector):
 
     def _read(self) -> list[GaugeMetricFamily]:
         stats = queue_stats()
-        hosts = troubled_hosts()
+        hosts = host_counts()
         return [
             _gauge("activity_queue_depth", "Deliveries queued (due, retrying later, paused or "
                    "in flight).", stats.depth),
@@ -94,16 +94,13 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
-def _hosts_gauge(hosts) -> GaugeMetricFamily:
+def _hosts_gauge(counts: dict[str, int]) -> GaugeMetricFamily:
     family = GaugeMetricFamily(
         "activity_queue_hosts", "Hosts by delivery state: circuit open (paused), half-open "
         "(probing) or unavailable (failing for longer than UNAVAILABLE_AFTER).",
         labels=["state"])
-    counts = {"open": 0, "half-open": 0, "unavailable": 0}
-    for host in hosts:
-        counts["unavailable" if host.unavailable else host.circuit] += 1
-    for state, n in counts.items():
-        family.add_metric([state], n)
+    for state in ("open", "half-open", "unavailable"):
+        family.add_metric([state], counts["paused" if state == "open" else state])
     return family
 
 

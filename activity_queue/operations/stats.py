@@ -282,10 +282,32 @@ def known_host(name: str) -> str:
     return f"https://{name}"
 
 
-def troubled_hosts() -> list[Host]:
+def _troubled(now: datetime) -> Q:
+    """What :attr:`Host.circuit` and :attr:`Host.unavailable` say, as a query."""
+    return Q(paused_until__gt=now) | Q(trips__gt=0) | Q(unavailable_since__isnull=False)
+
+
+def troubled_hosts(limit: int | None = None) -> list[Host]:
     """Hosts whose circuit is open or half-open, or that are unavailable (healthy hosts
-    have no row)."""
-    return [h for h in Host.objects.order_by("host") if h.circuit != "closed" or h.unavailable]
+    have no row), by name; the first ``limit`` of them when given: unavailable hosts
+    pile up on a site that federates widely."""
+    rows = Host.objects.filter(_troubled(timezone.now())).order_by("host")
+    return list(rows if limit is None else rows[:limit])
+
+
+def host_counts(now: datetime | None = None) -> dict[str, int]:
+    """Troubled hosts counted by the database: ``open`` (circuit open, available or
+    not), ``half-open``, ``unavailable``, ``troubled`` (all of them), and ``paused``
+    (open and available: what the metrics call open)."""
+    now = now or timezone.now()
+    opened, down = Q(paused_until__gt=now), Q(unavailable_since__isnull=False)
+    return Host.objects.aggregate(
+        open=Count("pk", filter=opened),
+        paused=Count("pk", filter=opened & ~down),
+        **{"half-open": Count("pk", filter=Q(trips__gt=0) & ~opened & ~down)},
+        unavailable=Count("pk", filter=down),
+        troubled=Count("pk", filter=_troubled(now)),
+    )
 
 
 def count_since(status: State, since: datetime) -> int:

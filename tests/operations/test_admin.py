@@ -259,6 +259,25 @@ def test_dashboard_numbers(operator):
     assert sum(b.sent for b in ctx["buckets"]) == 7
 
 
+def test_dashboard_lists_a_bounded_number_of_troubled_hosts(admin_client):
+    """A site that federates widely keeps thousands of unavailable hosts: the page, which
+    reloads itself, reads and shows the first ones and says how many there are."""
+    now = timezone.now()
+    Host.objects.bulk_create([
+        Host(host=f"https://gone{n:03}.example", unavailable_since=now, failing_since=now,
+             updated_at=now) for n in range(120)])
+    Host.objects.create(host="https://down.example", paused_until=now + timedelta(minutes=5),
+                        trips=1, updated_at=now)
+    response = admin_client.get(DASHBOARD)
+    ctx = response.context
+    shown = ctx["troubled_hosts"]
+    assert len(shown) == 50 and shown[0].host == "https://down.example"
+    assert ctx["troubled_count"] == 121 and ctx["open_circuits"] == 1
+    circuits = response.content.decode().split('id="aq-circuits"')[1]
+    assert circuits.count("<tr><td>") == 50
+    assert f'<a href="{HOSTS}">and 71 more</a>' in circuits
+
+
 def assert_read_only(client, model: str, row, field: str, value) -> None:
     """The detail page shows the row with no save button; add, edit and delete are refused."""
     url = reverse(f"admin:activity_queue_{model}_change", args=[row.pk])
