@@ -16,11 +16,15 @@ Two kinds, because they come from two places:
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from django.db import connections
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -130,3 +134,36 @@ def register(registry: CollectorRegistry = REGISTRY) -> None:
         registry.register(DURATION)
         _registered.add(id(registry))
     signals.outcomes_written.connect(_count, dispatch_uid="activity_queue.metrics")
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+def serve(addr: str, port: int, registry: CollectorRegistry = REGISTRY) -> WSGIServer:
+    """Serve ``registry`` at ``http://addr:port/metrics`` from a thread, for a process that
+    serves no site (``activity_worker --metrics-port``); raises OSError if it cannot listen.
+
+    Each scrape runs in a thread of its own and closes the database connection it opened:
+    left open, each would linger until the garbage collector found it.
+    """
+    app = make_wsgi_app(registry)
+
+    def closing(environ, start_response):
+        try:
+            return app(environ, start_response)
+        finally:
+            connections.close_all()
+
+    server_class = _Server
+    if ":" in addr:
+        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+    server = make_server(addr, port, closing, server_class, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="activity_queue metrics",
+                     daemon=True).start()
+    return server

@@ -2,12 +2,14 @@
 loopback HTTP, from the site's registry and from ``activity_worker --metrics-port``."""
 
 import sys
+import threading
 import urllib.request
 from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.backends.signals import connection_created
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -154,6 +156,33 @@ def test_the_dedicated_worker_serves_its_metrics(spawn, receiver):
                          timeout=30)
     assert samples, worker.stderr()
     assert f"metrics at {url}" in worker.stdout()
+
+
+def test_the_workers_metrics_server_closes_each_scrapes_connection():
+    """Each scrape runs in a thread of its own: a database connection it opened and left
+    open would wait for the garbage collector, one more per scrape."""
+    opened = []
+
+    def record(sender, connection, **kwargs):
+        if connection.alias == "default" and threading.current_thread() is not main:
+            opened.append(connection)
+
+    main = threading.current_thread()
+    port = free_port()
+    connection_created.connect(record)
+    try:
+        call_command("activity_worker", "--burst", "--metrics-port", str(port))
+
+        def scraped_after_a_read():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                assert b"activity_queue_depth" in r.read()
+            return opened  # the collector reads at most every CACHE_SECONDS
+
+        assert wait_until(scraped_after_a_read, timeout=metrics.CACHE_SECONDS + 5,
+                          interval=0.5)
+    finally:
+        connection_created.disconnect(record)
+    assert [c.connection for c in opened] == [None] * len(opened)
 
 
 @pytest.mark.parametrize(("port", "message"), [

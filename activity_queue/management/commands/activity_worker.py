@@ -58,7 +58,7 @@ class Command(BaseCommand):
         if not 0 < port < 65536:
             raise CommandError(f"--metrics-port must be between 1 and 65535, not {port}")
         try:
-            from prometheus_client import start_http_server
+            import prometheus_client  # noqa: F401  (the extra, even if metrics was imported)
 
             from ...operations import metrics
         except ImportError as error:
@@ -66,7 +66,7 @@ class Command(BaseCommand):
                                "pip install 'activity_queue[metrics]'") from error
         metrics.register()
         try:
-            start_http_server(port, addr=addr)
+            metrics.serve(addr, port)
         except OSError as error:
             raise CommandError(f"--metrics-port: cannot listen on {addr}:{port} ({error})"
                                ) from error
