@@ -203,6 +203,9 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
                 body = _read_capped(resp, cfg.DISCOVERY_MAX_BYTES, budget)
         except requests.RequestException as exc:
             raise DiscoveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from None
+        except ValueError as exc:  # a Location that is no URL (requests reads it, too)
+            raise DiscoveryFailed(f"{url[:200]} gave an unusable answer: {exc}",
+                                  retryable=False) from None
         if body is None:
             return Fetched(url, status)
         try:

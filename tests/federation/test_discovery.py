@@ -100,6 +100,13 @@ def test_redirect_is_followed(receiver):
     assert discovery.inbox_for(receiver.url("/moved/")) == receiver.url("/b/inbox/")
 
 
+def test_a_redirect_to_no_url_is_refused_for_good(receiver):
+    url = receiver.document("/moved/", None, status=301, headers={"Location": "http://[::1/x"})
+    with pytest.raises(DiscoveryFailed, match="unusable answer: Invalid IPv6 URL") as caught:
+        discovery.inbox_for(url)
+    assert not caught.value.retryable
+
+
 @pytest.mark.parametrize("status", [500, 503, 429, 408])
 def test_transient_failures_are_retryable_and_not_cached(receiver, status):
     url = receiver.document("/users/7/", None, status=status)

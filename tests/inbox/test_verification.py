@@ -230,6 +230,17 @@ def test_a_slow_origin_is_given_up_on_quickly(client, origin, alice, bob, monkey
 
 
 @pytest.mark.django_db
+def test_a_redirect_to_no_url_changes_nothing(client, origin, alice, bob):
+    mine = Circle.objects.create(urlid=circle_url(origin), owner=alice)
+    origin.document("/circles/9/", status=302, headers={"Location": "http://[::1/circles/9/"})
+    response = post(client, backlink("Update", origin, object={"owner": ref(bob)}))
+    assert (response.status_code, response.json()) == (202, {})
+    mine.refresh_from_db()
+    assert mine.owner == alice
+    assert "gave an unusable answer: Invalid IPv6 URL" in received().error
+
+
+@pytest.mark.django_db
 def test_the_timeout_covers_redirects_too(client, origin, alice, bob, monkeypatch):
     monkeypatch.setattr(verification, "FETCH_TIMEOUT", 0.5)
     mine = Circle.objects.create(urlid=circle_url(origin), owner=alice)

@@ -226,6 +226,14 @@ def test_remote_key_size_cap_and_bad_documents(keys):
             remote_key(keys.url(path))
 
 
+@pytest.mark.parametrize("location", ["http://[::1/k", "//[bad"])
+def test_a_redirect_to_no_url_is_an_unavailable_key(receiver, location):
+    """The signer's server chooses the redirect: one Python cannot parse is its failure."""
+    url = receiver.document("/k", None, status=302, headers={"Location": location})
+    with pytest.raises(KeyUnavailable, match="gave an unusable answer: Invalid IPv6 URL"):
+        remote_key(url)
+
+
 # -- checks --------------------------------------------------------------------------------
 
 
