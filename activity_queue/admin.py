@@ -129,7 +129,7 @@ class LogTypeFilter(QueueTypeFilter):
         return [kind for kind, _ in sorted(Counter(latest).items(), key=lambda t: (-t[1], t[0]))]
 
 
-def paused_hosts(now):
+def _paused_hosts(now):
     """Hosts whose circuit is open, or that are unavailable: nothing is sent to them now."""
     return Host.objects.filter(Q(paused_until__gt=now) | Q(unavailable_since__isnull=False)
                                ).values("host")
@@ -149,12 +149,12 @@ class StateFilter(admin.SimpleListFilter):
         free = Q(leased_until__isnull=True) | Q(leased_until__lt=now)
         match self.value():
             case "due":
-                return queryset.due(now).exclude(host__in=paused_hosts(now))
+                return queryset.due(now).exclude(host__in=_paused_hosts(now))
             case "waiting":
                 return queryset.filter(free, next_attempt_at__gt=now).exclude(
-                    host__in=paused_hosts(now))
+                    host__in=_paused_hosts(now))
             case "paused":
-                return queryset.filter(free, host__in=paused_hosts(now))
+                return queryset.filter(free, host__in=_paused_hosts(now))
             case "leased":
                 return queryset.leased(now)
             case "retrying":  # a leased row's current attempt is counted already
@@ -524,7 +524,7 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
 
     @admin.display(description="host", ordering="host")
     def host_link(self, obj):
-        return host_link(obj.host, self.admin_site.name)
+        return _host_link(obj.host, self.admin_site.name)
 
     # -- one host's page ----------------------------------------------------------------
 
@@ -595,7 +595,7 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
                                            "the pause).", messages.SUCCESS)
             case "resume" if _has(request, "change", Host):
                 resumed = operations.resume_hosts([host])
-                self.message_user(request, resumed_message(resumed, [host]), messages.SUCCESS)
+                self.message_user(request, _resumed_message(resumed, [host]), messages.SUCCESS)
             case "stop" if _has(request, "change", Host):
                 result = operations.stop_hosts([host], by=request.user.get_username())
                 self.message_user(request, f"Stopped deliveries to {host}: unavailable until "
@@ -635,7 +635,7 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
     def resume(self, request, queryset):
         names = list(queryset.values_list("host", flat=True))
         resumed = operations.resume_hosts(names)
-        self.message_user(request, resumed_message(resumed, names), messages.SUCCESS)
+        self.message_user(request, _resumed_message(resumed, names), messages.SUCCESS)
 
     @admin.action(description="Stop deliveries to selected hosts (unavailable until resumed)",
                   permissions=["stop_delivery"])
@@ -651,7 +651,7 @@ def _short(value: str, size: int = 60) -> str:
     return value if len(value) <= size else f"…{value[-(size - 1):]}"
 
 
-def host_link(host: str, site: str = "admin"):
+def _host_link(host: str, site: str = "admin"):
     """A host's name, linking to its overview page."""
     url = reverse("admin:activity_queue_host_overview", current_app=site)
     return format_html('<a href="{}?{}">{}</a>', url, urlencode({"host": host}), host)
@@ -684,7 +684,7 @@ def _middle(value: str, size: int) -> str:
     return f"{value[:head]}…{value[-(size - 1 - head):]}"
 
 
-def resumed_message(resumed: int, hosts: list[str]) -> str:
+def _resumed_message(resumed: int, hosts: list[str]) -> str:
     """What resuming did to the hosts' queues: rows in backoff keep their time."""
     queue = health.host_queue(hosts)
     text = f"Resumed {_plural(resumed, 'host')}. "
