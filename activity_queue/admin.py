@@ -24,7 +24,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -38,6 +38,7 @@ from .net.addresses import origin
 from .operations import actions as operations
 from .operations import chart
 from .operations import stats as health
+from .payloads import string_problem
 
 DELIVERY = ("delivery", "deliveries")
 PRE = '<pre style="white-space:pre-wrap;max-height:32em;overflow:auto;margin:0">{}</pre>'
@@ -72,7 +73,12 @@ class ValueFilter(admin.SimpleListFilter):
         return [(v, v) for v in values]
 
     def queryset(self, request, queryset):
-        return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
+        value = self.value()
+        if not value:
+            return queryset
+        if string_problem(value):  # PostgreSQL refuses to compare with it: nothing matches
+            return queryset.none()
+        return queryset.filter(**{self.field: value})
 
 
 class QueueHostFilter(ValueFilter):
@@ -544,7 +550,10 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
         if not name:
             return HttpResponseRedirect(reverse("admin:activity_queue_host_changelist",
                                                 current_app=self.admin_site.name))
-        host = health.known_host(name)
+        try:
+            host = health.known_host(name)
+        except ValueError:
+            raise Http404(f"no host can be named {name[:100]!r}") from None
         url = reverse("admin:activity_queue_host_overview", current_app=self.admin_site.name)
         here = f"{url}?{urlencode({'host': host})}"
         if request.method == "POST":

@@ -16,6 +16,11 @@ from django.utils import timezone
 
 from ..lifecycle import State
 from ..models import Activity, Host, ScheduledActivity
+from ..net.addresses import origin
+from ..payloads import string_problem
+
+#: The length of the ``host`` columns.
+MAX_HOST = 255
 
 
 @dataclass(frozen=True)
@@ -269,11 +274,13 @@ def host_overview(host: str, now: datetime | None = None) -> HostOverview:
 
 
 def known_host(name: str) -> str:
-    """The origin an operator means by ``name``: itself if it has a scheme, else the
+    """The origin an operator means by ``name``: its origin if it has a scheme, else the
     ``https://`` or ``http://`` origin of that name that the queue, the log or the host
-    table knows (``https://`` when none does)."""
+    table knows (``https://`` when none does). ValueError when no host can have it."""
+    if len(name) > MAX_HOST or string_problem(name):
+        raise ValueError(f"{name[:100]!r} is no host name")
     if "://" in name:
-        return name
+        return origin(name)  # ValueError for a bad port
     for candidate in (f"https://{name}", f"http://{name}"):
         if (Host.objects.filter(host=candidate).exists()
                 or ScheduledActivity.objects.filter(host=candidate).exists()

@@ -549,6 +549,28 @@ def test_host_page_actions(admin_client):
     assert admin_client.post(url, {"do": "explode"}).status_code == 403
 
 
+@pytest.mark.parametrize("name", ["a\x00b", "https://a\x00b", "x" * 300,
+                                  "https://a.example:99999"])
+def test_host_page_of_no_possible_host_is_404(admin_client, name):
+    assert admin_client.get(OVERVIEW, {"host": name}).status_code == 404
+    assert admin_client.post(f"{OVERVIEW}?{urlencode({'host': name})}",
+                             {"do": "pause", "minutes": "60"}).status_code == 404
+    assert not Host.objects.exists()
+
+
+def test_host_page_of_an_origin_written_otherwise(admin_client):
+    response = admin_client.get(OVERVIEW, {"host": "HTTPS://A.example:443/"})
+    assert response.status_code == 200 and response.context["host"] == "https://a.example"
+
+
+@pytest.mark.parametrize("listing", [LOG, QUEUE])
+def test_a_host_filter_no_database_could_match_finds_nothing(admin_client, listing):
+    log_row(inbox="https://a.example/inbox/")
+    queued(inbox="https://a.example/inbox/")
+    response = admin_client.get(listing, {"host": "https://a\x00.example"})
+    assert response.status_code == 200 and list(response.context["cl"].result_list) == []
+
+
 def test_host_page_needs_permissions(operator):
     client = operator("view_host")
     host = "https://a.example"
