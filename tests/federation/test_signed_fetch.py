@@ -1,12 +1,9 @@
 """Signed fetches: discovery and key fetches are GETs signed by the instance actor, so a peer
 in authorized-fetch mode (401 to unsigned GETs) answers them."""
 
-from functools import lru_cache
 from importlib.metadata import version
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
 
 from activity_queue.federation import discovery, dispatch
@@ -15,22 +12,13 @@ from activity_queue.models import ScheduledActivity
 from activity_queue.net.signatures import public_pem
 from example_project.circles.models import Circle, Member
 
+from ..support.keys import pem, rsa_key
 from ..support.strict_peer import StrictPeer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ACCEPT = ('application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
           "application/activity+json")
-
-
-@lru_cache(maxsize=2)
-def rsa_key(n: int) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
 
 
 @pytest.fixture(autouse=True)

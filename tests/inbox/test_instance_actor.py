@@ -1,9 +1,7 @@
 """The instance actor: an Application that owns the site key, so our keyIds resolve to an actor."""
 
-from functools import lru_cache
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
 from django.db import transaction
@@ -13,20 +11,14 @@ from activity_queue.inbox.keys import key_from_document, remote_key
 from activity_queue.models import Activity
 from activity_queue.net.signatures import default_key_id, parse_signature, public_pem
 
+from ..support.keys import pem, rsa_key
 from ..support.strict_peer import StrictPeer
 
 CONTEXT = ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"]
 
 
-@lru_cache(maxsize=1)
 def site_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def pem() -> str:
-    return site_key().private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
+    return rsa_key(0)
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +30,7 @@ def clean_cache():
 
 @pytest.fixture
 def signing(settings):
-    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_KEY": pem()}
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_KEY": pem(site_key())}
 
 
 def test_the_actor_document(client, signing):

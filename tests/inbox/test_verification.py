@@ -4,11 +4,9 @@ which a real loopback server plays, serving the object's document."""
 import json
 import socket
 import time
-from functools import lru_cache
 
 import pytest
 import requests
-from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
 from django.db import connection, transaction
 from hypothesis import HealthCheck, given
@@ -24,6 +22,7 @@ from activity_queue.models import Activity
 from activity_queue.net.signatures import public_pem, sign_headers
 from example_project.circles.models import Circle, Member
 
+from ..support.keys import rsa_key
 from ..support.receiver import Receiver, Rule
 
 INBOX = "/inbox/"
@@ -367,11 +366,6 @@ def test_trust_applies_unsigned_activities_as_sent(client, origin, alice, bob, s
 
 
 # -- signed activities ---------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def rsa_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def publish_key(server):

@@ -4,12 +4,10 @@ import base64
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.cache import cache
 from django.core.checks import run_checks
 from django.db import transaction
@@ -32,6 +30,7 @@ from activity_queue.net.signatures import (
 )
 
 from ..support.key_server import DocumentServer
+from ..support.keys import pem, rsa_key
 
 LD = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 ACTIVITY = {
@@ -40,16 +39,6 @@ ACTIVITY = {
     "object": {"@type": "hd:circle", "@id": "https://a.example/circles/9/"},
 }
 BODY = json.dumps(ACTIVITY).encode()
-
-
-@lru_cache(maxsize=2)
-def rsa_key(n: int) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,8 @@
 """Keys bound to actors: each delivery is signed by its activity's actor's key (ACTOR_KEYS),
 else by the instance actor's, and reaches a receiver that checks key owner == actor."""
 
-from functools import lru_cache
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
 from django.db import transaction
 
@@ -18,6 +15,7 @@ from activity_queue.sending.actor_keys import ActorKeys, KeySigner, Refusal, act
 from activity_queue.sending.jobs import Job
 
 from ..support.key_server import DocumentServer
+from ..support.keys import pem, rsa_key
 from ..support.strict_peer import StrictPeer
 
 #: actor id -> (private key PEM, key id), what the site's ACTOR_KEYS answers.
@@ -40,16 +38,6 @@ def odd_key(actor_id: str):
 
 def unusable_key(actor_id: str):
     return ("not a key", actor_id + "#main-key")
-
-
-@lru_cache(maxsize=4)
-def rsa_key(n: int) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
 
 
 def person(url: str, key) -> dict:
