@@ -134,6 +134,8 @@ def fetch_document(url: str, config: Config) -> Any:
                         raise KeyUnavailable(f"fetching {url[:200]} took too long")
         except requests.RequestException as exc:
             raise KeyUnavailable(f"fetching {url[:200]} failed: {type(exc).__name__}") from None
+        except KeyUnavailable:
+            raise
         except ValueError as exc:  # a Location that is no URL (requests reads it, too)
             raise KeyUnavailable(f"{url[:200]} gave an unusable answer: {exc}") from None
         try:
