@@ -111,3 +111,44 @@ def test_queued_rows_are_keyed_by_object_and_inbox_and_back():
         assert Scheduled.objects.get(payload_id=bare.pk).object_key == 0
     finally:
         migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("activity_queue"))
+
+
+def test_every_migration_reverses_and_applies_again():
+    """From nothing to the latest and back: on MySQL and MariaDB the indexes over URL
+    columns are prefixes, within InnoDB's key limit."""
+    leaf = MigrationExecutor(connection).loader.graph.leaf_nodes("activity_queue")
+    try:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate([("activity_queue", None)])
+        tables = connection.introspection.table_names()
+        assert not [t for t in tables if t.startswith("activity_queue_")]
+    finally:
+        migrate(leaf)
+    delivered = connection.introspection.get_constraints(
+        connection.cursor(), "activity_queue_activity")["aq_act_delivered"]
+    assert delivered["columns"] == ["inbox", "object_id", "id"]
+    follower = connection.introspection.get_constraints(
+        connection.cursor(), "activity_queue_follower")["aq_follower_unique"]
+    assert follower["unique"]
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT column_name, sub_part FROM information_schema.statistics"
+                           " WHERE table_schema = DATABASE() AND index_name = %s"
+                           " ORDER BY seq_in_index", ["aq_act_delivered"])
+            assert cursor.fetchall() == (("inbox", 255), ("object_id", 255), ("id", None))
+
+
+def test_a_follower_is_unique_over_whole_urls():
+    """The same long object and inbox twice is refused; URLs that differ past the first
+    255 characters are two followers (MySQL and MariaDB key them by a hash)."""
+    from django.db import IntegrityError, transaction
+
+    from activity_queue.models import Follower
+
+    stem = "https://here.example/" + "n" * 300
+    Follower.objects.create(object_id=stem + "/1", inbox=stem + "/inbox")
+    Follower.objects.create(object_id=stem + "/2", inbox=stem + "/inbox")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Follower.objects.create(object_id=stem + "/1", inbox=stem + "/inbox")
+    assert Follower.objects.count() == 2
