@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -160,8 +162,7 @@ class InboxView(APIView):
                  host: str) -> bool:
         """Log and apply ``activity`` unless it was seen before; True for a duplicate."""
         using = router.db_for_write(Activity)
-        with transaction.atomic(using=using):
-            _serialise(using, summary.activity_id)
+        with _one_at_a_time(using, summary.activity_id):
             if _seen(using, summary):
                 return True
             now = timezone.now()
@@ -180,18 +181,35 @@ class InboxView(APIView):
         return False
 
 
-def _serialise(using: str, activity_id: str) -> None:
-    """Make two concurrent receipts of one activity take turns (PostgreSQL).
+#: Seconds a receipt waits for another receipt of the same activity (MySQL, MariaDB).
+LOCK_WAIT = 30
 
-    SQLite needs nothing: its IMMEDIATE transactions already admit one writer.
-    """
+
+@contextmanager
+def _one_at_a_time(using: str, activity_id: str) -> Iterator[None]:
+    """A transaction in which two concurrent receipts of one activity take turns: under a
+    transaction-scoped advisory lock on PostgreSQL, a named lock held over the transaction
+    on MySQL and MariaDB. SQLite needs nothing: its IMMEDIATE transactions already admit
+    one writer."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
     digest = hashlib.sha256(b"activity_queue.inbox.views:" + activity_id.encode()).digest()
+    if connection.vendor != "mysql":
+        with transaction.atomic(using=using):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)",
+                                   [int.from_bytes(digest[:8], "big", signed=True)])
+            yield
+        return
+    name = f"activity_queue:{digest.hex()[:40]}"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)",
-                       [int.from_bytes(digest[:8], "big", signed=True)])
+        cursor.execute("SELECT GET_LOCK(%s, %s)", [name, LOCK_WAIT])
+    try:
+        with transaction.atomic(using=using):
+            yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT RELEASE_LOCK(%s)", [name])
 
 
 def _seen(using: str, summary: validation.Summary) -> bool:
