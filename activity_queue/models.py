@@ -45,13 +45,27 @@ class PrefixIndex(models.Index):
 
     A whole URL is over InnoDB's key limit there, and the prefix finds the same rows:
     the queries that use these indexes compare the whole values anyway. MySQL has no
-    partial indexes either, so a ``condition`` applies elsewhere only (the index
-    then holds every row). Everywhere else this is a plain :class:`~django.db.models.Index`.
+    partial indexes either: a ``condition`` narrows the index elsewhere, and there the
+    index holds every row. It is kept out of ``Index.condition``, so that Django's checks
+    do not warn at every ``migrate`` on MySQL that it is ignored. Everywhere else this is
+    a plain :class:`~django.db.models.Index`.
     """
+
+    def __init__(self, *args, condition: models.Q | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.where = condition
+
+    def deconstruct(self):
+        path, args, kwargs = super().deconstruct()
+        if self.where is not None:
+            kwargs["condition"] = self.where
+        return path, args, kwargs
 
     def create_sql(self, model, schema_editor, using="", **kwargs):
         if schema_editor.connection.vendor != "mysql":
-            return super().create_sql(model, schema_editor, using, **kwargs)
+            plain = models.Index(fields=list(self.fields), name=self.name,
+                                 condition=self.where)
+            return plain.create_sql(model, schema_editor, using, **kwargs)
         quote = schema_editor.quote_name
         columns = []
         for name, _order in self.fields_orders:
