@@ -77,7 +77,7 @@ def ensure_mysql_database(name: str) -> None:
                            password=os.environ.get("AQ_BENCH_MYSQL_PASSWORD", ""))
     try:
         conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{name}` "
-                              "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                              "CHARACTER SET utf8mb4")
     finally:
         conn.close()
 

@@ -68,7 +68,7 @@ elif os.environ.get("AQ_TEST_DB") == "mysql":
             "PORT": os.environ.get("AQ_MYSQL_PORT", "3306"),
             "OPTIONS": {"charset": "utf8mb4"},
             "TEST": {"NAME": os.environ.get("AQ_MYSQL_TEST_NAME", "test_activity_queue"),
-                     "CHARSET": "utf8mb4", "COLLATION": "utf8mb4_bin"},
+                     "CHARSET": "utf8mb4"},
         }
     }
 else:
