@@ -152,3 +152,23 @@ def test_a_follower_is_unique_over_whole_urls():
     with pytest.raises(IntegrityError), transaction.atomic():
         Follower.objects.create(object_id=stem + "/1", inbox=stem + "/inbox")
     assert Follower.objects.count() == 2
+
+
+def test_on_mysql_the_follower_key_is_a_digest_of_the_whole_urls(monkeypatch):
+    """MySQL 8 has no hashed unique keys of its own (MariaDB has): the key is a functional
+    key part. Written here, since the machines that run the tests have MariaDB only."""
+    from django.db import connections
+
+    from activity_queue.models import Follower
+
+    fake = connections["default"]
+    monkeypatch.setattr(fake, "vendor", "mysql")
+    monkeypatch.setattr(fake, "mysql_is_mariadb", False, raising=False)
+    editor = fake.SchemaEditorClass(fake, collect_sql=True)
+    constraint, = Follower._meta.constraints
+    q = editor.quote_name
+    key = (f"UNIQUE KEY {q('aq_follower_unique')} "
+           f"((SHA2(CONCAT_WS(0x0a, {q('object_id')}, {q('inbox')}), 256)))")
+    assert constraint.constraint_sql(Follower, editor) == key
+    assert constraint.create_sql(Follower, editor) == (
+        f"ALTER TABLE {q('activity_queue_follower')} ADD {key}")
