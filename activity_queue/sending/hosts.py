@@ -463,6 +463,11 @@ _RETIRED_COLUMNS = """m.activity_id, m.activity_type, m.object_id, q.inbox, q.ho
     CASE WHEN q.last_error = '' THEN CAST(%s AS text)
          ELSE CAST(%s AS text) || '; last error: ' || q.last_error END,
     '', q.attempts, m.created_at, %s, NULL"""
+#: The same, for MySQL and MariaDB, where ``||`` is a logical OR.
+_RETIRED_COLUMNS_MYSQL = """m.activity_id, m.activity_type, m.object_id, q.inbox, q.host,
+    q.payload_id, %s, %s, q.last_status,
+    CASE WHEN q.last_error = '' THEN %s ELSE CONCAT(%s, '; last error: ', q.last_error) END,
+    '', q.attempts, m.created_at, %s, NULL"""
 
 
 def _retire_pg(cursor, host: str, reason: str, size: int, now: datetime) -> tuple[int, int]:
@@ -504,11 +509,9 @@ def _retire_mysql(cursor, connection, host: str, reason: str, size: int, now: da
         return 0, 0
     ids = [r[0] for r in rows]
     where = f"id IN ({placeholders(len(ids))})"
-    columns = _RETIRED_COLUMNS.replace(
-        "CAST(%s AS text) || '; last error: ' || q.last_error",
-        "CONCAT(%s, '; last error: ', q.last_error)").replace("CAST(%s AS text)", "%s")
     cursor.execute(
-        f"INSERT INTO {Activity._meta.db_table} ({LOG_COLUMNS}) SELECT {columns} FROM {table} q"
+        f"INSERT INTO {Activity._meta.db_table} ({LOG_COLUMNS}) SELECT {_RETIRED_COLUMNS_MYSQL}"
+        f" FROM {table} q"
         f" JOIN {Payload._meta.db_table} m ON m.id = q.payload_id WHERE q.{where}",
         [Activity.Direction.OUTBOUND.value, State.FAILED.value, reason, reason, stamp, *ids])
     cursor.execute(f"DELETE FROM {table} WHERE {where}", ids)
