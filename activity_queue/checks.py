@@ -11,8 +11,10 @@ from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import connections, router
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, user_settings
@@ -265,6 +267,65 @@ def check_sqlite(app_configs=None, **kwargs) -> list:
                 f"Database {alias!r} is SQLite without 'PRAGMA journal_mode=WAL' in its "
                 "init_command; without WAL, readers and the writer block each other.",
                 hint=hint, id="activity_queue.W006",
+            ))
+    return messages
+
+
+#: Database vendors the queue's SQL is written for (``DatabaseWrapper.vendor``).
+SUPPORTED_VENDORS = ("sqlite", "postgresql", "mysql")
+#: The oldest servers with ``FOR UPDATE SKIP LOCKED`` (and, on MySQL, the functional key
+#: parts of the followers' unique key).
+MARIADB_MIN, MYSQL_MIN = (10, 6), (8, 0, 13)
+
+
+def _queue_aliases() -> list[str]:
+    """The databases activity_queue's models are written to."""
+    models = apps.get_app_config("activity_queue").get_models()
+    return sorted({router.db_for_write(model) for model in models})
+
+
+@register(Tags.compatibility)
+def check_database_vendor(app_configs=None, **kwargs) -> list:
+    """The queue's statements exist for SQLite, PostgreSQL and MySQL/MariaDB only.
+
+    It reads settings only (no connection), so ``check`` reports it without ``--database``.
+    """
+    messages = []
+    for alias in _queue_aliases():
+        vendor = connections[alias].vendor
+        if vendor not in SUPPORTED_VENDORS:
+            messages.append(Error(
+                f"Database {alias!r} is {connections[alias].display_name} "
+                f"({connections[alias].settings_dict['ENGINE']}); activity_queue supports SQLite, "
+                "PostgreSQL, MySQL 8.0.13+ and MariaDB 10.6+.",
+                hint="Keep activity_queue's tables on a supported database: change "
+                     f"DATABASES[{alias!r}], or route the activity_queue app to another "
+                     "database with a database router.",
+                id="activity_queue.E030",
+            ))
+    return messages
+
+
+@register(Tags.database)
+def check_database_version(app_configs=None, databases=None, **kwargs) -> list:
+    """Several workers claim rows with ``FOR UPDATE SKIP LOCKED``: MySQL and MariaDB have it
+    from the versions above. Tagged ``database``: it asks the server its version, so it
+    runs with ``migrate`` and ``check --database``."""
+    messages = []
+    for alias in _queue_aliases():
+        if alias not in (databases or ()) or connections[alias].vendor != "mysql":
+            continue
+        connection = connections[alias]
+        name, least = (("MariaDB", MARIADB_MIN) if connection.mysql_is_mariadb
+                       else ("MySQL", MYSQL_MIN))
+        version = tuple(connection.mysql_version)
+        if version < least:
+            messages.append(Error(
+                f"Database {alias!r} is {name} {'.'.join(map(str, version))}; activity_queue "
+                f"needs {name} {'.'.join(map(str, least))} or later (FOR UPDATE SKIP LOCKED).",
+                hint=f"Upgrade the {name} server, or keep activity_queue's tables on another "
+                     "database with a database router.",
+                id="activity_queue.E031",
             ))
     return messages
 

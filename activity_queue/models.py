@@ -2,8 +2,8 @@
 (``ScheduledActivity``), the log (``Activity``) and per-host health (``Host``).
 
 The queue's hot paths (claim, resolve) are single SQL statements over many
-rows, written against both SQLite and PostgreSQL, because the ORM's per-object
-cost would be most of a delivery's budget.
+rows, written against SQLite, PostgreSQL and MySQL/MariaDB, because the ORM's
+per-object cost would be most of a delivery's budget.
 """
 
 from __future__ import annotations
@@ -34,6 +34,77 @@ def pair_key(object_id: str, inbox: str) -> int:
     return int.from_bytes(digest, "big", signed=True) or 1
 
 
+#: Characters of a long text column that an index holds on MySQL and MariaDB: InnoDB keys
+#: are at most 3,072 bytes, and utf8mb4 takes up to four bytes a character.
+MYSQL_PREFIX = 255
+
+
+class PrefixIndex(models.Index):
+    """An index over long text columns (URLs of up to 2,000 characters); on MySQL and
+    MariaDB it holds the first :data:`MYSQL_PREFIX` characters of each.
+
+    A whole URL is over InnoDB's key limit there, and the prefix finds the same rows:
+    the queries that use these indexes compare the whole values anyway. MySQL has no
+    partial indexes either: a ``condition`` narrows the index elsewhere, and there the
+    index holds every row. It is kept out of ``Index.condition``, so that Django's checks
+    do not warn at every ``migrate`` on MySQL that it is ignored. Everywhere else this is
+    a plain :class:`~django.db.models.Index`.
+    """
+
+    def __init__(self, *args, condition: models.Q | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.where = condition
+
+    def deconstruct(self):
+        path, args, kwargs = super().deconstruct()
+        if self.where is not None:
+            kwargs["condition"] = self.where
+        return path, args, kwargs
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        if schema_editor.connection.vendor != "mysql":
+            plain = models.Index(fields=list(self.fields), name=self.name,
+                                 condition=self.where)
+            return plain.create_sql(model, schema_editor, using, **kwargs)
+        quote = schema_editor.quote_name
+        columns = []
+        for name, _order in self.fields_orders:
+            field = model._meta.get_field(name)
+            column = quote(field.column)
+            if isinstance(field, models.CharField) and field.max_length > MYSQL_PREFIX:
+                column += f"({MYSQL_PREFIX})"
+            columns.append(column)
+        return (f"CREATE INDEX {quote(self.name)} ON {quote(model._meta.db_table)} "
+                f"({', '.join(columns)})")
+
+
+class LongUniqueConstraint(models.UniqueConstraint):
+    """Unique over long text columns, which MySQL cannot key whole.
+
+    MariaDB keeps such a key as a hash of the values by itself (``USING HASH``); MySQL
+    (8.0.13+) keys a SHA-256 digest of the values as a functional key part. Everywhere
+    else this is a plain :class:`~django.db.models.UniqueConstraint`.
+    """
+
+    def _mysql_sql(self, model, schema_editor) -> str | None:
+        connection = schema_editor.connection
+        if connection.vendor != "mysql" or connection.mysql_is_mariadb:
+            return None
+        quote = schema_editor.quote_name
+        columns = ", ".join(quote(model._meta.get_field(f).column) for f in self.fields)
+        return f"UNIQUE KEY {quote(self.name)} ((SHA2(CONCAT_WS(0x0a, {columns}), 256)))"
+
+    def constraint_sql(self, model, schema_editor):
+        return self._mysql_sql(model, schema_editor) or super().constraint_sql(
+            model, schema_editor)
+
+    def create_sql(self, model, schema_editor):
+        key = self._mysql_sql(model, schema_editor)
+        if key is None:
+            return super().create_sql(model, schema_editor)
+        return f"ALTER TABLE {schema_editor.quote_name(model._meta.db_table)} ADD {key}"
+
+
 class Payload(models.Model):
     """One activity as sent: its identity and its JSON, stored once.
 
@@ -52,7 +123,7 @@ class Payload(models.Model):
         indexes = [
             models.Index(fields=["activity_id"], name="aq_payload_activity"),
             # The admin's search by object; the queue's checks go by pair_key instead.
-            models.Index(fields=["object_id"], name="aq_payload_object"),
+            PrefixIndex(fields=["object_id"], name="aq_payload_object"),
         ]
 
     def __str__(self) -> str:
@@ -274,8 +345,8 @@ class Activity(models.Model):
             models.Index(fields=["activity_id"], name="aq_act_activity"),
             # The redundancy rules' "last activity delivered to this inbox about this
             # object": one probe into delivered rows only.
-            models.Index(fields=["inbox", "object_id", "id"], name="aq_act_delivered",
-                         condition=models.Q(direction="out", status="sent")),
+            PrefixIndex(fields=["inbox", "object_id", "id"], name="aq_act_delivered",
+                        condition=models.Q(direction="out", status="sent")),
         ]
 
     def __str__(self) -> str:
@@ -354,7 +425,7 @@ class Follower(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["object_id", "inbox"], name="aq_follower_unique"),
+            LongUniqueConstraint(fields=["object_id", "inbox"], name="aq_follower_unique"),
         ]
 
     def __str__(self) -> str:
@@ -385,7 +456,7 @@ class PendingDiscovery(models.Model):
         verbose_name_plural = "pending inbox discoveries"
         indexes = [
             models.Index(fields=["next_attempt_at"], name="aq_discovery_due"),
-            models.Index(fields=["object_id"], name="aq_discovery_object"),
+            PrefixIndex(fields=["object_id"], name="aq_discovery_object"),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,6 @@
 """What a large fan-out backlog costs on disk: database bytes per pending delivery.
 
-``python -m bench.backlog [--activities 1000] [--inboxes 1000] [--db sqlite|postgres]``
+``python -m bench.backlog [--activities 1000] [--inboxes 1000] [--db sqlite|postgres|mysql]``
 enqueues each activity (~1 KB, ``bench/payload.py``) to every inbox, one
 ``enqueue()`` call per activity as a site would, then prints the bytes of
 each table and index of the app and their sum divided by the queued
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--activities", type=int, default=1000)
     p.add_argument("--inboxes", type=int, default=1000)
-    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument("--db", choices=["sqlite", "postgres", "mysql"], default="sqlite")
     p.add_argument("--out", help="write the result as JSON to this file too")
     args = p.parse_args(argv)
     os.environ["AQ_BENCH_DB"] = args.db
@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         from .run import ensure_postgres_database
 
         ensure_postgres_database(os.environ.get("AQ_BENCH_PG_NAME", "bench_aq"))
+    if args.db == "mysql":
+        from .run import ensure_mysql_database
+
+        ensure_mysql_database(os.environ.get("AQ_BENCH_MYSQL_NAME", "bench_aq"))
     from . import tasks  # sets Django up on the chosen database
 
     result = measure(tasks, args.activities, args.inboxes)
@@ -75,6 +79,8 @@ def _vacuum(connection) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        elif connection.vendor == "mysql":
+            pass  # tasks.analyze() ran ANALYZE TABLE: information_schema has fresh page counts
         else:
             connection.ensure_connection()
             raw = connection.connection
@@ -93,6 +99,12 @@ def _sizes(connection) -> dict[str, int]:
             cursor.execute("SELECT name, SUM(pgsize) FROM dbstat WHERE name IN (SELECT name "
                            "FROM sqlite_master WHERE tbl_name LIKE 'activity_queue%') "
                            "GROUP BY name")
+        elif connection.vendor == "mysql":
+            # InnoDB's own page counts: data (the clustered index, rows included) and the
+            # secondary indexes, of each table.
+            cursor.execute(
+                "SELECT table_name, data_length + index_length FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name LIKE 'activity_queue%%'")
         else:
             cursor.execute(
                 "SELECT c.relname, pg_relation_size(c.oid) + COALESCE(pg_total_relation_size("

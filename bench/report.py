@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-DB_LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+DB_LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MariaDB/MySQL"}
 PEERS = {"celery_threads": "Celery on Redis, plain task (`requests.post`), threads pool ×16",
          "celery_prefork": "Celery on Redis, plain task (`requests.post`), prefork pool ×2"}
 TARGETS = {"vs_aiohttp": 0.5, "black_hole_vs_healthy": 0.9, "enqueue_p50_us": 500.0}

@@ -2,8 +2,9 @@
 
 Starts nginx (installing Debian's package if needed) on loopback ports and a
 black-hole server, measures the raw-client ceilings and our worker on SQLite
-and PostgreSQL, each measurement in a child process of its own, prints a
-table of ratios and writes JSON + Markdown to ``bench/results/``.
+and PostgreSQL (``--db all``: MariaDB/MySQL too), each measurement in a child
+process of its own, prints a table of ratios and writes JSON + Markdown to
+``bench/results/``.
 """
 
 from __future__ import annotations
@@ -67,10 +68,25 @@ def ensure_postgres_database(name: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def ensure_mysql_database(name: str) -> None:
+    import MySQLdb
+
+    conn = MySQLdb.connect(host=os.environ.get("AQ_BENCH_MYSQL_HOST", "127.0.0.1"),
+                           port=int(os.environ.get("AQ_BENCH_MYSQL_PORT", "3306")),
+                           user=os.environ.get("AQ_BENCH_MYSQL_USER", "root"),
+                           password=os.environ.get("AQ_BENCH_MYSQL_PASSWORD", ""))
+    try:
+        conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                              "CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes; under a minute")
-    p.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    p.add_argument("--db", choices=["sqlite", "postgres", "mysql", "both", "all"],
+                   default="both", help="both: SQLite and PostgreSQL; all: MariaDB/MySQL too")
     p.add_argument("--n", type=int, help="backlog rows per throughput run "
                    "(default 20000; quick 5000)")
     p.add_argument("--hosts", type=int, default=16, help="nginx ports, i.e. receiving hosts")
@@ -106,7 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.celery_n = args.celery_n or (1000 if quick else 5000)
     args.repeat = max(1, args.repeat or (1 if quick else 3))
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    args.dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    args.dbs = {"both": ["sqlite", "postgres"], "all": ["sqlite", "postgres", "mysql"]}.get(
+        args.db, [args.db])
     return args
 
 
@@ -338,6 +355,8 @@ def prepare_databases(args: argparse.Namespace) -> None:
         Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
     if "postgres" in args.dbs:
         ensure_postgres_database(os.environ.get("AQ_BENCH_PG_NAME", "bench_aq"))
+    if "mysql" in args.dbs:
+        ensure_mysql_database(os.environ.get("AQ_BENCH_MYSQL_NAME", "bench_aq"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,12 @@
 """Django settings of the benchmark: one database, chosen by the orchestrator.
 
 ``AQ_BENCH_DB=sqlite`` (a file database with WAL and IMMEDIATE transactions,
-as in example_project) or ``postgres`` (``AQ_BENCH_PG_NAME``, default
+as in example_project), ``postgres`` (``AQ_BENCH_PG_NAME``, default
 ``bench_aq``, on the local server; ``AQ_BENCH_PG_PREPARE=1`` turns on prepared
-statements). DEBUG stays off: with it on, Django keeps every query in memory and
-the memory figure would measure that.
+statements) or ``mysql`` (``AQ_BENCH_MYSQL_NAME``, default ``bench_aq``, on the
+local MariaDB or MySQL, root without a password unless ``AQ_BENCH_MYSQL_USER`` and
+``AQ_BENCH_MYSQL_PASSWORD`` say otherwise). DEBUG stays off: with it on, Django
+keeps every query in memory and the memory figure would measure that.
 """
 
 import json
@@ -36,6 +38,19 @@ if os.environ.get("AQ_BENCH_DB", "sqlite") == "postgres":
         # for transaction-pooling proxies): a statement is planned once per connection.
         DATABASES["default"]["OPTIONS"] = {"server_side_binding": True,
                                            "prepare_threshold": 5}
+elif os.environ.get("AQ_BENCH_DB") == "mysql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": os.environ.get("AQ_BENCH_MYSQL_NAME", "bench_aq"),
+            "USER": os.environ.get("AQ_BENCH_MYSQL_USER", "root"),
+            "PASSWORD": os.environ.get("AQ_BENCH_MYSQL_PASSWORD", ""),
+            "HOST": os.environ.get("AQ_BENCH_MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("AQ_BENCH_MYSQL_PORT", "3306"),
+            "CONN_MAX_AGE": float(os.environ.get("AQ_BENCH_CONN_MAX_AGE", "0")),
+            "OPTIONS": {"charset": "utf8mb4"},
+        }
+    }
 else:
     DATABASES = {
         "default": {

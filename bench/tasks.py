@@ -99,15 +99,27 @@ def reset() -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+        elif connection.vendor == "mysql":
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+            for table in tables:
+                cursor.execute(f"TRUNCATE {table}")
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
         else:
             for table in tables:
                 cursor.execute(f"DELETE FROM {table}")
 
 
+APP_TABLES = [m._meta.db_table for m in (ScheduledActivity, Activity, Host, Payload)]
+
+
 def analyze() -> None:
     """Fresh planner statistics, as autovacuum would have on a site that runs."""
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        if connection.vendor == "mysql":
+            cursor.execute(f"ANALYZE TABLE {', '.join(APP_TABLES)}")
+            cursor.fetchall()
+        else:
+            cursor.execute("ANALYZE")
 
 
 #: Every this-many-th row goes to a black hole, when there are any.
@@ -460,6 +472,8 @@ def versions() -> dict:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SHOW server_version")
+        elif connection.vendor == "mysql":
+            cursor.execute("SELECT VERSION()")
         else:
             cursor.execute("SELECT sqlite_version()")
         return {"database": f"{connection.vendor} {cursor.fetchone()[0]}",

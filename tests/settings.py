@@ -1,4 +1,5 @@
-"""Settings for the test suite. ``AQ_TEST_DB=postgres`` runs it on the local PostgreSQL."""
+"""Settings for the test suite. ``AQ_TEST_DB=postgres`` runs it on the local PostgreSQL,
+``AQ_TEST_DB=mysql`` on the local MariaDB (or MySQL)."""
 
 import os
 from importlib.util import find_spec
@@ -54,6 +55,20 @@ if os.environ.get("AQ_TEST_DB") == "postgres":
             "HOST": os.environ.get("AQ_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("AQ_PG_PORT", "5432"),
             "TEST": {"NAME": os.environ.get("AQ_PG_TEST_NAME", "test_activity_queue")},
+        }
+    }
+elif os.environ.get("AQ_TEST_DB") == "mysql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": os.environ.get("AQ_MYSQL_NAME", "test"),
+            "USER": os.environ.get("AQ_MYSQL_USER", "root"),
+            "PASSWORD": os.environ.get("AQ_MYSQL_PASSWORD", ""),
+            "HOST": os.environ.get("AQ_MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("AQ_MYSQL_PORT", "3306"),
+            "OPTIONS": {"charset": "utf8mb4"},
+            "TEST": {"NAME": os.environ.get("AQ_MYSQL_TEST_NAME", "test_activity_queue"),
+                     "CHARSET": "utf8mb4"},
         }
     }
 else:

@@ -431,3 +431,58 @@ def test_refusals_are_the_errors_of_our_own_checks_only():
         "HINT: PER_HOST must be an integer >= 1 (default 8).",
         "(activity_queue.E002) ACTIVITY_QUEUE['WORKERS'] = '64' has type str. "
         "HINT: WORKERS must be an integer >= 1 (default 64)."]
+
+
+def _database_checks(alias: str = "default") -> list[tuple[str, int, str, str]]:
+    return [(m.id, m.level, m.msg, m.hint) for m in run_checks(databases=[alias])
+            if (m.id or "").startswith("activity_queue.E03")]
+
+
+def test_a_database_of_an_unsupported_vendor_is_an_error(monkeypatch):
+    from django.db import connections
+
+    fake = connections["default"]
+    monkeypatch.setattr(fake, "vendor", "oracle")
+    monkeypatch.setattr(fake, "display_name", "Oracle")
+    monkeypatch.setitem(fake.settings_dict, "ENGINE", "django.db.backends.oracle")
+    assert _database_checks() == [(
+        "activity_queue.E030", ERROR,
+        "Database 'default' is Oracle (django.db.backends.oracle); activity_queue supports "
+        "SQLite, PostgreSQL, MySQL 8.0.13+ and MariaDB 10.6+.",
+        "Keep activity_queue's tables on a supported database: change DATABASES['default'], "
+        "or route the activity_queue app to another database with a database router.",
+    )]
+
+
+@pytest.mark.parametrize(("mariadb", "version", "expected"), [
+    (True, (10, 5, 26), "MariaDB 10.5.26; activity_queue needs MariaDB 10.6 or later"),
+    (False, (8, 0, 12), "MySQL 8.0.12; activity_queue needs MySQL 8.0.13 or later"),
+    (True, (10, 6, 0), None),
+    (True, (11, 4, 2), None),
+    (False, (8, 0, 13), None),
+    (False, (8, 4, 0), None),
+])
+def test_a_mysql_or_mariadb_server_without_skip_locked_is_an_error(monkeypatch, mariadb,
+                                                                   version, expected):
+    from django.db import connections
+
+    fake = connections["default"]
+    monkeypatch.setattr(fake, "vendor", "mysql")
+    monkeypatch.setattr(fake, "mysql_is_mariadb", mariadb, raising=False)
+    monkeypatch.setattr(fake, "mysql_version", version, raising=False)
+    name = "MariaDB" if mariadb else "MySQL"
+    assert _database_checks() == ([] if expected is None else [(
+        "activity_queue.E031", ERROR,
+        f"Database 'default' is {expected} (FOR UPDATE SKIP LOCKED).",
+        f"Upgrade the {name} server, or keep activity_queue's tables on another database "
+        "with a database router.",
+    )])
+
+
+def test_our_models_raise_no_database_warning_on_this_database():
+    """On MySQL the partial index of delivered rows holds every row; Django does not warn
+    at each ``migrate`` that its condition is ignored."""
+    from activity_queue.models import Activity
+
+    assert [m.id for m in run_checks(databases=["default"])
+            if getattr(m.obj, "_meta", None) is Activity._meta] == []

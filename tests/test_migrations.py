@@ -111,3 +111,64 @@ def test_queued_rows_are_keyed_by_object_and_inbox_and_back():
         assert Scheduled.objects.get(payload_id=bare.pk).object_key == 0
     finally:
         migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("activity_queue"))
+
+
+def test_every_migration_reverses_and_applies_again():
+    """From nothing to the latest and back: on MySQL and MariaDB the indexes over URL
+    columns are prefixes, within InnoDB's key limit."""
+    leaf = MigrationExecutor(connection).loader.graph.leaf_nodes("activity_queue")
+    try:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate([("activity_queue", None)])
+        tables = connection.introspection.table_names()
+        assert not [t for t in tables if t.startswith("activity_queue_")]
+    finally:
+        migrate(leaf)
+    delivered = connection.introspection.get_constraints(
+        connection.cursor(), "activity_queue_activity")["aq_act_delivered"]
+    assert delivered["columns"] == ["inbox", "object_id", "id"]
+    follower = connection.introspection.get_constraints(
+        connection.cursor(), "activity_queue_follower")["aq_follower_unique"]
+    assert follower["unique"]
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT column_name, sub_part FROM information_schema.statistics"
+                           " WHERE table_schema = DATABASE() AND index_name = %s"
+                           " ORDER BY seq_in_index", ["aq_act_delivered"])
+            assert cursor.fetchall() == (("inbox", 255), ("object_id", 255), ("id", None))
+
+
+def test_a_follower_is_unique_over_whole_urls():
+    """The same long object and inbox twice is refused; URLs that differ past the first
+    255 characters are two followers (MySQL and MariaDB key them by a hash)."""
+    from django.db import IntegrityError, transaction
+
+    from activity_queue.models import Follower
+
+    stem = "https://here.example/" + "n" * 300
+    Follower.objects.create(object_id=stem + "/1", inbox=stem + "/inbox")
+    Follower.objects.create(object_id=stem + "/2", inbox=stem + "/inbox")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Follower.objects.create(object_id=stem + "/1", inbox=stem + "/inbox")
+    assert Follower.objects.count() == 2
+
+
+def test_on_mysql_the_follower_key_is_a_digest_of_the_whole_urls(monkeypatch):
+    """MySQL 8 has no hashed unique keys of its own (MariaDB has): the key is a functional
+    key part. Written here, since the machines that run the tests have MariaDB only."""
+    from django.db import connections
+
+    from activity_queue.models import Follower
+
+    fake = connections["default"]
+    monkeypatch.setattr(fake, "vendor", "mysql")
+    monkeypatch.setattr(fake, "mysql_is_mariadb", False, raising=False)
+    editor = fake.SchemaEditorClass(fake, collect_sql=True)
+    constraint, = Follower._meta.constraints
+    q = editor.quote_name
+    key = (f"UNIQUE KEY {q('aq_follower_unique')} "
+           f"((SHA2(CONCAT_WS(0x0a, {q('object_id')}, {q('inbox')}), 256)))")
+    assert constraint.constraint_sql(Follower, editor) == key
+    assert constraint.create_sql(Follower, editor) == (
+        f"ALTER TABLE {q('activity_queue_follower')} ADD {key}")

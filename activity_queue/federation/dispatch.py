@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 import requests
-from django.db import close_old_connections, connection, router, transaction
+from django.db import close_old_connections, connection, connections, router, transaction
 from django.utils import timezone
 
 from .. import lifecycle, signals
@@ -130,11 +130,13 @@ def _log(rows: list[PendingDiscovery], status: State, *, error: str, using: str)
 
 def _log_rows(rows: list[PendingDiscovery], status: State, *, error: str, using: str,
               now) -> None:
-    payloads = Payload.objects.using(using).bulk_create([
-        Payload.of(p.payload, activity_type=p.activity_type, object_id=p.object_id,
-                   created_at=p.created_at)
-        for p in rows
-    ])
+    payloads = [Payload.of(p.payload, activity_type=p.activity_type, object_id=p.object_id,
+                           created_at=p.created_at) for p in rows]
+    if connections[using].features.can_return_rows_from_bulk_insert:
+        Payload.objects.using(using).bulk_create(payloads)
+    else:  # MySQL: a bulk insert does not tell the new ids
+        for payload in payloads:
+            payload.save(using=using)
     Activity.objects.using(using).bulk_create([
         Activity(activity_id=payload.activity_id, activity_type=p.activity_type,
                  object_id=p.object_id, inbox="", host=origin(p.resource), payload=payload,

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -193,8 +195,7 @@ class InboxView(APIView):
         (the sender was told 202); anything else that cannot be applied raises.
         """
         using = router.db_for_write(Activity)
-        with transaction.atomic(using=using):
-            _serialise(using, summary.activity_id)
+        with _one_at_a_time(using, summary.activity_id):
             if _seen(using, summary):
                 return True
             error = verdict.reason
@@ -220,6 +221,10 @@ class InboxView(APIView):
         return False
 
 
+#: Seconds a receipt waits for another receipt of the same activity (MySQL, MariaDB).
+LOCK_WAIT = 30
+
+
 def _requires_signature(config: Config) -> bool:
     return config.INBOX_REQUIRE_SIGNATURE or config.INBOX_UNSIGNED == "require"
 
@@ -232,18 +237,31 @@ def _needs_verification(signed: VerifiedSignature | None, summary: validation.Su
     return signed is None or origin(signed.key_id) != origin(summary.object_id)
 
 
-def _serialise(using: str, activity_id: str) -> None:
-    """Make two concurrent receipts of one activity take turns (PostgreSQL).
-
-    SQLite needs nothing: its IMMEDIATE transactions already admit one writer.
-    """
+@contextmanager
+def _one_at_a_time(using: str, activity_id: str) -> Iterator[None]:
+    """A transaction in which two concurrent receipts of one activity take turns: under a
+    transaction-scoped advisory lock on PostgreSQL, a named lock held over the transaction
+    on MySQL and MariaDB. SQLite needs nothing: its IMMEDIATE transactions already admit
+    one writer."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
     digest = hashlib.sha256(b"activity_queue.inbox.views:" + activity_id.encode()).digest()
+    if connection.vendor != "mysql":
+        with transaction.atomic(using=using):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)",
+                                   [int.from_bytes(digest[:8], "big", signed=True)])
+            yield
+        return
+    name = f"activity_queue:{digest.hex()[:40]}"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)",
-                       [int.from_bytes(digest[:8], "big", signed=True)])
+        cursor.execute("SELECT GET_LOCK(%s, %s)", [name, LOCK_WAIT])
+    try:
+        with transaction.atomic(using=using):
+            yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT RELEASE_LOCK(%s)", [name])
 
 
 def _seen(using: str, summary: validation.Summary) -> bool:

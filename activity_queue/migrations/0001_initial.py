@@ -3,6 +3,8 @@
 import django.utils.timezone
 from django.db import migrations, models
 
+import activity_queue.models
+
 
 class Migration(migrations.Migration):
 
@@ -49,7 +51,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'verbose_name_plural': 'activities',
-                'indexes': [models.Index(fields=['resolved_at'], name='aq_act_resolved'), models.Index(fields=['status', 'resolved_at'], name='aq_act_status'), models.Index(fields=['host', 'resolved_at'], name='aq_act_host'), models.Index(fields=['activity_id'], name='aq_act_activity'), models.Index(fields=['inbox', 'object_id'], name='aq_act_inbox_object')],
+                'indexes': [models.Index(fields=['resolved_at'], name='aq_act_resolved'), models.Index(fields=['status', 'resolved_at'], name='aq_act_status'), models.Index(fields=['host', 'resolved_at'], name='aq_act_host'), models.Index(fields=['activity_id'], name='aq_act_activity'), activity_queue.models.PrefixIndex(fields=['inbox', 'object_id'], name='aq_act_inbox_object')],
             },
         ),
         migrations.CreateModel(
@@ -73,7 +75,7 @@ class Migration(migrations.Migration):
             options={
                 'verbose_name': 'scheduled activity',
                 'verbose_name_plural': 'scheduled activities',
-                'indexes': [models.Index(fields=['next_attempt_at'], name='aq_sched_due'), models.Index(fields=['host'], name='aq_sched_host'), models.Index(fields=['activity_id'], name='aq_sched_activity'), models.Index(fields=['inbox', 'object_id'], name='aq_sched_inbox_object')],
+                'indexes': [models.Index(fields=['next_attempt_at'], name='aq_sched_due'), models.Index(fields=['host'], name='aq_sched_host'), models.Index(fields=['activity_id'], name='aq_sched_activity'), activity_queue.models.PrefixIndex(fields=['inbox', 'object_id'], name='aq_sched_inbox_object')],
             },
         ),
     ]

@@ -3,6 +3,8 @@
 import django.utils.timezone
 from django.db import migrations, models
 
+import activity_queue.models
+
 
 class Migration(migrations.Migration):
 
@@ -20,7 +22,7 @@ class Migration(migrations.Migration):
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('object_id', 'inbox'), name='aq_follower_unique')],
+                'constraints': [activity_queue.models.LongUniqueConstraint(fields=('object_id', 'inbox'), name='aq_follower_unique')],
             },
         ),
         migrations.CreateModel(
@@ -40,7 +42,7 @@ class Migration(migrations.Migration):
             options={
                 'verbose_name': 'pending inbox discovery',
                 'verbose_name_plural': 'pending inbox discoveries',
-                'indexes': [models.Index(fields=['next_attempt_at'], name='aq_discovery_due'), models.Index(fields=['object_id'], name='aq_discovery_object')],
+                'indexes': [models.Index(fields=['next_attempt_at'], name='aq_discovery_due'), activity_queue.models.PrefixIndex(fields=['object_id'], name='aq_discovery_object')],
             },
         ),
     ]

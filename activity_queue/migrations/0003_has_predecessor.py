@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+import activity_queue.models
+
 
 class Migration(migrations.Migration):
 
@@ -21,6 +23,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='activity',
-            index=models.Index(condition=models.Q(('direction', 'out'), ('status', 'sent')), fields=['inbox', 'object_id', 'id'], name='aq_act_delivered'),
+            index=activity_queue.models.PrefixIndex(condition=models.Q(('direction', 'out'), ('status', 'sent')), fields=['inbox', 'object_id', 'id'], name='aq_act_delivered'),
         ),
     ]

@@ -15,6 +15,8 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
+import activity_queue.models
+
 QUEUE = "activity_queue_scheduledactivity"
 LOG = "activity_queue_activity"
 PAYLOAD = "activity_queue_payload"
@@ -68,14 +70,23 @@ def _check_now(schema_editor) -> None:
         schema_editor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
+def _write(schema_editor, sql: str) -> None:
+    """Run a statement that moves rows: on a connection, since MySQL refuses the schema
+    editor's statements inside the data migration's transaction."""
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(sql)
+
+
 def _text(connection, column: str) -> str:
+    if connection.vendor == "mysql":  # MySQL's JSON type compares with JSON only
+        return f"CAST({column} AS CHAR)"
     return f"{column}::text" if connection.vendor == "postgresql" else column
 
 
 def to_payloads(apps, schema_editor):
     connection = schema_editor.connection
     q, a = _text(connection, "q.legacy_payload"), _text(connection, "a.legacy_payload")
-    schema_editor.execute(f"""
+    _write(schema_editor, f"""
         INSERT INTO {PAYLOAD} (activity_id, activity_type, object_id, body, created_at)
         SELECT activity_id, activity_type, object_id, body, MIN(created_at) FROM (
             SELECT q.activity_id, q.activity_type, q.object_id, {q} AS body, q.created_at
@@ -83,12 +94,12 @@ def to_payloads(apps, schema_editor):
             UNION ALL
             SELECT a.activity_id, a.activity_type, a.object_id, {a}, a.created_at
             FROM {LOG} a
-        ) rows
+        ) moved
         GROUP BY activity_id, activity_type, object_id, body
     """)
     for table in (QUEUE, LOG):
         body = _text(connection, f"{table}.legacy_payload")
-        schema_editor.execute(f"""
+        _write(schema_editor, f"""
             UPDATE {table} SET payload_id = (
                 SELECT p.id FROM {PAYLOAD} p
                 WHERE p.activity_id = {table}.activity_id
@@ -125,9 +136,9 @@ def from_payloads(apps, schema_editor):
     identity = ["activity_id", "activity_type", "object_id", "created_at"]
     for table, columns in ((QUEUE, identity), (LOG, [])):
         for column, value in [("legacy_payload", body), *((c, f"p.{c}") for c in columns)]:
-            schema_editor.execute(
-                f"UPDATE {table} SET {column} = (SELECT {value} FROM {PAYLOAD} p "
-                f"WHERE p.id = {table}.payload_id)")
+            _write(schema_editor,
+                   f"UPDATE {table} SET {column} = (SELECT {value} FROM {PAYLOAD} p "
+                   f"WHERE p.id = {table}.payload_id)")
     _check_now(schema_editor)
 
 
@@ -165,7 +176,7 @@ class Migration(migrations.Migration):
             options={
                 "indexes": [
                     models.Index(fields=["activity_id"], name="aq_payload_activity"),
-                    models.Index(fields=["object_id"], name="aq_payload_object"),
+                    activity_queue.models.PrefixIndex(fields=["object_id"], name="aq_payload_object"),
                 ],
             },
         ),
@@ -217,7 +228,8 @@ class Migration(migrations.Migration):
         migrations.RunPython(object_keys, migrations.RunPython.noop),
         migrations.AddIndex(
             "scheduledactivity",
-            models.Index(fields=["object_key", "inbox"], name="aq_sched_object_inbox"),
+            activity_queue.models.PrefixIndex(fields=["object_key", "inbox"],
+                                               name="aq_sched_object_inbox"),
         ),
         migrations.RunPython(create_function, drop_function),
     ]

@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Q
+from django.db.models import Q, prefetch_related_objects
 from django.utils import timezone
 
 from .. import lifecycle, signals
@@ -80,6 +80,8 @@ def lookup(using: str, pairs: Sequence[Pair], now: datetime, cap: int = ROW_CAP
     first = ("(CAST(%s AS varchar(2000)), CAST(%s AS varchar(2000)), CAST(%s AS bigint))"
              if pg else "(%s, %s, %s)")
     values = "VALUES " + ", ".join([first] + ["(%s, %s, %s)"] * (len(pairs) - 1))
+    if connection.vendor == "mysql":  # MySQL 8 writes a VALUES row as ROW(…)
+        values = "SELECT %s, %s, %s" + " UNION ALL SELECT %s, %s, %s" * (len(pairs) - 1)
     # Literal constants, so that the partial index aq_act_delivered applies.
     sql = f"""
         WITH v(inbox, object_id, pair_key) AS ({values})
@@ -133,9 +135,16 @@ def _delete(using: str, ids: Iterable[int], worker_id: str | None, now: datetime
     ids = list(ids)
     if not ids:
         return []
-    rows = list(ScheduledActivity.objects.using(using).select_for_update(skip_locked=True,
-                                                                         of=("self",))
-                .select_related("payload").filter(pk__in=ids).filter(_movable(worker_id, now)))
+    held = (ScheduledActivity.objects.using(using).filter(pk__in=ids)
+            .filter(_movable(worker_id, now)))
+    # Only the queued rows are locked, never their payloads, which the other deliveries
+    # of a fan-out share: without FOR UPDATE OF (MariaDB), the payloads are read apart.
+    if connections[using].features.has_select_for_update_of:
+        rows = list(held.select_for_update(skip_locked=True, of=("self",))
+                    .select_related("payload"))
+    else:
+        rows = list(held.select_for_update(skip_locked=True))
+        prefetch_related_objects(rows, "payload")
     if rows:
         ScheduledActivity.objects.using(using).filter(pk__in=[r.pk for r in rows]).delete()
     return rows

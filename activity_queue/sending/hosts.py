@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import connections, transaction
+from django.db import connections, router, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -34,7 +34,7 @@ from ..conf import Config
 from ..lifecycle import State
 from ..models import Activity, Host, Payload, ScheduledActivity
 from .jobs import Job, Outcome
-from .sql import CHUNK, LOG_COLUMNS, alias, dt, placeholders
+from .sql import CHUNK, LOG_COLUMNS, alias, dt, mysql, placeholders
 
 #: Seconds between two probes of a host that is unavailable (a GET of its origin).
 PROBE_EVERY = 3 * 3600.0
@@ -154,6 +154,23 @@ def _move(cursor, connection, host: str, before: datetime, until: datetime | Non
         paused_params = [host, stamp]
     else:
         target, target_params, paused, paused_params = "%s", [dt(connection, until)], "", []
+    if mysql(connection):
+        # No LIMIT in a subquery of the table being updated there: read the ids, then
+        # move those whose state still allows it.
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE host = %s AND next_attempt_at < %s"
+            f" AND (leased_until IS NULL OR leased_until < %s)"
+            f" ORDER BY next_attempt_at LIMIT %s OFFSET %s",
+            [host, dt(connection, before), stamp, limit, skip])
+        ids = [r[0] for r in cursor.fetchall()]
+        if not ids:
+            return 0
+        cursor.execute(
+            f"UPDATE {table} SET next_attempt_at = {target}"
+            f" WHERE id IN ({placeholders(len(ids))})"
+            f" AND (leased_until IS NULL OR leased_until < %s){paused}",
+            [*target_params, *ids, stamp, *paused_params])
+        return cursor.rowcount
     cursor.execute(
         f"UPDATE {table} SET next_attempt_at = {target} WHERE id IN ("
         f"SELECT id FROM {table}{_host_range(connection)} WHERE host = %s AND next_attempt_at < %s"
@@ -161,6 +178,12 @@ def _move(cursor, connection, host: str, before: datetime, until: datetime | Non
         f" ORDER BY next_attempt_at LIMIT %s OFFSET %s {lock})",
         [*target_params, host, dt(connection, before), stamp, *paused_params, limit, skip])
     return cursor.rowcount
+
+
+def _upsert_target() -> list[str] | None:
+    """The conflict target of an upsert of host rows: MySQL takes none (any unique key)."""
+    features = connections[router.db_for_write(Host)].features
+    return ["host"] if features.supports_update_conflicts_with_target else None
 
 
 def _host_range(connection) -> str:
@@ -260,7 +283,7 @@ def record(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
         save.append(health)
     undefer(back, now=now)
     Host.objects.bulk_create(
-        save, update_conflicts=True, unique_fields=["host"],
+        save, update_conflicts=True, unique_fields=_upsert_target(),
         update_fields=["consecutive_failures", "trips", "paused_until", "deferred_until",
                        "last_error", "updated_at", "failing_since", "unavailable_since"],
     )
@@ -358,7 +381,7 @@ def mark_unavailable(hosts: Iterable[str], *, by: str, now: datetime | None = No
         health.unavailable_by = by[:150] or "an operator"
         health.updated_at = now
         rows.append(health)
-    Host.objects.bulk_create(rows, update_conflicts=True, unique_fields=["host"],
+    Host.objects.bulk_create(rows, update_conflicts=True, unique_fields=_upsert_target(),
                              update_fields=["unavailable_since", "unavailable_by", "updated_at"])
     forget_unavailable()
     return stopped
@@ -420,6 +443,8 @@ def retire(hosts: Iterable[str], *, limit: int = 5_000, now: datetime | None = N
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
                 if connection.vendor == "postgresql":
                     counts = _retire_pg(cursor, host, reason, size, now)
+                elif mysql(connection):
+                    counts = _retire_mysql(cursor, connection, host, reason, size, now)
                 else:
                     counts = _retire_sqlite(cursor, connection, host, reason, size, now)
             retried, total = counts
@@ -437,6 +462,11 @@ _RETIRED_COLUMNS = """m.activity_id, m.activity_type, m.object_id, q.inbox, q.ho
     q.payload_id, %s, %s, q.last_status,
     CASE WHEN q.last_error = '' THEN CAST(%s AS text)
          ELSE CAST(%s AS text) || '; last error: ' || q.last_error END,
+    '', q.attempts, m.created_at, %s, NULL"""
+#: The same, for MySQL and MariaDB, where ``||`` is a logical OR.
+_RETIRED_COLUMNS_MYSQL = """m.activity_id, m.activity_type, m.object_id, q.inbox, q.host,
+    q.payload_id, %s, %s, q.last_status,
+    CASE WHEN q.last_error = '' THEN %s ELSE CONCAT(%s, '; last error: ', q.last_error) END,
     '', q.attempts, m.created_at, %s, NULL"""
 
 
@@ -462,6 +492,30 @@ def _retire_pg(cursor, host: str, reason: str, size: int, now: datetime) -> tupl
     )
     retried, total = cursor.fetchone()
     return retried, total
+
+
+def _retire_mysql(cursor, connection, host: str, reason: str, size: int, now: datetime
+                  ) -> tuple[int, int]:
+    """Lock the rows (passing over those a worker is claiming), copy them to the log and
+    delete them, by id."""
+    table = ScheduledActivity._meta.db_table
+    stamp = dt(connection, now)
+    cursor.execute(
+        f"SELECT id, attempts FROM {table} WHERE host = %s"
+        f" AND (leased_until IS NULL OR leased_until < %s) LIMIT %s FOR UPDATE SKIP LOCKED",
+        [host, stamp, size])
+    rows = cursor.fetchall()
+    if not rows:
+        return 0, 0
+    ids = [r[0] for r in rows]
+    where = f"id IN ({placeholders(len(ids))})"
+    cursor.execute(
+        f"INSERT INTO {Activity._meta.db_table} ({LOG_COLUMNS}) SELECT {_RETIRED_COLUMNS_MYSQL}"
+        f" FROM {table} q"
+        f" JOIN {Payload._meta.db_table} m ON m.id = q.payload_id WHERE q.{where}",
+        [Activity.Direction.OUTBOUND.value, State.FAILED.value, reason, reason, stamp, *ids])
+    cursor.execute(f"DELETE FROM {table} WHERE {where}", ids)
+    return sum(1 for r in rows if r[1]), len(rows)
 
 
 def _retire_sqlite(cursor, connection, host: str, reason: str, size: int, now: datetime

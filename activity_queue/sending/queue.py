@@ -3,8 +3,8 @@
 Every function is one statement or one short transaction over many rows.
 Statements start with a write, so that on SQLite they take the write lock
 up front (no deferred-transaction lock upgrade that could fail with
-"database is locked"), and on PostgreSQL candidates are locked with
-``FOR UPDATE SKIP LOCKED`` so that concurrent workers never claim one row twice.
+"database is locked"), and on PostgreSQL, MySQL and MariaDB candidates are locked
+with ``FOR UPDATE SKIP LOCKED`` so that concurrent workers never claim one row twice.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..lifecycle import State
 from ..models import Activity, Host, Payload, ScheduledActivity, pair_key
 from . import hosts
 from .jobs import Job, Outcome
-from .sql import CHUNK, LOG_COLUMNS, alias, chunks, dt, placeholders, values_list
+from .sql import CHUNK, LOG_COLUMNS, alias, chunks, derived, dt, mysql, placeholders, values_list
 
 #: ``enqueue()``'s statement on PostgreSQL (migration 0012).
 ENQUEUE_FUNCTION = "activity_queue_enqueue_v4"
@@ -54,6 +54,12 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     per_host = per_host or limit
     now = now or timezone.now()
     connection = connections[alias()]
+    if mysql(connection):
+        with transaction.atomic(using=connection.alias):
+            rows = _claim_mysql(connection, worker_id, limit, lease, per_host, room or {},
+                                probation or {}, exclude_hosts, exclude_ids, now)
+            payloads = _payloads(connection, {r[3] for r in rows})
+        return _jobs(rows, payloads)
     pg = connection.vendor == "postgresql"
     table = ScheduledActivity._meta.db_table
     hosts_table = Host._meta.db_table
@@ -115,13 +121,69 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         payloads = _payloads(connection, {r[3] for r in rows})
-    rows.sort(key=lambda r: r[0])
+    return _jobs(rows, payloads)
+
+
+def _jobs(rows: list, payloads: dict[int, tuple]) -> list[Job]:
+    rows = sorted(rows, key=lambda r: r[0])
     jobs = [Job(row_id, inbox, host, attempts, bool(flag), *payloads[payload_id])
             for row_id, inbox, host, payload_id, attempts, flag in rows]
     retrying = sum(1 for job in jobs if job.attempts > 1)
     lifecycle.move(State.RETRYING, State.LEASED, retrying)
     lifecycle.move(State.PENDING, State.LEASED, len(jobs) - retrying)
     return jobs
+
+
+def _claim_mysql(connection, worker_id: str, limit: int, lease: float, per_host: int,
+                 room: dict[str, int], probation: dict[str, int], exclude_hosts: Iterable[str],
+                 exclude_ids: Iterable[int], now: datetime) -> list[tuple]:
+    """:func:`claim` on MySQL and MariaDB, in the caller's transaction: lock the window of
+    the oldest due rows (``SKIP LOCKED``: rows another worker is claiming are passed
+    over), keep at most each host's room of them, lease those by id, read them back."""
+    table = ScheduledActivity._meta.db_table
+    hosts_table = Host._meta.db_table
+    probation = {h: n for h, n in probation.items() if n > 0}
+    exclude = sorted(set(exclude_hosts) | set(probation))
+    skip_ids = sorted(exclude_ids)
+    stamp = dt(connection, now)
+    due = f"""
+        SELECT id, host, next_attempt_at FROM {table}
+        WHERE next_attempt_at <= %s
+          AND (leased_until IS NULL OR leased_until < %s)
+          AND host NOT IN (SELECT host FROM {hosts_table}
+                           WHERE paused_until > %s OR unavailable_since IS NOT NULL)
+          {f"AND id NOT IN ({placeholders(len(skip_ids))})" if skip_ids else ""}"""
+    window = min(max(4 * limit, per_host), 20 * limit, 10_000)
+    reads = [(f"{due} {f'AND host NOT IN ({placeholders(len(exclude))})' if exclude else ''}"
+              f" ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
+              [stamp, stamp, stamp, *skip_ids, *exclude, window])]
+    reads += [(f"{due} AND host = %s ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
+               [stamp, stamp, stamp, *skip_ids, host, probation[host]])
+              for host in sorted(probation)]
+    caps = {**room, **probation}
+    candidates = []
+    with connection.cursor() as cursor:
+        for sql, params in reads:
+            cursor.execute(sql, params)
+            candidates += cursor.fetchall()
+        taken: dict[str, int] = {}
+        picked = []
+        for row_id, host, _at in sorted(candidates, key=lambda r: (r[2], r[0])):
+            if taken.get(host, 0) < caps.get(host, per_host):
+                taken[host] = taken.get(host, 0) + 1
+                picked.append(row_id)
+        picked = picked[:limit]
+        rows: list[tuple] = []
+        for chunk in chunks(picked):
+            where = f"id IN ({placeholders(len(chunk))})"
+            cursor.execute(
+                f"UPDATE {table} SET leased_by = %s, leased_until = %s, attempts = attempts + 1"
+                f" WHERE {where}",
+                [worker_id, dt(connection, now + timedelta(seconds=lease)), *chunk])
+            cursor.execute(f"SELECT id, inbox, host, payload_id, attempts, has_predecessor"
+                           f" FROM {table} WHERE {where}", chunk)
+            rows += cursor.fetchall()
+    return rows
 
 
 def _payloads(connection, ids: set[int]) -> dict[int, tuple]:
@@ -156,6 +218,7 @@ def insert(using: str, payload: Payload, due: datetime,
     once, so ``has_predecessor`` only reflects rows written before.
     On PostgreSQL the statement is the stored function of migration 0012, which
     also notifies dedicated workers at commit (:mod:`activity_queue.sending.listen`).
+    MySQL and MariaDB read the new rows' ids back by their payload.
     """
     connection = connections[using]
     keys = {inbox: pair_key(payload.object_id, inbox) for inbox, _ in destinations}
@@ -169,6 +232,8 @@ def insert(using: str, payload: Payload, due: datetime,
                 [host for _, host in destinations], list(keys.values())])
             for row_id, inbox, flag, payload.id in cursor.fetchall():
                 ids[inbox] = (row_id, flag)
+        elif mysql(connection):
+            ids = _insert_mysql(cursor, connection, payload, keys, due, destinations)
         else:
             cursor.execute(
                 f"INSERT INTO {Payload._meta.db_table} (activity_id, activity_type, object_id, "
@@ -190,6 +255,42 @@ def insert(using: str, payload: Payload, due: datetime,
         row._state.db = using
         rows.append(row)
     return rows
+
+
+def _insert_mysql(cursor, connection, payload: Payload, keys: dict[str, int], due: datetime,
+                  destinations: Sequence[tuple[str, str]]) -> dict[str, tuple[int, bool]]:
+    table = ScheduledActivity._meta.db_table
+    log = Activity._meta.db_table
+    cursor.execute(
+        f"INSERT INTO {Payload._meta.db_table} (activity_id, activity_type, object_id, "
+        "body, created_at) VALUES (%s, %s, %s, %s, %s)",
+        [payload.activity_id, payload.activity_type, payload.object_id, payload.body,
+         dt(connection, payload.created_at)])
+    payload.id = cursor.lastrowid
+    if payload.object_id:
+        predecessor = (
+            f"(EXISTS (SELECT 1 FROM {table} q WHERE q.pair_key = v.pair_key"
+            f" AND q.inbox = v.inbox)"
+            f" OR EXISTS (SELECT 1 FROM {log} d WHERE d.inbox = v.inbox AND d.object_id = %s"
+            f" AND d.direction = '{Activity.Direction.OUTBOUND.value}'"
+            f" AND d.status = '{State.SENT.value}'))")
+        predecessor_params = [payload.object_id]
+    else:
+        predecessor, predecessor_params = "FALSE", []
+    for chunk in chunks(list(destinations), CHUNK // 2):
+        values, params = derived([[inbox, host, keys[inbox]] for inbox, host in chunk],
+                                 ["inbox", "host", "pair_key"])
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (payload_id, pair_key, next_attempt_at, inbox, host, attempts,
+                                 last_error, leased_by, has_predecessor)
+            SELECT %s, v.pair_key, %s, v.inbox, v.host, 0, '', '', {predecessor}
+            FROM ({values}) v
+            """,
+            [payload.id, dt(connection, due), *predecessor_params, *params])
+    cursor.execute(f"SELECT id, inbox, has_predecessor FROM {table} WHERE payload_id = %s",
+                   [payload.id])
+    return {inbox: (row_id, bool(flag)) for row_id, inbox, flag in cursor.fetchall()}
 
 
 def _insert_statement(connection, payload: Payload, keys: dict[str, int], due: datetime,
@@ -246,6 +347,15 @@ def renew(worker_id: str, ids: Sequence[int], lease: float) -> set[int]:
     table = ScheduledActivity._meta.db_table
     until = dt(connection, timezone.now() + timedelta(seconds=lease))
     renewed: set[int] = set()
+    if mysql(connection):
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            for chunk in chunks(list(ids)):
+                held = _held(cursor, worker_id, chunk)
+                if held:
+                    cursor.execute(f"UPDATE {table} SET leased_until = %s "
+                                   f"WHERE id IN ({placeholders(len(held))})", [until, *held])
+                renewed.update(held)
+        return renewed
     with connection.cursor() as cursor:
         for chunk in chunks(list(ids)):
             cursor.execute(
@@ -329,9 +439,21 @@ def resolve(worker_id: str, outcomes: Sequence[Outcome], *, circuit_threshold: i
 HOLDER = "w(worker) AS (VALUES (%s))"
 
 
+def _held(cursor, worker_id: str, ids: Sequence[int]) -> list[int]:
+    """Lock the rows of ``ids`` this worker holds, in the caller's transaction, and return
+    their ids (MySQL and MariaDB: what ``RETURNING`` tells elsewhere)."""
+    cursor.execute(
+        f"SELECT id FROM {ScheduledActivity._meta.db_table} "
+        f"WHERE leased_by = %s AND id IN ({placeholders(len(ids))}) FOR UPDATE",
+        [worker_id, *ids])
+    return [r[0] for r in cursor.fetchall()]
+
+
 def _finish(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now) -> set[int]:
     if connection.vendor == "postgresql":
         return _finish_pg(cursor, connection, worker_id, chunk, now)
+    if mysql(connection):
+        return _finish_mysql(cursor, connection, worker_id, chunk, now)
     table = ScheduledActivity._meta.db_table
     log = Activity._meta.db_table
     values, params = values_list(
@@ -401,10 +523,38 @@ def _finish_pg(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now
     return {row[0] for row in gone}
 
 
+def _finish_mysql(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now
+                  ) -> set[int]:
+    """Move the rows this worker still holds to the log: lock them, copy, delete."""
+    table = ScheduledActivity._meta.db_table
+    held = set(_held(cursor, worker_id, [o.job.id for o in chunk]))
+    if not held:
+        return held
+    values, params = derived(
+        [[o.job.id, o.state.value, o.status_code, o.error, o.excerpt, o.duration_ms]
+         for o in chunk if o.job.id in held],
+        ["id", "status", "status_code", "error", "excerpt", "duration_ms"])
+    cursor.execute(
+        f"""
+        INSERT INTO {Activity._meta.db_table} ({LOG_COLUMNS})
+        SELECT m.activity_id, m.activity_type, m.object_id, s.inbox, s.host, s.payload_id,
+               %s, v.status, v.status_code, v.error, v.excerpt, s.attempts,
+               m.created_at, %s, v.duration_ms
+        FROM ({values}) v JOIN {table} s ON s.id = v.id
+        JOIN {Payload._meta.db_table} m ON m.id = s.payload_id
+        """,
+        [Activity.Direction.OUTBOUND.value, dt(connection, now), *params])
+    cursor.execute(f"DELETE FROM {table} WHERE id IN ({placeholders(len(held))})", list(held))
+    return held
+
+
 def _reschedule(cursor, connection, worker_id: str, chunk: Sequence[Outcome],
                 *, attempted: bool) -> set[int]:
     table = ScheduledActivity._meta.db_table
     now = timezone.now()
+    if mysql(connection):
+        return _reschedule_mysql(cursor, connection, worker_id, chunk, now,
+                                 attempted=attempted)
     values, params = values_list(
         connection,
         [[o.job.id, dt(connection, o.retry_at or now), o.status_code, o.error]
@@ -432,3 +582,24 @@ def _reschedule(cursor, connection, worker_id: str, chunk: Sequence[Outcome],
     return {r[0] for r in cursor.fetchall()}
 
 
+
+
+def _reschedule_mysql(cursor, connection, worker_id: str, chunk: Sequence[Outcome], now,
+                      *, attempted: bool) -> set[int]:
+    table = ScheduledActivity._meta.db_table
+    held = set(_held(cursor, worker_id, [o.job.id for o in chunk]))
+    if not held:
+        return held
+    values, params = derived(
+        [[o.job.id, dt(connection, o.retry_at or now), o.status_code, o.error]
+         for o in chunk if o.job.id in held],
+        ["id", "next_at", "status_code", "error"])
+    if attempted:
+        setters = "s.last_status = v.status_code, s.last_error = v.error, "
+    else:
+        setters = "s.attempts = s.attempts - 1, "
+    cursor.execute(
+        f"UPDATE {table} s JOIN ({values}) v ON s.id = v.id SET {setters}"
+        f"s.next_attempt_at = v.next_at, s.leased_by = '', s.leased_until = NULL",
+        params)
+    return held

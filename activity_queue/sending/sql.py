@@ -1,4 +1,10 @@
-"""Small pieces of SQL the queue and the host health share: the database, bound values."""
+"""Small pieces of SQL the queue and the host health share: the database, bound values.
+
+Three dialects: SQLite and PostgreSQL change many rows and read them back in one
+statement (``RETURNING``); MySQL and MariaDB have no ``UPDATE … RETURNING`` (MySQL no
+``RETURNING`` at all), so there a transaction locks the rows (``FOR UPDATE``, ``SKIP
+LOCKED`` where another worker may hold them), then changes them by id.
+"""
 
 from __future__ import annotations
 
@@ -47,3 +53,16 @@ def values_list(connection, rows: list[list], casts: Sequence[str]) -> tuple[str
     rest = "(" + placeholders(len(casts)) + ")"
     sql = "VALUES (" + first + ")" + "".join(", " + rest for _ in rows[1:])
     return sql, [p for row in rows for p in row]
+
+
+def mysql(connection) -> bool:
+    """MySQL or MariaDB (Django's ``mysql`` backend serves both)."""
+    return connection.vendor == "mysql"
+
+
+def derived(rows: list[list], names: Sequence[str]) -> tuple[str, list]:
+    """A table of bound rows as a ``SELECT … UNION ALL SELECT …``: the one form MySQL 8
+    (``VALUES ROW(…)``) and MariaDB (``VALUES (…)``) both read."""
+    first = "SELECT " + ", ".join(f"%s AS {name}" for name in names)
+    rest = " UNION ALL SELECT " + placeholders(len(names))
+    return first + rest * (len(rows) - 1), [p for row in rows for p in row]

@@ -427,15 +427,16 @@ def test_live_server_refuses_a_body_shorter_than_declared(live_server, applied):
 def test_concurrent_receipts_of_one_activity_take_turns(live_server, monkeypatch):
     """The second copy waits for the first one's transaction, then sees it: one row, one apply.
 
-    Observable on PostgreSQL (the advisory lock shows in pg_locks); SQLite's
-    IMMEDIATE transactions serialise writers by themselves.
+    Observable on PostgreSQL (the advisory lock shows in pg_locks) and MySQL/MariaDB (the
+    named lock's waiter shows in the process list); SQLite's IMMEDIATE transactions
+    serialise writers by themselves.
     """
     from django.db import connection
 
     from ..support.helpers import wait_until
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the waiting copy is observable through pg_locks only")
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite serialises writers by itself: no lock of ours to observe")
     release = threading.Event()
     calls = []
 
@@ -453,8 +454,12 @@ def test_concurrent_receipts_of_one_activity_take_turns(live_server, monkeypatch
 
     def waiting_for_lock():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                           "AND NOT granted")
+            if connection.vendor == "mysql":
+                cursor.execute("SELECT count(*) FROM information_schema.processlist "
+                               "WHERE info LIKE 'SELECT GET_LOCK(%%' AND id <> CONNECTION_ID()")
+            else:
+                cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                               "AND NOT granted")
             return cursor.fetchone()[0] == 1
 
     first = threading.Thread(target=deliver)

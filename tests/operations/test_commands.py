@@ -275,7 +275,7 @@ def test_prune_deletes_in_batches(aged_log):
         "nothing refers to any more.")
     log = Activity._meta.db_table
     deletes = [q["sql"] for q in queries.captured_queries
-               if q["sql"].startswith(f'DELETE FROM "{log}"')]
+               if q["sql"].startswith(f"DELETE FROM {connection.ops.quote_name(log)}")]
     assert len(deletes) == 4
     assert set(Activity.objects.values_list("pk", flat=True)) == {
         r.pk for r in aged_log["kept"]}

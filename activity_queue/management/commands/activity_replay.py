@@ -6,6 +6,7 @@ import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Max, Q
+from django.db.models.functions import Lower
 
 from ...lifecycle import State
 from ...models import Activity
@@ -82,7 +83,10 @@ class Command(BaseCommand):
         if hosts:
             rows = rows.filter(_any(_host_match(h) for h in hosts))
         if types:
-            rows = rows.filter(_any(Q(activity_type__iexact=t) for t in types))
+            # Lower() rather than iexact, which is case-sensitive under a binary collation
+            # on MySQL.
+            rows = rows.annotate(kind=Lower("activity_type")).filter(
+                kind__in=[t.lower() for t in types])
         if codes:
             known = [c for c in codes if c is not None]
             match = Q(status_code__in=known)

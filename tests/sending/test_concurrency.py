@@ -1,7 +1,8 @@
-"""Several workers on one PostgreSQL database: leases make every row one worker's at a time.
+"""Several workers on one PostgreSQL, MySQL or MariaDB database: leases make every row one
+worker's at a time.
 
-PostgreSQL only: SQLite supports one worker process (see test_sqlite_concurrency),
-and CI runs this module on PostgreSQL.
+Not on SQLite, which supports one worker process (see test_sqlite_concurrency); CI
+runs this module on PostgreSQL and MariaDB.
 """
 
 import signal
@@ -21,9 +22,9 @@ from ..support.receiver import Rule
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(connection.vendor != "postgresql",
-                       reason="several workers on one database need PostgreSQL "
-                              "(FOR UPDATE SKIP LOCKED); run with AQ_TEST_DB=postgres"),
+    pytest.mark.skipif(connection.vendor == "sqlite",
+                       reason="several workers on one database need FOR UPDATE SKIP LOCKED; "
+                              "run with AQ_TEST_DB=postgres or AQ_TEST_DB=mysql"),
 ]
 
 
