@@ -30,7 +30,15 @@ from django.utils.http import urlencode
 from django.utils.timesince import timesince, timeuntil
 
 from .lifecycle import State
-from .models import Activity, Follower, Host, Payload, PendingDiscovery, ScheduledActivity
+from .models import (
+    Activity,
+    Follower,
+    Host,
+    Payload,
+    PendingDiscovery,
+    ScheduledActivity,
+    troubled_hosts_q,
+)
 from .net.addresses import origin
 from .operations import actions as operations
 from .operations import chart
@@ -95,7 +103,8 @@ class LogHostFilter(QueueHostFilter):
 
     def values(self, model_admin):
         failing = [h.host for h in health.failing_hosts(timezone.now() - timedelta(days=1), 30)]
-        paused = Host.objects.order_by("host").values_list("host", flat=True)[:30]
+        paused = (Host.objects.filter(troubled_hosts_q()).order_by("host")
+                  .values_list("host", flat=True)[:30])
         return list(dict.fromkeys([*failing, *paused]))
 
 

@@ -48,6 +48,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "INBOX_DEDUP_WINDOW": ((int, float), 0, "a number of seconds >= 0"),
     "SIGNING_KEY": ((str, type(None)), None, "a PEM private key, the path of one, or None"),
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
+    "SIGNATURE_SCHEME": (str, None, "'cavage' or 'rfc9421'"),
+    "SIGNING_THREADS": (int, 0, "an integer >= 0"),
     "SIGNATURE_MAX_AGE": ((int, float), 1, "a number of seconds >= 1"),
     "SIGNATURE_KEY_TTL": ((int, float), 0, "a number of seconds >= 0"),
     "METRICS": (bool, None, "True or False"),
@@ -77,6 +79,8 @@ def _bad_value(key: str, value: Any) -> str | None:
         return "is too small"
     if key == "BACKEND" and value not in BACKENDS:
         return "is not a known backend"
+    if key == "SIGNATURE_SCHEME" and value not in ("cavage", "rfc9421"):
+        return "is not a signature scheme"
     if key == "DISCOVERY_CACHE" and value not in settings.CACHES:
         return "is not in CACHES"
     if key == "USER_AGENT" and any(ord(c) < 32 or ord(c) == 127 for c in value):

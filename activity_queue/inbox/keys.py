@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
@@ -32,6 +33,8 @@ from ..net.signatures import (
     key_id_of,
     load_private_key,
     load_public_key,
+    multibase_public_key,
+    multibase_to_pem,
     public_pem,
 )
 from .validation import node_id, url_problem
@@ -66,24 +69,32 @@ class RemoteKey:
 
 
 def key_from_document(document: Any, key_id: str, url: str) -> RemoteKey:
-    """Find ``key_id`` in an actor document (``publicKey``) or a key document (pure)."""
+    """Find ``key_id`` in an actor document (``publicKey``, or FEP-521a's ``assertionMethod``
+    with an Ed25519 ``publicKeyMultibase``) or a key document (pure)."""
     if not isinstance(document, dict):
         raise KeyUnavailable("the key document is not a JSON object")
-    candidates = [document] if "publicKeyPem" in document else []
-    listed = document.get("publicKey")
-    if isinstance(listed, dict):
-        candidates.append(listed)
-    elif isinstance(listed, list):
-        candidates.extend(item for item in listed if isinstance(item, dict))
+    keyed = ("publicKeyPem" in document or "publicKeyMultibase" in document)
+    candidates = [document] if keyed else []
+    for name in ("publicKey", "assertionMethod"):
+        listed = document.get(name)
+        if isinstance(listed, dict):
+            candidates.append(listed)
+        elif isinstance(listed, list):
+            candidates.extend(item for item in listed if isinstance(item, dict))
     chosen = next((c for c in candidates if node_id(c) == key_id), None)
     if chosen is None and len(candidates) == 1 and node_id(candidates[0]) in (None, url):
         chosen = candidates[0]
     if chosen is None:
         raise KeyUnavailable(f"the document at {url} has no key {key_id!r}")
     pem = chosen.get("publicKeyPem")
+    if (not isinstance(pem, str) or not pem) and "publicKeyMultibase" in chosen:
+        try:
+            pem = multibase_to_pem(chosen["publicKeyMultibase"])
+        except SignatureError as exc:
+            raise KeyUnavailable(f"the key {key_id!r}: {exc}") from None
     if not isinstance(pem, str) or not pem:
         raise KeyUnavailable(f"the key {key_id!r} has no publicKeyPem")
-    owner = chosen.get("owner")
+    owner = chosen.get("owner", chosen.get("controller"))
     if owner is None:
         owner = node_id(document) if chosen is not document else None
     owner = owner if owner is not None else url
@@ -176,8 +187,14 @@ def remote_key(key_id: str, *, refresh: bool = False) -> RemoteKey:
 
 
 @lru_cache(maxsize=4)
-def _published(value: str) -> str:
-    return public_pem(load_private_key(value))
+def _published(value: str) -> dict[str, str]:
+    """The public half of a private key, as a key document states it: PEM for every key,
+    and ``publicKeyMultibase`` too for Ed25519 (FEP-521a)."""
+    key = load_private_key(value)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return {"type": "Multikey", "publicKeyMultibase": multibase_public_key(key),
+                "publicKeyPem": public_pem(key)}
+    return {"type": "Key", "publicKeyPem": public_pem(key)}
 
 
 def public_key_view(request: HttpRequest) -> JsonResponse:
@@ -187,13 +204,13 @@ def public_key_view(request: HttpRequest) -> JsonResponse:
     if not key_id:
         raise Http404("no signing key is configured")
     try:
-        pem = _published(config.SIGNING_KEY)
+        published = _published(config.SIGNING_KEY)
     except ValueError as exc:
         raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
     site = getattr(settings, "SITE_URL", None)
     owner = site if isinstance(site, str) and site and origin(site) == origin(key_id) else key_id
+    controller = {"controller": owner} if published["type"] == "Multikey" else {}
     return JsonResponse(
-        {"@context": CONTEXT, "id": key_id, "type": "Key", "owner": owner,
-         "publicKeyPem": pem},
+        {"@context": CONTEXT, "id": key_id, "owner": owner, **controller, **published},
         content_type="application/activity+json",
     )

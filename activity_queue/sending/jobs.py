@@ -44,3 +44,6 @@ class Outcome:
     retry_after: float | None = None
     #: The failure says the host is unwell (timeout, refused, 5xx…): counts for its circuit.
     host_fault: bool = False
+    #: The signature scheme the host accepted after refusing the other (a double knock),
+    #: to be remembered in its health row.
+    signature_scheme: str | None = None

@@ -32,7 +32,7 @@ from urllib.parse import urljoin, urlsplit
 from ..conf import Config
 from ..exceptions import UnsafeDestination
 from ..lifecycle import State
-from ..net import http11
+from ..net import http11, signing
 from ..net.addresses import (
     check_literal_address,
     check_url,
@@ -40,6 +40,7 @@ from ..net.addresses import (
     is_ip_literal,
     origin,
 )
+from ..net.signing import Signer
 from .hosts import HostBook
 from .jobs import Job, Outcome
 from .retry import RETRYABLE_STATUSES, classify_status, parse_retry_after
@@ -62,8 +63,6 @@ SEE_OTHER = "303 See Other: the inbox did not accept the POST, not following"
 #: Why a job goes back unsent when its worker could not renew its lease in time.
 LEASE_ENDING = "not attempted: the lease was ending or lost"
 
-#: ``signer(method, url, headers, body) -> headers``: adds e.g. an HTTP Signature.
-Signer = Callable[[str, str, dict[str, str], bytes], dict[str, str]]
 
 
 class SystemResolver:
@@ -176,6 +175,7 @@ class Transport:
         self._runnable_set: set[str] = set()
         self._closing = False
         self._failure: BaseException | None = None
+        self._sign_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- thread-side API -------------------------------------------------
 
@@ -242,6 +242,8 @@ class Transport:
         try:
             loop.run_forever()
         finally:
+            if self._sign_pool is not None:
+                self._sign_pool.shutdown(wait=False, cancel_futures=True)
             self._client.close()
             loop.run_until_complete(asyncio.sleep(0))
             loop.close()
@@ -396,24 +398,52 @@ class Transport:
             return f"refused: {exc}"
         return f"HTTP {resp.status}" if resp.status in RETRYABLE_STATUSES else None
 
+    def signer_for(self, job: Job) -> Signer | None:
+        """The signer of this job's requests: the worker's, for every job."""
+        return self.signer
+
+    async def _sign(self, signer: Signer, url: str, body: bytes, scheme: str) -> dict[str, str]:
+        """Sign in the signing threads when there are some: ``cryptography`` releases the GIL
+        while it signs, so signatures use every core while the loop goes on sending."""
+        headers = {"Content-Type": CONTENT_TYPE}
+        if self._sign_pool is None:
+            if self.config.SIGNING_THREADS < 1:
+                return signer("POST", url, headers, body, scheme)
+            self._sign_pool = concurrent.futures.ThreadPoolExecutor(
+                self.config.SIGNING_THREADS, thread_name_prefix="activity-queue-sign")
+        return await self._loop.run_in_executor(self._sign_pool, signer, "POST", url, headers,
+                                                body, scheme)
+
     async def _post(self, job: Job) -> Outcome:
+        """POST the job, following redirects; signed, a 401 is answered at once by the same
+        request signed with the other scheme (a double knock, within the same attempt)."""
         url = job.inbox
         cfg = self.config
-        for _hop in range(MAX_REDIRECTS + 1):
+        signer = self.signer_for(job)
+        scheme = self.hosts.schemes.get(job.host, cfg.SIGNATURE_SCHEME)
+        knocked = False
+        hops = 0
+        while True:
             check_url(url)
             check_literal_address(url, cfg.ALLOW_PRIVATE_ADDRESSES)
             head, host = self._head, None
-            if self.signer is not None:
+            if signer is not None:
                 # Signed as sent (IDN host in ASCII, path percent-encoded), or it cannot verify.
-                signed = self.signer("POST", http11.target(url).url,
-                                     {"Content-Type": CONTENT_TYPE}, job.body)
+                signed = await self._sign(signer, http11.target(url).url, job.body, scheme)
                 host = signed.pop("Host", None)
                 head = header_lines({"User-Agent": cfg.USER_AGENT, "Accept": ACCEPT, **signed})
             resp = await self._client.post(url, head, job.body, host=host)
             status = resp.status
+            if status == 401 and signer is not None and not knocked:
+                knocked, scheme = True, signing.other(scheme)
+                continue
             if status == 303:
                 return Outcome(job, State.FAILED, status_code=status, error=SEE_OTHER)
             if status in REDIRECTS:
+                hops += 1
+                if hops > MAX_REDIRECTS:
+                    return Outcome(job, State.FAILED, status_code=status,
+                                   error=f"more than {MAX_REDIRECTS} redirects")
                 try:
                     target = redirect_target(url, resp.headers.get("location"))
                 except ValueError as exc:
@@ -427,11 +457,15 @@ class Transport:
             excerpt = resp.body[: cfg.RESPONSE_EXCERPT * 4].decode("utf-8", "replace")
             excerpt = excerpt[: cfg.RESPONSE_EXCERPT]
             error = "" if state is State.SENT else f"HTTP {status}"
+            learned = None
+            if knocked and status == 401:
+                error = (f"HTTP 401: refused both {signing.NAMES[signing.other(scheme)]} and "
+                         f"{signing.NAMES[scheme]} signatures")
+            elif knocked and state is State.SENT:
+                learned = self.hosts.schemes[job.host] = scheme
             return Outcome(job, state, status_code=status, error=error, excerpt=excerpt,
                            retry_after=parse_retry_after(resp.headers.get("retry-after")),
-                           host_fault=status in RETRYABLE_STATUSES)
-        return Outcome(job, State.FAILED, status_code=status,
-                       error=f"more than {MAX_REDIRECTS} redirects")
+                           host_fault=status in RETRYABLE_STATUSES, signature_scheme=learned)
 
 
 def header_lines(headers: dict[str, str]) -> bytes:

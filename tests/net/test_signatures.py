@@ -24,12 +24,12 @@ from activity_queue.net.signatures import (
     check_date,
     check_digest,
     load_private_key,
-    make_signer,
     parse_signature,
     public_pem,
     sign_headers,
     verify,
 )
+from activity_queue.net.signing import Signer
 
 from ..support.key_server import DocumentServer
 
@@ -201,7 +201,7 @@ def test_loading_private_keys(tmp_path):
         load_private_key(str(tmp_path / "missing.pem"))
     with pytest.raises(ValueError, match="not an unencrypted PEM private key"):
         load_private_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-    with pytest.raises(ValueError, match="an RSA key is required"):
+    with pytest.raises(ValueError, match="an RSA or Ed25519 key is required"):
         load_private_key(pem(ec.generate_private_key(ec.SECP256R1())))
 
 
@@ -299,8 +299,8 @@ def test_signed_request_round_trip(signed_inbox, keys, applied):
 @pytest.mark.parametrize(("how", "reason"), [
     ({"tamper": lambda b: b.replace(b"Create", b"Delete")}, "Digest does not match the body"),
     ({"key": 1}, "does not verify with the signer's key"),
-    ({"date": datetime.now(UTC) - timedelta(minutes=10)}, "away from now"),
-    ({"date": datetime.now(UTC) + timedelta(minutes=10)}, "away from now"),
+    ({"date": datetime.now(UTC) - timedelta(minutes=61)}, "away from now"),
+    ({"date": datetime.now(UTC) + timedelta(minutes=61)}, "away from now"),
     ({"key": None}, "requires a valid HTTP Signature"),
     ({"key_id": "http://127.0.0.1:9/nobody#key"}, "failed"),
 ])
@@ -377,7 +377,7 @@ def test_our_worker_signs_and_our_inbox_verifies(live_server, worker, settings, 
 
 def test_signer_rejects_a_quote_in_the_key_id():
     with pytest.raises(ValueError, match="double quote"):
-        make_signer(rsa_key(0), 'https://a.example/"k"')
+        Signer(rsa_key(0), 'https://a.example/"k"')
 
 
 @pytest.mark.django_db
