@@ -70,8 +70,9 @@ DEFAULTS: dict[str, Any] = {
     # The scheme a delivery is signed with first, to a host that has not told us which
     # it accepts: "cavage" (draft-cavage) or "rfc9421"; on a 401 the other follows.
     "SIGNATURE_SCHEME": "cavage",
-    # Threads of the worker that sign deliveries, off its event loop (0: sign on the loop).
-    "SIGNING_THREADS": 2,
+    # Threads of a worker that sign deliveries, off its event loop; None: one per core,
+    # 0: sign on the loop.
+    "SIGNING_THREADS": None,
     # A signed request's Date (or created) may be this many seconds off, either way.
     "SIGNATURE_MAX_AGE": 3600.0,
     # Seconds a sender's fetched public key is kept in Django's cache.
@@ -126,7 +127,7 @@ class Config:
     SIGNING_KEY: str | None
     SIGNING_KEY_ID: str | None
     SIGNATURE_SCHEME: str
-    SIGNING_THREADS: int
+    SIGNING_THREADS: int | None
     SIGNATURE_MAX_AGE: float
     SIGNATURE_KEY_TTL: float
     METRICS: bool

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import socket
 import threading
 import time
@@ -44,6 +45,7 @@ from ..net.signing import Signer
 from .hosts import HostBook
 from .jobs import Job, Outcome
 from .retry import RETRYABLE_STATUSES, classify_status, parse_retry_after
+from .signing_threads import SigningThreads
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +177,7 @@ class Transport:
         self._runnable_set: set[str] = set()
         self._closing = False
         self._failure: BaseException | None = None
-        self._sign_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._signing: SigningThreads | None = None
 
     # -- thread-side API -------------------------------------------------
 
@@ -242,8 +244,8 @@ class Transport:
         try:
             loop.run_forever()
         finally:
-            if self._sign_pool is not None:
-                self._sign_pool.shutdown(wait=False, cancel_futures=True)
+            if self._signing is not None:
+                self._signing.close()
             self._client.close()
             loop.run_until_complete(asyncio.sleep(0))
             loop.close()
@@ -403,16 +405,14 @@ class Transport:
         return self.signer
 
     async def _sign(self, signer: Signer, url: str, body: bytes, scheme: str) -> dict[str, str]:
-        """Sign in the signing threads when there are some: ``cryptography`` releases the GIL
-        while it signs, so signatures use every core while the loop goes on sending."""
+        """Sign in the signing threads (:mod:`.signing_threads`) unless there are none."""
         headers = {"Content-Type": CONTENT_TYPE}
-        if self._sign_pool is None:
-            if self.config.SIGNING_THREADS < 1:
+        if self._signing is None:
+            threads = signing_threads(self.config)
+            if threads < 1:
                 return signer("POST", url, headers, body, scheme)
-            self._sign_pool = concurrent.futures.ThreadPoolExecutor(
-                self.config.SIGNING_THREADS, thread_name_prefix="activity-queue-sign")
-        return await self._loop.run_in_executor(self._sign_pool, signer, "POST", url, headers,
-                                                body, scheme)
+            self._signing = SigningThreads(self._loop, threads)
+        return await self._signing.sign(signer, "POST", url, headers, body, scheme)
 
     async def _post(self, job: Job) -> Outcome:
         """POST the job, following redirects; signed, a 401 is answered at once by the same
@@ -466,6 +466,13 @@ class Transport:
             return Outcome(job, state, status_code=status, error=error, excerpt=excerpt,
                            retry_after=parse_retry_after(resp.headers.get("retry-after")),
                            host_fault=status in RETRYABLE_STATUSES, signature_scheme=learned)
+
+
+def signing_threads(config: Config) -> int:
+    """``SIGNING_THREADS``, None meaning one per core."""
+    if config.SIGNING_THREADS is None:
+        return os.cpu_count() or 1
+    return config.SIGNING_THREADS
 
 
 def header_lines(headers: dict[str, str]) -> bytes:
