@@ -2,6 +2,8 @@
 once signed with the other, within the same attempt; the host's health row remembers the
 scheme it accepted, and every later delivery starts with it."""
 
+import asyncio
+import threading
 from functools import lru_cache
 
 import httpsig
@@ -13,8 +15,9 @@ from http_message_signatures import HTTPMessageVerifier, MappingKeyResolver, alg
 
 from activity_queue import enqueue
 from activity_queue.models import Activity, Host, ScheduledActivity
-from activity_queue.net.signing import NAMES, SCHEMES
+from activity_queue.net.signing import NAMES, SCHEMES, Signer
 from activity_queue.sending import hosts
+from activity_queue.sending.signing_threads import SigningThreads
 
 from ..support.receiver import Rule
 
@@ -145,3 +148,44 @@ def test_the_schemes_match_the_model():
     field = Host._meta.get_field("signature_scheme")
     assert [value for value, _ in field.choices] == list(SCHEMES)
     assert [label for _, label in field.choices] == [NAMES[s] for s in SCHEMES]
+
+
+class Recording:
+    """A signer that notes the thread each signature is made in."""
+
+    def __init__(self, signer):
+        self.signer, self.threads = signer, []
+
+    def __call__(self, *args):
+        self.threads.append(threading.current_thread().name)
+        return self.signer(*args)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("threads", "where"), [(None, "activity-queue-sign-"),
+                                                (0, "activity-queue-http")])
+def test_signatures_are_made_off_the_event_loop(receiver, worker, settings, threads, where):
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_THREADS": threads}
+    signer = Recording(Signer(key(), KEY_ID))
+    with transaction.atomic():
+        for i in range(6):
+            enqueue({**ACTIVITY, "object": {"@id": f"https://a.example/notes/{i}"}},
+                    to=receiver.url("/inbox/"))
+    assert worker(signer=signer).run_once(timeout=20).sent == 6
+    assert len(signer.threads) == 6
+    assert all(name.startswith(where) for name in signer.threads), signer.threads
+    assert all("Signature" in r.headers for r in receiver.received)
+
+
+def test_signing_threads_hand_back_results_and_errors():
+    async def main():
+        pool = SigningThreads(asyncio.get_running_loop(), 2)
+        try:
+            results = await asyncio.gather(*(pool.sign(lambda i: i * i, i) for i in range(50)))
+            assert results == [i * i for i in range(50)]
+            with pytest.raises(ValueError, match="no key"):
+                await pool.sign(lambda: (_ for _ in ()).throw(ValueError("no key")))
+        finally:
+            pool.close()
+
+    asyncio.run(main())
