@@ -295,12 +295,23 @@ def check_inbox(merged: dict[str, Any]) -> list:
     return messages
 
 
+#: Seconds of SIGNATURE_MAX_AGE above which W040 warns.
+MAX_SIGNATURE_AGE = 86400
+
+
 def check_signing(merged: dict[str, Any]) -> list:
     """The signing key loads, and receivers have a URL to fetch its public half from."""
     from .net.signatures import default_key_id, load_private_key
 
     value, key_id = merged["SIGNING_KEY"], merged["SIGNING_KEY_ID"]
     messages: list = []
+    if merged["SIGNATURE_MAX_AGE"] > MAX_SIGNATURE_AGE:
+        messages.append(Warning(
+            f"ACTIVITY_QUEUE['SIGNATURE_MAX_AGE'] is {merged['SIGNATURE_MAX_AGE']:g} s, over a "
+            "day: a signed request captured on the way can be replayed to the inbox that long.",
+            hint="Keep it at an hour (the default, Mastodon's clock skew) or a few.",
+            id="activity_queue.W040",
+        ))
     if key_id is not None:
         if not _is_http_url(key_id) or '"' in key_id:
             messages.append(Error(
@@ -317,8 +328,8 @@ def check_signing(merged: dict[str, Any]) -> list:
         shown = "<PEM text>" if value.lstrip().startswith("-----") else repr(value)
         messages.append(Error(
             f"ACTIVITY_QUEUE['SIGNING_KEY'] ({shown}) cannot be used: {exc}.",
-            hint="Give an unencrypted RSA private key in PEM form, or the path of a file "
-                 "holding one (e.g. openssl genpkey -algorithm RSA -out key.pem).",
+            hint="Give an unencrypted RSA or Ed25519 private key in PEM form, or the path of "
+                 "a file holding one (e.g. openssl genpkey -algorithm RSA -out key.pem).",
             id="activity_queue.E011",
         ))
     if key_id is None and default_key_id() is None:

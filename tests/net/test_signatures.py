@@ -9,7 +9,7 @@ from functools import lru_cache
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from django.core.cache import cache
 from django.core.checks import run_checks
 from django.db import transaction
@@ -255,6 +255,18 @@ def test_checks_of_the_inbox_and_signing_settings(tmp_path):
     assert [c for c, _ in found] == ["activity_queue.W010"]
     assert [c for c, _ in messages(INBOX_MAX_BYTES=0, SIGNING_KEY=5)] == [
         "activity_queue.E002", "activity_queue.E002"]
+    assert messages(SIGNATURE_MAX_AGE=86400) == []
+    with override_settings(ACTIVITY_QUEUE={"SIGNATURE_MAX_AGE": 90000}):
+        found = [m for m in run_checks(tags=["compatibility"]) if m.id == "activity_queue.W040"]
+    assert [(m.msg, m.hint) for m in found] == [(
+        "ACTIVITY_QUEUE['SIGNATURE_MAX_AGE'] is 90000 s, over a day: a signed request captured "
+        "on the way can be replayed to the inbox that long.",
+        "Keep it at an hour (the default, Mastodon's clock skew) or a few.")]
+    ed = ed25519.Ed25519PrivateKey.generate()
+    assert messages(SIGNING_KEY=pem(ed)) == []
+    [(code, text)] = messages(SIGNING_KEY=pem(ec.generate_private_key(ec.SECP256R1())))
+    assert code == "activity_queue.E011"
+    assert "an RSA or Ed25519 key is required, not" in text
 
 
 # -- over real HTTP --------------------------------------------------------------------------
