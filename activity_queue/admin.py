@@ -360,13 +360,13 @@ class ActivityAdmin(RecordAdmin):
 @admin.register(Host)
 class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
     list_display = ("host", "availability", "circuit", "consecutive_failures", "trips",
-                    "paused_until", "last_error_short", "updated_at")
+                    "paused_until", "last_error_short", "signature_scheme", "updated_at")
     search_fields = ("host",)
     ordering = ("host",)
     actions = ("resume", "stop_delivery")
     readonly_fields = ("host", "availability", "circuit", "consecutive_failures", "trips",
                        "paused_until", "deferred_until", "failing_since", "last_error",
-                       "updated_at")
+                       "signature_scheme", "updated_at")
     fields = readonly_fields
 
     @admin.display(description="last error")

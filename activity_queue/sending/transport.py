@@ -178,6 +178,9 @@ class Transport:
         self._closing = False
         self._failure: BaseException | None = None
         self._signing: SigningThreads | None = None
+        #: Signatures asked for as jobs arrive, before a slot frees: job id -> (url, scheme,
+        #: future of the signed headers).
+        self._presigned: dict[int, tuple[str, str, asyncio.Future]] = {}
 
     # -- thread-side API -------------------------------------------------
 
@@ -276,6 +279,7 @@ class Transport:
             if queue is None:
                 queue = self._queues[job.host] = deque()
             queue.append(job)
+            self._presign(job)
             self._mark_runnable(job.host)
         self._pump()
 
@@ -355,6 +359,9 @@ class Transport:
                 await asyncio.wait(pending, timeout=5)
 
     def _emit(self, outcome: Outcome) -> None:
+        presigned = self._presigned.pop(outcome.job.id, None)
+        if presigned is not None:
+            _discard(presigned[2])
         try:
             self.on_outcome(outcome)
         except Exception:  # the DB side must never kill the loop
@@ -404,15 +411,40 @@ class Transport:
         """The signer of this job's requests: the worker's, for every job."""
         return self.signer
 
-    async def _sign(self, signer: Signer, url: str, body: bytes, scheme: str) -> dict[str, str]:
-        """Sign in the signing threads (:mod:`.signing_threads`) unless there are none."""
+    def _threads(self) -> SigningThreads | None:
+        if self._signing is None and signing_threads(self.config) > 0:
+            self._signing = SigningThreads(self._loop, signing_threads(self.config))
+        return self._signing
+
+    def _presign(self, job: Job) -> None:
+        """Have the signing threads sign a job as it arrives: its signature is made while it
+        waits for a slot, and the threads always have work while deliveries run."""
+        signer = self.signer_for(job)
+        threads = self._threads() if signer is not None else None
+        if threads is None:
+            return
+        try:
+            url = http11.target(job.inbox).url
+        except (ValueError, UnicodeError):  # refused, with the reason, when its turn comes
+            return
+        scheme = self.hosts.schemes.get(job.host, self.config.SIGNATURE_SCHEME)
+        future = threads.sign(signer, "POST", url, {"Content-Type": CONTENT_TYPE}, job.body,
+                              scheme)
+        self._presigned[job.id] = (url, scheme, future)
+
+    async def _sign(self, job: Job, signer: Signer, url: str, scheme: str) -> dict[str, str]:
+        """The job's signed headers: signed as it arrived, if for this URL and scheme, else
+        now, in the signing threads (:mod:`.signing_threads`) unless there are none."""
+        presigned = self._presigned.pop(job.id, None)
+        if presigned is not None:
+            if presigned[:2] == (url, scheme):
+                return await presigned[2]
+            _discard(presigned[2])
         headers = {"Content-Type": CONTENT_TYPE}
-        if self._signing is None:
-            threads = signing_threads(self.config)
-            if threads < 1:
-                return signer("POST", url, headers, body, scheme)
-            self._signing = SigningThreads(self._loop, threads)
-        return await self._signing.sign(signer, "POST", url, headers, body, scheme)
+        threads = self._threads()
+        if threads is None:
+            return signer("POST", url, headers, job.body, scheme)
+        return await threads.sign(signer, "POST", url, headers, job.body, scheme)
 
     async def _post(self, job: Job) -> Outcome:
         """POST the job, following redirects; signed, a 401 is answered at once by the same
@@ -429,7 +461,7 @@ class Transport:
             head, host = self._head, None
             if signer is not None:
                 # Signed as sent (IDN host in ASCII, path percent-encoded), or it cannot verify.
-                signed = await self._sign(signer, http11.target(url).url, job.body, scheme)
+                signed = dict(await self._sign(job, signer, http11.target(url).url, scheme))
                 host = signed.pop("Host", None)
                 head = header_lines({"User-Agent": cfg.USER_AGENT, "Accept": ACCEPT, **signed})
             resp = await self._client.post(url, head, job.body, host=host)
@@ -466,6 +498,12 @@ class Transport:
             return Outcome(job, state, status_code=status, error=error, excerpt=excerpt,
                            retry_after=parse_retry_after(resp.headers.get("retry-after")),
                            host_fault=status in RETRYABLE_STATUSES, signature_scheme=learned)
+
+
+def _discard(future: asyncio.Future) -> None:
+    """A signature no request will use: cancelled, or its error marked as seen."""
+    if not future.cancel() and not future.cancelled():
+        future.exception()
 
 
 def signing_threads(config: Config) -> int:

@@ -28,6 +28,7 @@ from http_message_signatures import (
 
 from activity_queue import enqueue
 from activity_queue.inbox import receive
+from activity_queue.models import Activity
 from activity_queue.net import rfc9421
 from activity_queue.net.signatures import (
     SignatureError,
@@ -346,3 +347,24 @@ def test_our_inbox_is_as_lenient_as_mastodon(inbox, keys, applied):
     assert response.status_code == 401
     assert "created is not within 3600 s of now" in response.json()["detail"]
     assert len(applied) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("scheme", [CAVAGE, RFC9421])
+def test_an_ed25519_site_key_is_published_and_verified(live_server, worker, settings, applied,
+                                                       scheme):
+    """Our worker signs with an Ed25519 SIGNING_KEY; our inbox fetches the published
+    Multikey (FEP-521a's publicKeyMultibase) and verifies it, in either scheme."""
+    settings.SITE_URL = live_server.url
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "INBOX_REQUIRE_SIGNATURE": True,
+                               "SIGNING_KEY": pem(ed_key(0)), "SIGNATURE_SCHEME": scheme}
+    document = requests.get(live_server.url + "/activity-queue/key/", timeout=5).json()
+    assert document["type"] == "Multikey"
+    assert document["controller"] == live_server.url
+    assert document["publicKeyMultibase"] == multibase_public_key(ed_key(0))
+    with transaction.atomic():
+        enqueue(dict(ACTIVITY), to=live_server.url + "/inbox/")
+    report = worker().run_once(timeout=20)
+    assert report.sent == 1, report.outcomes
+    assert Activity.objects.outbound().get().status_code == 201
+    assert Activity.objects.inbound().count() == 1 and len(applied) == 1
