@@ -3,10 +3,12 @@
 A signed POST carries ``Date``, ``Digest: SHA-256=<base64>`` and
 ``Signature: keyId="…",algorithm="rsa-sha256",headers="(request-target) host
 date digest",signature="<base64>"``, the signature being RSASSA-PKCS1-v1_5
-with SHA-256 over the listed headers. The cryptography is the
-``cryptography`` package's; this module is only the glue: building and
-parsing the headers, and checking a request against a public key. Fetching
-the sender's key lives in :mod:`activity_queue.inbox.keys`, the DRF glue in
+with SHA-256 over the listed headers (Ed25519 for an Ed25519 key, announced as
+``hs2019``). The cryptography is the ``cryptography`` package's; this module is
+only the glue, as no maintained library does draft-cavage: building and parsing
+the headers, and checking a request against a public key. RFC 9421 is
+:mod:`.rfc9421`'s, choosing between the two :mod:`.signing`'s. Fetching the
+sender's key lives in :mod:`activity_queue.inbox.keys`, the DRF glue in
 :mod:`activity_queue.inbox.authentication`.
 """
 
@@ -308,8 +310,11 @@ def check_request(parsed: ParsedSignature, *, method: str, headers: dict[str, st
     now = now or datetime.now(UTC)
     if "date" in covered:
         check_date(headers.get("date"), max_age, now)
-    if "(created)" in covered or "created" in parsed.params:
-        created = float(parsed.params.get("created", "nan"))
+    for name in ("created", "expires"):
+        if f"({name})" in covered and name not in parsed.params:
+            raise SignatureError(f"the signature covers ({name}) but has no {name}")
+    if "created" in parsed.params:
+        created = float(parsed.params["created"])
         if not abs(now.timestamp() - created) <= max_age:
             raise SignatureError(f"the signature's created is not within {max_age:g} s of now")
     if "expires" in parsed.params and float(parsed.params["expires"]) + max_age < now.timestamp():

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -20,9 +21,11 @@ from activity_queue.inbox import receive
 from activity_queue.inbox.keys import KeyUnavailable, key_from_document, remote_key
 from activity_queue.models import Activity, ScheduledActivity
 from activity_queue.net.signatures import (
+    ParsedSignature,
     SignatureError,
     check_date,
     check_digest,
+    check_request,
     load_private_key,
     parse_signature,
     public_pem,
@@ -446,3 +449,48 @@ def test_what_is_signed_is_what_is_sent(receiver, worker, settings, inbox, path,
     verify(parse_signature(got.headers["Signature"]), method="POST", target_path=got.path,
            headers=lower(got.headers), body=got.body, public_key=rsa_key(0).public_key(),
            max_age=300)
+
+
+def parsed_with(headers: str, **params) -> ParsedSignature:
+    extra = "".join(f",{k}={v}" for k, v in params.items())
+    return parse_signature(f'keyId="k",algorithm="hs2019",headers="{headers}"{extra},'
+                           'signature="AA=="')
+
+
+DIGEST = "SHA-256=" + base64.b64encode(hashlib.sha256(BODY).digest()).decode()
+STAMP = int(NOW.timestamp())
+
+
+@pytest.mark.parametrize(("covered", "params", "reason"), [
+    ("(request-target) host (created) digest", {"created": STAMP - 3000}, None),
+    ("(request-target) host (created) (expires) digest",
+     {"created": STAMP, "expires": STAMP + 60}, None),
+    ("(request-target) host date digest", {}, None),
+    ("(request-target) host date", {}, "does not cover digest"),
+    ("(request-target) host digest", {}, "does not cover date"),
+    ("(request-target) date digest", {}, "does not cover host"),
+    ("host date digest", {}, "does not cover (request-target)"),
+    ("(request-target) host (created) digest", {}, "covers (created) but has no created"),
+    ("(request-target) host (created) digest", {"created": STAMP - 3700},
+     "created is not within 3600 s of now"),
+    ("(request-target) host (created) digest", {"created": STAMP + 3700},
+     "created is not within 3600 s of now"),
+    ("(request-target) host (created) (expires) digest",
+     {"created": STAMP - 3000, "expires": STAMP - 3601}, "has expired"),
+])
+def test_what_an_inbound_draft_cavage_signature_must_cover(covered, params, reason):
+    """As lenient as Mastodon: date or (created), digest on a POST, an hour of skew."""
+    parsed = parsed_with(covered, **params)
+    headers = {"date": "Sun, 01 Nov 2026 12:30:00 GMT", "digest": DIGEST}
+    check = {"method": "POST", "headers": headers, "body": BODY, "max_age": 3600, "now": NOW}
+    if reason is None:
+        check_request(parsed, **check)
+    else:
+        with pytest.raises(SignatureError, match=re.escape(reason)):
+            check_request(parsed, **check)
+
+
+def test_a_get_need_not_cover_digest():
+    check_request(parsed_with("(request-target) host date"), method="GET",
+                  headers={"date": "Sun, 01 Nov 2026 12:00:00 GMT"}, body=b"", max_age=3600,
+                  now=NOW)
