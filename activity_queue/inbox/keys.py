@@ -47,6 +47,7 @@ ACCEPT = ('application/activity+json, '
           'application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
           'application/json;q=0.9')
 CONTEXT = ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"]
+MULTIKEY_CONTEXT = "https://w3id.org/security/multikey/v1"
 
 
 class KeyUnavailable(SignatureError):
@@ -209,8 +210,10 @@ def public_key_view(request: HttpRequest) -> JsonResponse:
         raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
     site = getattr(settings, "SITE_URL", None)
     owner = site if isinstance(site, str) and site and origin(site) == origin(key_id) else key_id
-    controller = {"controller": owner} if published["type"] == "Multikey" else {}
+    multikey = published["type"] == "Multikey"
+    context = [*CONTEXT, MULTIKEY_CONTEXT] if multikey else CONTEXT
+    controller = {"controller": owner} if multikey else {}
     return JsonResponse(
-        {"@context": CONTEXT, "id": key_id, "owner": owner, **controller, **published},
+        {"@context": context, "id": key_id, "owner": owner, **controller, **published},
         content_type="application/activity+json",
     )
