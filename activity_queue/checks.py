@@ -49,7 +49,7 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "SIGNING_KEY": ((str, type(None)), None, "a PEM private key, the path of one, or None"),
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
     "SIGNATURE_SCHEME": (str, None, "'cavage' or 'rfc9421'"),
-    "SIGNING_THREADS": ((int, type(None)), 0, "an integer >= 0, or None (one per core)"),
+    "SIGNING_THREADS": ((int, type(None)), 0, "an integer >= 0, or None (two per core)"),
     "SIGNATURE_MAX_AGE": ((int, float), 1, "a number of seconds >= 1"),
     "SIGNATURE_KEY_TTL": ((int, float), 0, "a number of seconds >= 0"),
     "METRICS": (bool, None, "True or False"),

@@ -70,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
     # The scheme a delivery is signed with first, to a host that has not told us which
     # it accepts: "cavage" (draft-cavage) or "rfc9421"; on a 401 the other follows.
     "SIGNATURE_SCHEME": "cavage",
-    # Threads of a worker that sign deliveries, off its event loop; None: one per core,
+    # Threads of a worker that sign deliveries, off its event loop; None: two per core,
     # 0: sign on the loop.
     "SIGNING_THREADS": None,
     # A signed request's Date (or created) may be this many seconds off, either way.
