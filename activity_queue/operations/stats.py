@@ -15,7 +15,7 @@ from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from ..lifecycle import State
-from ..models import Activity, Host, ScheduledActivity
+from ..models import Activity, Host, ScheduledActivity, troubled_hosts_q
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,10 @@ def failing_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
 
 
 def troubled_hosts() -> list[Host]:
-    """Hosts whose circuit is open or half-open, or that are unavailable (healthy hosts
-    have no row)."""
-    return [h for h in Host.objects.order_by("host") if h.circuit != "closed" or h.unavailable]
+    """Hosts whose circuit is open or half-open, or that are unavailable (a healthy host has
+    no row, or one that only remembers its signature scheme)."""
+    return [h for h in Host.objects.filter(troubled_hosts_q()).order_by("host")
+            if h.circuit != "closed" or h.unavailable]
 
 
 def count_since(status: State, since: datetime) -> int:
