@@ -511,9 +511,9 @@ def signing_threads(config: Config) -> int:
 
     Two, because a signing thread spends more time waiting for the GIL between two
     signatures (the event loop and the database side hold it in turn) than signing:
-    measured in ``bench/``, 0.25 ms of CPU in about 1 ms per signature. With two per
-    core, another one is ready when the GIL comes free: 2,400 signed deliveries/s
-    against 1,850 with one per core, on 2 cores.
+    0.25 ms of CPU in about 1 ms per signature, on 2 cores. With two per core, another
+    one is ready when the GIL comes free: 2,400 signed deliveries/s against 1,850 with
+    one per core there (docs/bench.md).
     """
     if config.SIGNING_THREADS is None:
         return 2 * (os.cpu_count() or 1)
