@@ -513,7 +513,7 @@ class ActivityAdmin(RecordAdmin):
 @admin.register(Host)
 class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
     list_display = ("host_link", "availability", "circuit", "consecutive_failures", "trips",
-                    "paused_until", "last_error_short", "updated_at")
+                    "paused_until", "last_error_short", "scheme")
     #: The host's name links to its overview, which holds what the read-only form holds.
     list_display_links = None
     search_fields = ("host",)
@@ -521,8 +521,12 @@ class HostAdmin(NoHandEditsMixin, admin.ModelAdmin):
     actions = ("resume", "stop_delivery")
     readonly_fields = ("host", "availability", "circuit", "consecutive_failures", "trips",
                        "paused_until", "deferred_until", "failing_since", "last_error",
-                       "updated_at")
+                       "signature_scheme", "updated_at")
     fields = readonly_fields
+
+    @admin.display(description="signs with", ordering="signature_scheme")
+    def scheme(self, obj):
+        return obj.get_signature_scheme_display() if obj.signature_scheme else "—"
 
     @admin.display(description="last error")
     def last_error_short(self, obj):

@@ -52,6 +52,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "INBOX_DEDUP_WINDOW": ((int, float), 0, "a number of seconds >= 0"),
     "SIGNING_KEY": ((str, type(None)), None, "a PEM private key, the path of one, or None"),
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
+    "SIGNATURE_SCHEME": (str, None, "'cavage' or 'rfc9421'"),
+    "SIGNING_THREADS": ((int, type(None)), 0, "an integer >= 0, or None (two per core)"),
     "SIGNATURE_MAX_AGE": ((int, float), 1, "a number of seconds >= 1"),
     "SIGNATURE_KEY_TTL": ((int, float), 0, "a number of seconds >= 0"),
     "ACTOR_KEYS": ((str, type(None)), None, "the dotted path of a callable "
@@ -83,6 +85,8 @@ def _bad_value(key: str, value: Any) -> str | None:
         return "is too small"
     if key == "BACKEND" and value not in BACKENDS:
         return "is not a known backend"
+    if key == "SIGNATURE_SCHEME" and value not in ("cavage", "rfc9421"):
+        return "is not a signature scheme"
     if key == "DISCOVERY_CACHE" and value not in settings.CACHES:
         return "is not in CACHES"
     if key == "USER_AGENT" and any(ord(c) < 32 or ord(c) == 127 for c in value):
@@ -384,12 +388,23 @@ def check_inbox(merged: dict[str, Any]) -> list:
     return messages
 
 
+#: Seconds of SIGNATURE_MAX_AGE above which W040 warns.
+MAX_SIGNATURE_AGE = 86400
+
+
 def check_signing(merged: dict[str, Any]) -> list:
     """The signing key loads, and receivers have a URL to fetch its public half from."""
     from .net.signatures import default_key_id, load_private_key
 
     value, key_id = merged["SIGNING_KEY"], merged["SIGNING_KEY_ID"]
     messages: list = []
+    if merged["SIGNATURE_MAX_AGE"] > MAX_SIGNATURE_AGE:
+        messages.append(Warning(
+            f"ACTIVITY_QUEUE['SIGNATURE_MAX_AGE'] is {merged['SIGNATURE_MAX_AGE']:g} s, over a "
+            "day: a signed request captured on the way can be replayed to the inbox that long.",
+            hint="Keep it at an hour (the default, Mastodon's clock skew) or a few.",
+            id="activity_queue.W040",
+        ))
     if key_id is not None:
         if not _is_http_url(key_id) or '"' in key_id:
             messages.append(Error(
@@ -406,8 +421,8 @@ def check_signing(merged: dict[str, Any]) -> list:
         shown = "<PEM text>" if value.lstrip().startswith("-----") else repr(value)
         messages.append(Error(
             f"ACTIVITY_QUEUE['SIGNING_KEY'] ({shown}) cannot be used: {exc}.",
-            hint="Give an unencrypted RSA private key in PEM form, or the path of a file "
-                 "holding one (e.g. openssl genpkey -algorithm RSA -out key.pem).",
+            hint="Give an unencrypted RSA or Ed25519 private key in PEM form, or the path of "
+                 "a file holding one (e.g. openssl genpkey -algorithm RSA -out key.pem).",
             id="activity_queue.E011",
         ))
     if key_id is None and default_key_id() is None:

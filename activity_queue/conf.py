@@ -75,8 +75,14 @@ DEFAULTS: dict[str, Any] = {
     "SIGNING_KEY": None,
     # The URL of our public key document; default SITE_URL + the app's key URL.
     "SIGNING_KEY_ID": None,
-    # A signed request's Date may be this many seconds off, either way.
-    "SIGNATURE_MAX_AGE": 300.0,
+    # The scheme a delivery is signed with first, to a host that has not told us which
+    # it accepts: "cavage" (draft-cavage) or "rfc9421"; on a 401 the other follows.
+    "SIGNATURE_SCHEME": "cavage",
+    # Threads of a worker that sign deliveries, off its event loop; None: two per core,
+    # 0: sign on the loop.
+    "SIGNING_THREADS": None,
+    # A signed request's Date (or created) may be this many seconds off, either way.
+    "SIGNATURE_MAX_AGE": 3600.0,
     # Seconds a sender's fetched public key is kept in Django's cache.
     "SIGNATURE_KEY_TTL": 3600.0,
     # Dotted path of ``f(actor_id) -> (private_key_pem, key_id) | None``: the key that signs
@@ -132,6 +138,8 @@ class Config:
     INBOX_DEDUP_WINDOW: float
     SIGNING_KEY: str | None
     SIGNING_KEY_ID: str | None
+    SIGNATURE_SCHEME: str
+    SIGNING_THREADS: int | None
     SIGNATURE_MAX_AGE: float
     SIGNATURE_KEY_TTL: float
     ACTOR_KEYS: str | None

@@ -353,8 +353,19 @@ class Activity(models.Model):
         return f"{self.activity_type} {self.object_id or self.activity_id} ({self.status})"
 
 
+def troubled_hosts_q() -> models.Q:
+    """Host rows that say something is wrong (the others only remember a signature scheme)."""
+    return (models.Q(consecutive_failures__gt=0) | models.Q(trips__gt=0)
+            | models.Q(paused_until__isnull=False) | models.Q(deferred_until__isnull=False)
+            | models.Q(failing_since__isnull=False) | models.Q(unavailable_since__isnull=False))
+
+
 class Host(models.Model):
-    """Health of one remote origin, for the circuit breaker and the operators."""
+    """Health of one remote origin, for the circuit breaker and the operators.
+
+    A row exists while the host is troubled, or once it has told us which HTTP
+    signature scheme it accepts (:attr:`signature_scheme`).
+    """
 
     host = models.CharField(max_length=255, primary_key=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
@@ -374,6 +385,10 @@ class Host(models.Model):
     unavailable_by = models.CharField(
         max_length=150, blank=True,
         help_text="the operator who stopped deliveries by hand (no probes then)")
+    signature_scheme = models.CharField(
+        max_length=16, blank=True, choices=[("cavage", "draft-cavage"), ("rfc9421", "RFC 9421")],
+        help_text="the HTTP signature scheme the host accepted after refusing the other one; "
+                  "deliveries start with it (blank: SIGNATURE_SCHEME)")
 
     class Meta:
         verbose_name = "host health"

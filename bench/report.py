@@ -10,7 +10,8 @@ from typing import Any
 DB_LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MariaDB/MySQL"}
 PEERS = {"celery_threads": "Celery on Redis, plain task (`requests.post`), threads pool ×16",
          "celery_prefork": "Celery on Redis, plain task (`requests.post`), prefork pool ×2"}
-TARGETS = {"vs_aiohttp": 0.5, "black_hole_vs_healthy": 0.9, "enqueue_p50_us": 500.0}
+TARGETS = {"vs_aiohttp": 0.5, "black_hole_vs_healthy": 0.9, "enqueue_p50_us": 500.0,
+           "signed_vs_signing_limit": 0.7}
 
 
 def _get(data: Any, *path: str) -> Any:
@@ -40,6 +41,14 @@ def add_ratios(results: dict) -> None:
             "black_hole_vs_healthy": holed / ours if ours and holed else None,
             "black_hole_vs_healthy_paired_median": _paired_median(
                 _get(db, "black_hole", "runs"), _get(db, "throughput", "runs")),
+            "signed_vs_signing_limit": (_get(db, "signed", "per_second")
+                                        / _get(db, "signing_limit", "per_second")
+                                        if _get(db, "signed", "per_second")
+                                        and _get(db, "signing_limit", "per_second") else None),
+            "signed_vs_signing_limit_paired_median": _paired_median(
+                _get(db, "signed", "runs"), _get(db, "signing_limit", "runs")),
+            "signed_vs_unsigned": (_get(db, "signed", "per_second") / ours
+                                   if ours and _get(db, "signed", "per_second") else None),
             "enqueue_vs_raw_insert": opened / raw if opened and raw else None,
             **{f"{key}_vs_healthy": (_get(db, key, "per_second") / ours
                                      if ours and _get(db, key, "per_second") else None)
@@ -55,11 +64,13 @@ def add_ratios(results: dict) -> None:
                                                    TARGETS["black_hole_vs_healthy"]),
             "enqueue p50 < 500 us": (None if p50 is None
                                      else p50 < TARGETS["enqueue_p50_us"]),
+            "signed_vs_signing_limit >= 0.7": _meets(ratios["signed_vs_signing_limit"],
+                                                     TARGETS["signed_vs_signing_limit"]),
         }
 
 
 def _paired_median(holed: list | None, healthy: list | None) -> float | None:
-    """The median over rounds of black-hole run / all-healthy run, taken in turn."""
+    """The median over rounds of one run / another, taken in turn."""
     pairs = [h / o for h, o in zip(holed or [], healthy or [], strict=False) if h and o]
     return statistics.median(pairs) if pairs else None
 
@@ -181,6 +192,22 @@ def markdown(results: dict) -> str:
         row("the same once the worker has moved them to the end of the pause",
             lambda d: f"{_n(_get(d, 'paused_moved', 'per_second'))}, "
                       f"{_ratio(d['ratios'].get('paused_moved_vs_healthy'))}")
+    if any(_get(d, "signed") for d in results["databases"].values()):
+        row(f"signed deliveries/s (RSA-2048, draft-cavage), the same {p['n']:,} rows",
+            lambda d: _n(d["signed"]["per_second"]))
+        row("signing limit: RSA-2048 signatures/s, one thread per core",
+            lambda d: f"{_n(d['signing_limit']['per_second'])} "
+                      f"({d['signing_limit']['threads']} threads; one thread "
+                      f"{_n(d['signing_limit']['one_thread_per_second'])})")
+        row("signed × signing limit (target ≥ 0.7)",
+            lambda d: _ratio(d["ratios"]["signed_vs_signing_limit"])
+            + _mark(d["targets"]["signed_vs_signing_limit >= 0.7"]))
+        row("the same, median of the runs taken in turn",
+            lambda d: _ratio(d["ratios"].get("signed_vs_signing_limit_paired_median")))
+        row("signed × unsigned deliveries/s",
+            lambda d: _ratio(d["ratios"].get("signed_vs_unsigned")))
+        row("CPU ms per signed delivery (worker process, all threads)",
+            lambda d: _n(d["signed"]["cpu_ms_per_delivery"], 3))
     sizes = sorted({int(k) for d in results["databases"].values()
                     for k in (_get(d, "claims", "claims") or {})})
     for size in sizes:
@@ -213,8 +240,9 @@ def markdown(results: dict) -> str:
               "engine runs inside it; PostgreSQL's server processes are not counted)."]
     if p.get("repeat", 1) > 1:
         lines.append(f"Rates are the best of {p['repeat']} runs (ceilings, throughput, "
-                     "black-hole); every run's rate is in the JSON file. The throughput and "
-                     "black-hole runs are taken in turn, one of each per round.")
+                     "black-hole, signed, signing limit); every run's rate is in the JSON file. "
+                     "The throughput, black-hole, signed and signing-limit runs are taken in "
+                     "turn, one of each per round.")
     if results["errors"]:
         lines += ["", "### Errors", ""] + [f"- {e.splitlines()[0]}" for e in results["errors"]]
     return "\n".join(lines) + "\n"

@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--celery-n", type=int, help="tasks of the Celery peer "
                    "(default 5000; quick 1000)")
     p.add_argument("--skip", default="", help="comma-separated: ceilings,celery,throughput,"
-                   "black-hole,paused,claims,enqueue,latency,memory")
+                   "black-hole,signed,paused,claims,enqueue,latency,memory")
     p.add_argument("--repeat", type=int, help="runs of each rate measurement, the best kept "
                    "(default 3; quick 1)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -304,6 +304,12 @@ class Bench:
                                    lambda: task("throughput", n=args.n, inboxes=self.inboxes))
         if "black-hole" not in skip:
             rates["black_hole"] = (f"{db}: black-hole run", holed)
+        if "signed" not in skip:
+            rates["signed"] = (f"{db}: signed throughput, {args.n} rows",
+                               lambda: task("throughput", n=args.n, inboxes=self.inboxes,
+                                            signed=True))
+            rates["signing_limit"] = (f"{db}: signing limit, {os.cpu_count()} threads",
+                                      lambda: task("signing_limit"))
         out.update(self.interleaved(rates, args.repeat))
         if args.paused_n and "claims" not in skip:
             out["claims"] = self.attempt(f"{db}: claim cost behind a paused backlog", lambda: task(

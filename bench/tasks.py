@@ -281,6 +281,8 @@ def throughput(task: dict) -> dict:
     healthy = fill(total, task["inboxes"], black_holes)
     healthy_hosts = {origin(u) for u in task["inboxes"]}
     config = {"TIMEOUT": task["timeout"]} if task.get("timeout") else {}
+    if task.get("signed"):
+        config.update(SIGNING_KEY=bench_key_pem(), SIGNING_KEY_ID=BENCH_KEY_ID)
     config.update(task.get("config", {}))
     if task.get("instrument"):
         from .instrument import install
@@ -305,6 +307,68 @@ def throughput(task: dict) -> dict:
         result["error"] = (f"{result['left_in_queue']} rows left, "
                            f"{result['logged_sent']} of {n} logged as sent")
     return result
+
+
+#: The keyId of the signed run's deliveries (nginx answers without checking it).
+BENCH_KEY_ID = "http://bench.example/actor#main-key"
+
+
+def bench_key_pem() -> str:
+    """A fresh RSA-2048 private key in PEM, as a site's SIGNING_KEY holds it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def signing_limit(task: dict) -> dict:
+    """What signing alone allows: RSA-2048 signatures (PKCS#1 v1.5, SHA-256, what a
+    delivery's signature costs) per second with one thread per core signing at once;
+    ``cryptography`` releases the GIL while it signs, so they run side by side. Also the
+    same on one thread, and our whole draft-cavage signer (headers, digests) per core."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from activity_queue.net.signatures import load_private_key
+    from activity_queue.net.signing import Signer
+
+    key = load_private_key(bench_key_pem())
+    text = ("(request-target): post /inbox/\nhost: 127.0.0.1:8080\n"
+            "date: Sun, 06 Dec 2026 12:00:00 GMT\ndigest: SHA-256=" + "A" * 44).encode()
+    body = json.dumps(activity(0, "sig")).encode()
+    signer = Signer(key, BENCH_KEY_ID)
+    seconds = task.get("seconds", 3.0)
+
+    def rate(threads: int, work: Callable[[], object]) -> float:
+        counts = [0] * threads
+        start = threading.Barrier(threads + 1)
+        stop = threading.Event()
+
+        def run(i: int) -> None:
+            start.wait()
+            while not stop.is_set():
+                work()
+                counts[i] += 1
+
+        pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for thread in pool:
+            thread.start()
+        start.wait()
+        t0 = time.perf_counter()
+        time.sleep(seconds)
+        stop.set()
+        for thread in pool:
+            thread.join()
+        return sum(counts) / (time.perf_counter() - t0)
+
+    cores = os.cpu_count() or 1
+    raw = lambda: key.sign(text, padding.PKCS1v15(), hashes.SHA256())  # noqa: E731
+    ours = lambda: signer("POST", "http://127.0.0.1:8080/inbox/", {}, body)  # noqa: E731
+    return {"per_second": rate(cores, raw), "threads": cores,
+            "one_thread_per_second": rate(1, raw),
+            "signer_per_second": rate(cores, ours), "loadavg": os.getloadavg()}
 
 
 def claim_cost(task: dict) -> dict:
@@ -480,8 +544,9 @@ def versions() -> dict:
                 "django": django.get_version()}
 
 
-TASKS = {"throughput": throughput, "claim_cost": claim_cost, "fill": fill_only, "memory": memory,
-         "enqueue": enqueue_cost, "latency": latency, "versions": lambda task: versions()}
+TASKS = {"throughput": throughput, "signing_limit": signing_limit, "claim_cost": claim_cost,
+         "fill": fill_only, "memory": memory, "enqueue": enqueue_cost, "latency": latency,
+         "versions": lambda task: versions()}
 
 
 if __name__ == "__main__":

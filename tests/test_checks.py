@@ -128,6 +128,8 @@ BAD_VALUES = [
     ("SIGNING_KEY", 5, "has type int", "a PEM private key, the path of one, or None"),
     ("SIGNING_KEY_ID", ["https://here.example/key"], "has type list",
      "the URL of our public key, or None"),
+    ("SIGNATURE_SCHEME", "rfc9421-first", "is not a signature scheme", "'cavage' or 'rfc9421'"),
+    ("SIGNING_THREADS", -1, "is too small", "an integer >= 0, or None (two per core)"),
     ("SIGNATURE_MAX_AGE", 0, "is too small", "a number of seconds >= 1"),
     ("SIGNATURE_KEY_TTL", -1, "is too small", "a number of seconds >= 0"),
     ("RETENTION_SENT_DAYS", 0, "is too small", "a number of days >= 1, or None"),

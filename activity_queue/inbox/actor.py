@@ -18,7 +18,7 @@ from django.urls import reverse
 from ..conf import get_config
 from ..net.addresses import origin
 from ..net.signatures import key_id_of
-from .keys import CONTEXT, published_pem
+from .keys import CONTEXT, MULTIKEY_CONTEXT, published
 
 CONTENT_TYPE = "application/activity+json"
 
@@ -52,10 +52,15 @@ def actor_document() -> dict:
     key_id = key_id_of(config) if config.SIGNING_KEY else None
     if key_id and origin(key_id) == origin(me):
         try:
-            pem = published_pem(config.SIGNING_KEY)
+            key = published(config.SIGNING_KEY)
         except ValueError as exc:
             raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
-        document["publicKey"] = {"id": key_id, "owner": me, "publicKeyPem": pem}
+        document["publicKey"] = {"id": key_id, "owner": me, "publicKeyPem": key["publicKeyPem"]}
+        if key["type"] == "Multikey":  # FEP-521a, where verifiers look for Ed25519 keys
+            document["@context"] = [*CONTEXT, MULTIKEY_CONTEXT]
+            document["assertionMethod"] = [{
+                "id": key_id, "type": "Multikey", "controller": me,
+                "publicKeyMultibase": key["publicKeyMultibase"]}]
     return document
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
@@ -33,6 +34,8 @@ from ..net.signatures import (
     key_id_of,
     load_private_key,
     load_public_key,
+    multibase_public_key,
+    multibase_to_pem,
     public_pem,
 )
 from ..sending.actor_keys import fetch_headers
@@ -43,6 +46,7 @@ logger = logging.getLogger(__name__)
 KEY_DOCUMENT_MAX_BYTES = 256 * 1024
 MAX_REDIRECTS = 3
 CONTEXT = ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"]
+MULTIKEY_CONTEXT = "https://w3id.org/security/multikey/v1"
 
 
 class KeyUnavailable(SignatureError):
@@ -65,24 +69,32 @@ class RemoteKey:
 
 
 def key_from_document(document: Any, key_id: str, url: str) -> RemoteKey:
-    """Find ``key_id`` in an actor document (``publicKey``) or a key document (pure)."""
+    """Find ``key_id`` in an actor document (``publicKey``, or FEP-521a's ``assertionMethod``
+    with an Ed25519 ``publicKeyMultibase``) or a key document (pure)."""
     if not isinstance(document, dict):
         raise KeyUnavailable("the key document is not a JSON object")
-    candidates = [document] if "publicKeyPem" in document else []
-    listed = document.get("publicKey")
-    if isinstance(listed, dict):
-        candidates.append(listed)
-    elif isinstance(listed, list):
-        candidates.extend(item for item in listed if isinstance(item, dict))
+    keyed = ("publicKeyPem" in document or "publicKeyMultibase" in document)
+    candidates = [document] if keyed else []
+    for name in ("publicKey", "assertionMethod"):
+        listed = document.get(name)
+        if isinstance(listed, dict):
+            candidates.append(listed)
+        elif isinstance(listed, list):
+            candidates.extend(item for item in listed if isinstance(item, dict))
     chosen = next((c for c in candidates if node_id(c) == key_id), None)
     if chosen is None and len(candidates) == 1 and node_id(candidates[0]) in (None, url):
         chosen = candidates[0]
     if chosen is None:
         raise KeyUnavailable(f"the document at {url} has no key {key_id!r}")
     pem = chosen.get("publicKeyPem")
+    if (not isinstance(pem, str) or not pem) and "publicKeyMultibase" in chosen:
+        try:
+            pem = multibase_to_pem(chosen["publicKeyMultibase"])
+        except SignatureError as exc:
+            raise KeyUnavailable(f"the key {key_id!r}: {exc}") from None
     if not isinstance(pem, str) or not pem:
         raise KeyUnavailable(f"the key {key_id!r} has no publicKeyPem")
-    owner = chosen.get("owner")
+    owner = chosen.get("owner", chosen.get("controller"))
     if owner is None:
         owner = node_id(document) if chosen is not document else None
     owner = owner if owner is not None else url
@@ -179,9 +191,19 @@ def remote_key(key_id: str, *, refresh: bool = False) -> RemoteKey:
 
 
 @lru_cache(maxsize=4)
+def published(value: str) -> dict[str, str]:
+    """The public half of a private key, as a key document states it: PEM for every key,
+    and ``publicKeyMultibase`` too for Ed25519 (FEP-521a)."""
+    key = load_private_key(value)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return {"type": "Multikey", "publicKeyMultibase": multibase_public_key(key),
+                "publicKeyPem": public_pem(key)}
+    return {"type": "Key", "publicKeyPem": public_pem(key)}
+
+
 def published_pem(value: str) -> str:
-    """The public half of ``SIGNING_KEY``, as published; ValueError if it does not load."""
-    return public_pem(load_private_key(value))
+    """The public half of ``SIGNING_KEY`` as PEM; ValueError if it does not load."""
+    return published(value)["publicKeyPem"]
 
 
 def public_key_view(request: HttpRequest) -> JsonResponse:
@@ -194,7 +216,7 @@ def public_key_view(request: HttpRequest) -> JsonResponse:
     if not config.SIGNING_KEY or not key_id_of(config):
         raise Http404("no signing key is configured")
     try:
-        pem = published_pem(config.SIGNING_KEY)
+        document = published(config.SIGNING_KEY)
     except ValueError as exc:
         raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
     site = getattr(settings, "SITE_URL", None)
@@ -205,8 +227,10 @@ def public_key_view(request: HttpRequest) -> JsonResponse:
     owner = key_id
     if isinstance(site, str) and site and origin(site) == origin(key_id):
         owner = site.rstrip("/") + reverse("activity_queue:actor")
+    multikey = document["type"] == "Multikey"
+    context = [*CONTEXT, MULTIKEY_CONTEXT] if multikey else CONTEXT
+    controller = {"controller": owner} if multikey else {}
     return JsonResponse(
-        {"@context": CONTEXT, "id": key_id, "type": "Key", "owner": owner,
-         "publicKeyPem": pem},
+        {"@context": context, "id": key_id, "owner": owner, **controller, **document},
         content_type="application/activity+json",
     )

@@ -3,10 +3,12 @@
 A signed POST carries ``Date``, ``Digest: SHA-256=<base64>`` and
 ``Signature: keyId="…",algorithm="rsa-sha256",headers="(request-target) host
 date digest",signature="<base64>"``, the signature being RSASSA-PKCS1-v1_5
-with SHA-256 over the listed headers. The cryptography is the
-``cryptography`` package's; this module is only the glue: building and
-parsing the headers, and checking a request against a public key. Fetching
-the sender's key lives in :mod:`activity_queue.inbox.keys`, the DRF glue in
+with SHA-256 over the listed headers (Ed25519 for an Ed25519 key, announced as
+``hs2019``). The cryptography is the ``cryptography`` package's; this module is
+only the glue, as no maintained library does draft-cavage: building and parsing
+the headers, and checking a request against a public key. RFC 9421 is
+:mod:`.rfc9421`'s, choosing between the two :mod:`.signing`'s. Fetching the
+sender's key lives in :mod:`activity_queue.inbox.keys`, the DRF glue in
 :mod:`activity_queue.inbox.authentication`.
 """
 
@@ -17,8 +19,7 @@ import binascii
 import hashlib
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from django.core.exceptions import ImproperlyConfigured
 
 from ..conf import Config
@@ -36,13 +37,15 @@ from .addresses import origin
 
 logger = logging.getLogger(__name__)
 
-#: What we sign, and the least an inbound POST must have signed.
+#: What we sign.
 SIGNED_HEADERS = ("(request-target)", "host", "date", "digest")
-#: ``hs2019`` is what newer Mastodon-family servers announce for the same RSA scheme.
-ALGORITHMS = ("rsa-sha256", "hs2019")
+#: ``hs2019`` is what newer Mastodon-family servers announce for the same RSA scheme (and
+#: for Ed25519: the key decides); ``ed25519`` names Ed25519 outright.
+ALGORITHMS = ("rsa-sha256", "hs2019", "ed25519")
 MAX_HEADER_LENGTH = 8192
 _DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
-_PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"([^"]*)"\s*(,|$)')
+#: ``name="value"``; ``created`` and ``expires`` are numbers, sent without quotes.
+_PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*(?:"([^"]*)"|([0-9][0-9.]*))\s*(,|$)')
 
 
 class SignatureError(ValueError):
@@ -60,8 +63,8 @@ class BadSignature(SignatureError):
 # -- signing -------------------------------------------------------------------
 
 
-def load_private_key(value: str | bytes) -> rsa.RSAPrivateKey:
-    """An RSA private key from PEM text, or from the path of a PEM file.
+def load_private_key(value: str | bytes) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey:
+    """An RSA or Ed25519 private key from PEM text, or from the path of a PEM file.
 
     Raises ValueError with a readable reason; encrypted keys are not supported.
     """
@@ -76,12 +79,12 @@ def load_private_key(value: str | bytes) -> rsa.RSAPrivateKey:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"an RSA key is required, not {type(key).__name__}")
+    if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise ValueError(f"an RSA or Ed25519 key is required, not {type(key).__name__}")
     return key
 
 
-def public_pem(key: rsa.RSAPrivateKey) -> str:
+def public_pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
@@ -89,6 +92,11 @@ def public_pem(key: rsa.RSAPrivateKey) -> str:
 
 def digest_header(body: bytes) -> str:
     return "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+
+def content_digest_header(body: bytes) -> str:
+    """RFC 9530 ``Content-Digest``: the same SHA-256 as a structured-field byte sequence."""
+    return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
 
 
 def http_date(when: datetime | None = None) -> str:
@@ -107,15 +115,24 @@ def host_header(url: str) -> str:
     return origin(url).split("://", 1)[1]
 
 
-def signing_string(target: str, headers: dict[str, str], names: tuple[str, ...]) -> str:
+def signing_string(target: str, headers: dict[str, str], names: tuple[str, ...],
+                   params: dict[str, str] | None = None) -> str:
     """The text that is signed: one ``name: value`` line per signed header, in order.
 
-    ``headers`` has lower-case names. Raises SignatureError for a missing one.
+    ``headers`` has lower-case names; ``params`` the signature's ``created`` and
+    ``expires``, for the ``(created)`` and ``(expires)`` pseudo-headers. Raises
+    SignatureError for a missing one.
     """
     lines = []
     for name in names:
         if name == "(request-target)":
             lines.append(f"(request-target): {target}")
+            continue
+        if name in ("(created)", "(expires)"):
+            value = (params or {}).get(name[1:-1])
+            if value is None:
+                raise SignatureError(f"the signature covers {name} but has no {name[1:-1]}")
+            lines.append(f"{name}: {value}")
             continue
         value = headers.get(name)
         if value is None:
@@ -127,30 +144,29 @@ def signing_string(target: str, headers: dict[str, str], names: tuple[str, ...])
 def sign_headers(method: str, url: str, headers: dict[str, str], body: bytes, *,
                  key: rsa.RSAPrivateKey, key_id: str,
                  date: datetime | None = None) -> dict[str, str]:
-    """``headers`` plus ``Host``, ``Date``, ``Digest`` and ``Signature`` for this request."""
+    """``headers`` plus ``Host``, ``Date``, ``Digest``, ``Content-Digest`` and
+    ``Signature`` for this request.
+
+    An RSA key signs ``rsa-sha256`` (what every Mastodon-family server verifies);
+    an Ed25519 key signs ``hs2019``, whose algorithm the receiver takes from the key.
+    """
+    if '"' in key_id:
+        raise ValueError("a keyId cannot contain a double quote")
     signed = {k: v for k, v in headers.items()
-              if k.lower() not in ("host", "date", "digest", "signature")}
+              if k.lower() not in ("host", "date", "digest", "content-digest", "signature")}
     values = {"host": host_header(url), "date": http_date(date), "digest": digest_header(body)}
-    text = signing_string(request_target(method, url), values, SIGNED_HEADERS)
-    signature = key.sign(text.encode(), padding.PKCS1v15(), hashes.SHA256())
-    signed.update({"Host": values["host"], "Date": values["date"], "Digest": values["digest"]})
+    text = signing_string(request_target(method, url), values, SIGNED_HEADERS).encode()
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        signature, algorithm = key.sign(text), "hs2019"
+    else:
+        signature, algorithm = key.sign(text, padding.PKCS1v15(), hashes.SHA256()), "rsa-sha256"
+    signed.update({"Host": values["host"], "Date": values["date"], "Digest": values["digest"],
+                   "Content-Digest": content_digest_header(body)})
     signed["Signature"] = (
-        f'keyId="{key_id}",algorithm="rsa-sha256",headers="{" ".join(SIGNED_HEADERS)}",'
+        f'keyId="{key_id}",algorithm="{algorithm}",headers="{" ".join(SIGNED_HEADERS)}",'
         f'signature="{base64.b64encode(signature).decode()}"'
     )
     return signed
-
-
-def make_signer(key: rsa.RSAPrivateKey, key_id: str
-                ) -> Callable[[str, str, dict[str, str], bytes], dict[str, str]]:
-    """A :data:`activity_queue.sending.transport.Signer` that signs with ``key`` as ``key_id``."""
-    if '"' in key_id:
-        raise ValueError("a keyId cannot contain a double quote")
-
-    def signer(method: str, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
-        return sign_headers(method, url, headers, body, key=key, key_id=key_id)
-
-    return signer
 
 
 def default_key_id() -> str | None:
@@ -188,27 +204,6 @@ def signing_key(config: Config) -> tuple[rsa.RSAPrivateKey, str] | None:
     return key, key_id
 
 
-def signer_from_config(config: Config) -> Callable[..., dict[str, str]] | None:
-    """The worker's signer: None unless ``SIGNING_KEY`` is configured.
-
-    A key that is configured but unusable gives a signer that refuses: its
-    deliveries are retried (and visible in the log with the reason) rather than
-    sent unsigned, and the worker's construction, which may happen inside a
-    request, does not fail. The system checks report the same problem earlier.
-    """
-    try:
-        found = signing_key(config)
-    except ImproperlyConfigured as exc:
-        logger.error("activity_queue: %s; deliveries wait until it is fixed", exc)
-        reason = str(exc)
-
-        def refuse(method: str, url: str, headers: dict[str, str], body: bytes) -> dict:
-            raise SigningUnavailable(reason)
-
-        return refuse
-    return make_signer(*found) if found else None
-
-
 # -- verifying -----------------------------------------------------------------
 
 
@@ -218,6 +213,8 @@ class ParsedSignature:
     algorithm: str
     headers: tuple[str, ...]
     signature: bytes
+    #: ``created`` and ``expires`` (Unix times, as sent), for the pseudo-headers.
+    params: dict[str, str] = field(default_factory=dict)
 
 
 def parse_signature(value: str) -> ParsedSignature:
@@ -233,7 +230,8 @@ def parse_signature(value: str) -> ParsedSignature:
         match = _PARAM.match(text, pos)
         if not match or match.end() == pos:
             raise SignatureError("the Signature header is malformed")
-        params.setdefault(match.group(1), match.group(2))
+        value = match.group(2) if match.group(2) is not None else match.group(3)
+        params.setdefault(match.group(1), value)
         pos = match.end()
     if not params.get("keyId"):
         raise SignatureError("the Signature header has no keyId")
@@ -247,7 +245,13 @@ def parse_signature(value: str) -> ParsedSignature:
         signature = base64.b64decode(params["signature"], validate=True)
     except (binascii.Error, ValueError):
         raise SignatureError("the signature is not valid base64") from None
-    return ParsedSignature(params["keyId"], algorithm, names, signature)
+    times = {}
+    for name in ("created", "expires"):
+        if name in params:
+            if not re.fullmatch(r"[0-9]{1,12}(\.[0-9]{1,9})?", params[name]):
+                raise SignatureError(f"the signature's {name} is not a Unix time")
+            times[name] = params[name]
+    return ParsedSignature(params["keyId"], algorithm, names, signature, times)
 
 
 def check_digest(value: str | None, body: bytes) -> None:
@@ -286,27 +290,58 @@ def check_date(value: str | None, max_age: float, now: datetime | None = None) -
         raise SignatureError(f"the Date is {int(skew)} s away from now (more than {max_age:g} s)")
 
 
-def check_request(parsed: ParsedSignature, *, headers: dict[str, str], body: bytes,
-                  max_age: float, now: datetime | None = None) -> None:
-    """What can be checked without the key: coverage, ``Date`` and ``Digest``.
+def check_request(parsed: ParsedSignature, *, method: str, headers: dict[str, str],
+                  body: bytes, max_age: float, now: datetime | None = None) -> None:
+    """What can be checked without the key: coverage, freshness and ``Digest``.
 
-    Done first, so that a stale or tampered request never costs a key fetch.
+    Done first, so that a stale or tampered request never costs a key fetch. As
+    lenient as Mastodon, and no more: ``(request-target)`` and ``host`` covered,
+    ``date`` or ``(created)`` covered, ``digest`` covered on a POST; ``Date`` and
+    ``created`` within ``max_age`` seconds of now either way (clock skew), and an
+    ``expires`` not past by more than that.
     """
-    missing = [h for h in SIGNED_HEADERS if h not in parsed.headers]
+    covered = set(parsed.headers)
+    missing = [h for h in ("(request-target)", "host") if h not in covered]
+    if not covered & {"date", "(created)"}:
+        missing.append("date")
+    if method.upper() == "POST" and "digest" not in covered:
+        missing.append("digest")
     if missing:
         raise SignatureError(f"the signature does not cover {' '.join(missing)}")
-    check_date(headers.get("date"), max_age, now)
-    check_digest(headers.get("digest"), body)
+    now = now or datetime.now(UTC)
+    if "date" in covered:
+        check_date(headers.get("date"), max_age, now)
+    for name in ("created", "expires"):
+        if f"({name})" in covered and name not in parsed.params:
+            raise SignatureError(f"the signature covers ({name}) but has no {name}")
+    if "created" in parsed.params:
+        created = float(parsed.params["created"])
+        if not abs(now.timestamp() - created) <= max_age:
+            raise SignatureError(f"the signature's created is not within {max_age:g} s of now")
+    if "expires" in parsed.params and float(parsed.params["expires"]) + max_age < now.timestamp():
+        raise SignatureError("the signature has expired")
+    if "digest" in covered or body:
+        check_digest(headers.get("digest"), body)
 
 
 def check_signature(parsed: ParsedSignature, *, method: str, target_path: str,
                     headers: dict[str, str], public_key: Any) -> None:
-    """The signature itself, over the headers it lists (lower-case names in ``headers``)."""
-    text = signing_string(f"{method.lower()} {target_path}", headers, parsed.headers)
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise SignatureError("the signer's key is not an RSA key")
+    """The signature itself, over the headers it lists (lower-case names in ``headers``).
+
+    RSA keys verify PKCS#1 v1.5 with SHA-256 (``rsa-sha256``, or ``hs2019`` as
+    Mastodon reads it), Ed25519 keys Ed25519 (``hs2019`` or ``ed25519``).
+    """
+    text = signing_string(f"{method.lower()} {target_path}", headers, parsed.headers,
+                          parsed.params).encode()
     try:
-        public_key.verify(parsed.signature, text.encode(), padding.PKCS1v15(), hashes.SHA256())
+        if isinstance(public_key, rsa.RSAPublicKey) and parsed.algorithm != "ed25519":
+            public_key.verify(parsed.signature, text, padding.PKCS1v15(), hashes.SHA256())
+        elif (isinstance(public_key, ed25519.Ed25519PublicKey)
+              and parsed.algorithm in ("hs2019", "ed25519")):
+            public_key.verify(parsed.signature, text)
+        else:
+            raise SignatureError(f"the signer's {type(public_key).__name__} does not fit the "
+                                 f"algorithm {parsed.algorithm}")
     except InvalidSignature:
         raise BadSignature("the signature does not verify with the signer's key") from None
 
@@ -318,16 +353,65 @@ def verify(parsed: ParsedSignature, *, method: str, target_path: str,
 
     ``target_path`` is the path and query as sent.
     """
-    check_request(parsed, headers=headers, body=body, max_age=max_age, now=now)
+    check_request(parsed, method=method, headers=headers, body=body, max_age=max_age, now=now)
     check_signature(parsed, method=method, target_path=target_path, headers=headers,
                     public_key=public_key)
 
 
-def load_public_key(pem: str) -> rsa.RSAPublicKey:
+def load_public_key(pem: str) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(pem.encode("utf-8", "replace"))
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise SignatureError("the signer's publicKeyPem is not a PEM public key") from None
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise SignatureError("the signer's key is not an RSA key")
+    if not isinstance(key, rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+        raise SignatureError("the signer's key is neither an RSA nor an Ed25519 key")
     return key
+
+
+# -- Ed25519 keys as FEP-521a publishes them (``publicKeyMultibase``) ------------
+
+_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+#: The multicodec prefix of an Ed25519 public key (0xed, as a varint).
+_ED25519_PUB = b"\xed\x01"
+
+
+def _b58encode(data: bytes) -> str:
+    number = int.from_bytes(data, "big")
+    out = ""
+    while number:
+        number, digit = divmod(number, 58)
+        out = _BASE58[digit] + out
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
+
+
+def _b58decode(text: str) -> bytes:
+    number = 0
+    for char in text:
+        digit = _BASE58.find(char)
+        if digit < 0:
+            raise ValueError(f"{char!r} is not a base58btc digit")
+        number = number * 58 + digit
+    body = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    return b"\0" * (len(text) - len(text.lstrip("1"))) + body
+
+
+def multibase_public_key(key: ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey) -> str:
+    """``z6Mk…``: an Ed25519 public key as FEP-521a's ``publicKeyMultibase`` holds it."""
+    public = key.public_key() if isinstance(key, ed25519.Ed25519PrivateKey) else key
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "z" + _b58encode(_ED25519_PUB + raw)
+
+
+def multibase_to_pem(value: str) -> str:
+    """The PEM of an Ed25519 ``publicKeyMultibase``; SignatureError for anything else."""
+    if not isinstance(value, str) or not value.startswith("z") or len(value) > 200:
+        raise SignatureError("the publicKeyMultibase is not base58btc (it must start with z)")
+    try:
+        data = _b58decode(value[1:])
+    except ValueError as exc:
+        raise SignatureError(f"the publicKeyMultibase is malformed: {exc}") from None
+    if not data.startswith(_ED25519_PUB) or len(data) != 34:
+        raise SignatureError("the publicKeyMultibase is not an Ed25519 public key")
+    key = ed25519.Ed25519PublicKey.from_public_bytes(data[2:])
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()

@@ -221,7 +221,7 @@ def failing_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
 
 def struggling_hosts(since: datetime, limit: int = 10) -> list[HostFailures]:
     """The hosts an operator should look at first: open circuits, then the longest runs of
-    failures in a row (the ``Host`` table only holds troubled hosts), then final failures
+    failures in a row, then final failures
     since ``since``.
 
     Final failures alone miss a host whose deliveries are all still being retried.

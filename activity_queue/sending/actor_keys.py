@@ -22,19 +22,19 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from ..conf import Config, get_config
 from ..net import signatures
+from ..net.signing import Signer, Unusable
 from .jobs import Job
 
 logger = logging.getLogger(__name__)
@@ -49,45 +49,16 @@ ANSWER_TTL = 60.0
 ANSWERS_KEPT = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class KeySigner:
-    """A :data:`~activity_queue.sending.transport.Signer` for one key, which it exposes
-    (``private_key``, ``key_id``) for signature schemes that need them. It keeps no
-    state between calls, so any thread may call it."""
-
-    private_key: rsa.RSAPrivateKey
-    key_id: str
-
-    def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes,
-                 scheme: str = "cavage") -> dict[str, str]:
-        if scheme != "cavage":
-            raise ValueError(f"unsupported signature scheme {scheme!r}")
-        return signatures.sign_headers(method, url, headers, body, key=self.private_key,
-                                       key_id=self.key_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A signer that never signs: its deliveries wait, with the reason as their error,
-    rather than go out unsigned or under another actor's key."""
-
-    reason: str
-
-    def __call__(self, method: str, url: str, headers: dict[str, str], body: bytes,
-                 scheme: str = "cavage") -> dict[str, str]:
-        raise signatures.SigningUnavailable(self.reason)
-
-
 @lru_cache(maxsize=1024)
-def load_signer(private_key: str, key_id: str) -> KeySigner:
+def load_signer(private_key: str, key_id: str) -> Signer:
     """The signer of a PEM key (or the path of one) as ``key_id``; ValueError if unusable."""
     if not isinstance(key_id, str) or '"' in key_id or urlsplit(key_id).scheme not in (
             "http", "https"):
         raise ValueError(f"the key id {str(key_id)[:200]!r} is not an http(s) URL")
-    return KeySigner(signatures.load_private_key(private_key), key_id)
+    return Signer(signatures.load_private_key(private_key), key_id)
 
 
-def site_signer(config: Config | None = None) -> KeySigner | None:
+def site_signer(config: Config | None = None) -> Signer | None:
     """The instance actor's signer (``SIGNING_KEY``); None when signing is off.
 
     Raises ImproperlyConfigured when the key is set but unusable.
@@ -162,26 +133,26 @@ class ActorKeys:
                 by_body[key] = self.signer_for(actor) if actor else None
             job.signer = by_body[key]
 
-    def signer_for(self, actor: str) -> KeySigner | Refusal | None:
+    def signer_for(self, actor: str) -> Signer | None:
         """The signer of ``actor``'s activities; None when the site key is to sign them."""
         if self._broken:
-            return Refusal(self._broken)
+            return Unusable(self._broken)
         try:
             answer = self._answer(actor)
         except Exception as exc:
             logger.exception("activity_queue: ACTOR_KEYS failed for %s", actor)
-            return Refusal(f"ACTIVITY_QUEUE['ACTOR_KEYS'] failed for {actor[:200]}: "
+            return Unusable(f"ACTIVITY_QUEUE['ACTOR_KEYS'] failed for {actor[:200]}: "
                            f"{type(exc).__name__}: {exc}")
         if answer is None:
             return None
         if (not isinstance(answer, tuple | list) or len(answer) != 2
                 or not all(isinstance(part, str) for part in answer)):
-            return Refusal(f"ACTIVITY_QUEUE['ACTOR_KEYS'] answered {type(answer).__name__} "
+            return Unusable(f"ACTIVITY_QUEUE['ACTOR_KEYS'] answered {type(answer).__name__} "
                            f"for {actor[:200]}, not (private_key_pem, key_id) or None")
         try:
             return load_signer(answer[0], answer[1])
         except ValueError as exc:
-            return Refusal(f"the key of {actor[:200]} from ACTOR_KEYS cannot be used: {exc}")
+            return Unusable(f"the key of {actor[:200]} from ACTOR_KEYS cannot be used: {exc}")
 
     def _answer(self, actor: str) -> Any:
         """The callable's answer, reused for ``ANSWER_TTL`` seconds: a batch of deliveries
@@ -226,7 +197,7 @@ def fetch_headers(url: str, config: Config | None = None,
     return url, {**headers, **sign_get(url, signer)}
 
 
-def sign_get(url: str, signer: KeySigner) -> dict[str, str]:
+def sign_get(url: str, signer: Signer) -> dict[str, str]:
     """``Host``, ``Date`` and a draft-cavage ``Signature`` over ``(request-target) host date``.
 
     An RSA key signs ``rsa-sha256``, which every Mastodon-family server checks; an

@@ -32,7 +32,7 @@ from django.utils import timezone
 from .. import lifecycle
 from ..conf import Config
 from ..lifecycle import State
-from ..models import Activity, Host, Payload, ScheduledActivity
+from ..models import Activity, Host, Payload, ScheduledActivity, troubled_hosts_q
 from .jobs import Job, Outcome
 from .sql import CHUNK, LOG_COLUMNS, alias, dt, mysql, placeholders
 
@@ -112,27 +112,49 @@ def undefer(waits: Iterable[tuple[str, datetime | None]], *,
 def close_circuits(hosts: Iterable[str], *, now: datetime | None = None,
                    keep_stopped: bool = False) -> int:
     """Close the circuit of ``hosts`` (a host's health row only exists while it is
-    troubled, so closing is deleting it), which also makes an unavailable host
-    available again, and bring back the rows moved aside to wait for them
-    (:func:`undefer`). Returns the rows deleted. With ``keep_stopped``, hosts an
-    operator stopped by hand are left alone: only an operator resumes them.
+    troubled, or to remember its signature scheme, so closing is deleting it or
+    clearing its troubles), which also makes an unavailable host available again,
+    and bring back the rows moved aside to wait for them (:func:`undefer`). Returns
+    the rows closed. With ``keep_stopped``, hosts an operator stopped by hand are
+    left alone: only an operator resumes them.
 
-    Usually none of the hosts has a row: then this is one ``SELECT``, as cheap as
-    the ``DELETE`` it replaces on the resolve path.
+    Usually none of the hosts has a troubled row: then this is one ``SELECT``, as
+    cheap as the ``DELETE`` it replaces on the resolve path.
     """
-    rows = Host.objects.filter(host__in=list(hosts))
+    rows = Host.objects.filter(troubled_hosts_q(), host__in=list(hosts))
     if keep_stopped:
         rows = rows.filter(unavailable_by="")
     troubled = list(rows.values_list("host", "paused_until", "deferred_until",
-                                     "unavailable_since"))
+                                     "unavailable_since", "signature_scheme"))
     if not troubled:
         return 0
-    undefer([(h, p) for h, p, _, _ in troubled] + [(h, d) for h, _, d, _ in troubled],
-            now=now)
-    removed, _ = Host.objects.filter(host__in=[h for h, _, _, _ in troubled]).delete()
-    if any(u is not None for _, _, _, u in troubled):
+    undefer([(h, p) for h, p, *_ in troubled] + [(h, d) for h, _, d, *_ in troubled], now=now)
+    names = [h for h, *_ in troubled]
+    removed, _ = Host.objects.filter(host__in=names, signature_scheme="").delete()
+    removed += Host.objects.filter(host__in=names).exclude(signature_scheme="").update(
+        consecutive_failures=0, trips=0, paused_until=None, deferred_until=None,
+        failing_since=None, unavailable_since=None, unavailable_by="", last_error="",
+        updated_at=now or timezone.now())
+    if any(u is not None for _, _, _, u, _ in troubled):
         forget_unavailable()
     return removed
+
+
+def remember_schemes(outcomes: Iterable[Outcome], now: datetime) -> None:
+    """Keep the signature scheme each host accepted after refusing the other (an outcome's
+    ``signature_scheme``), in its health row, for every worker to start with."""
+    learned = {o.job.host: o.signature_scheme for o in outcomes if o.signature_scheme}
+    if learned:
+        Host.objects.bulk_create(
+            [Host(host=h, signature_scheme=s, updated_at=now) for h, s in learned.items()],
+            update_conflicts=True, unique_fields=["host"],
+            update_fields=["signature_scheme", "updated_at"])
+
+
+def signature_schemes() -> dict[str, str]:
+    """The scheme each host that told us accepts (one query)."""
+    return dict(Host.objects.exclude(signature_scheme="")
+                .values_list("host", "signature_scheme"))
 
 
 def _move(cursor, connection, host: str, before: datetime, until: datetime | None,
@@ -218,6 +240,7 @@ def record(outcomes: Sequence[Outcome], threshold: int, cooldown: float,
     rows in a black-hole run of ``bench/``), and whichever worker sees the host
     answer again brings the rows back at once.
     """
+    remember_schemes(outcomes, now)
     touched: dict[str, list[Outcome]] = {}
     answered: set[str] = set()
     for o in outcomes:
@@ -551,6 +574,8 @@ PROBATION_PER_CLAIM = 32
 FIRST_WINDOW = 2
 #: Seconds between two reads of the circuits that opened (:func:`tripped_hosts`).
 TRIPPED_EVERY = 1.0
+#: Seconds between two reads of the signature schemes hosts accept (other workers' lessons).
+SCHEMES_EVERY = 10.0
 
 
 class HostBook:
@@ -581,8 +606,12 @@ class HostBook:
         self.just_paused: set[str] = set()
         #: Requests the transport may have in flight to each host (the loop's own).
         self.window: dict[str, int] = {}
+        #: The signature scheme each host accepts, when it refused the other one: read from
+        #: the hosts' rows, and set by the transport's loop as soon as it learns one.
+        self.schemes: dict[str, str] = {}
         #: Claiming while deliveries are in flight (the pipelined loops).
         self.pipelined = False
+        self._schemes_read = float("-inf")
         self._tripped_read = 0.0
         self._probation_turn = 0
 
@@ -628,6 +657,9 @@ class HostBook:
         if force or now - self._tripped_read > TRIPPED_EVERY:
             self.tripped, self.unavailable = tripped_hosts(self.config.CIRCUIT_THRESHOLD)
             self._tripped_read = now
+        if force or now - self._schemes_read > SCHEMES_EVERY:
+            self.schemes = signature_schemes()
+            self._schemes_read = now
 
     def claim_limits(self) -> tuple[set[str], dict[str, int], dict[str, int]]:
         """``(hosts to skip, room left per held host, rows per host on probation)`` for

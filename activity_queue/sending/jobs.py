@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from ..lifecycle import State
+from ..net.signing import Signer
 
 
 @dataclass(slots=True)
@@ -31,7 +31,7 @@ class Job:
     #: Signs this delivery instead of the worker's site key: the key of the activity's
     #: actor (:mod:`activity_queue.sending.actor_keys`), with its ``private_key`` and
     #: ``key_id``.
-    signer: Callable[[str, str, dict[str, str], bytes], dict[str, str]] | None = None
+    signer: Signer | None = None
 
 
 @dataclass(slots=True)
@@ -49,3 +49,6 @@ class Outcome:
     retry_after: float | None = None
     #: The failure says the host is unwell (timeout, refused, 5xx…): counts for its circuit.
     host_fault: bool = False
+    #: The signature scheme the host accepted after refusing the other (a double knock),
+    #: to be remembered in its health row.
+    signature_scheme: str | None = None

@@ -28,7 +28,8 @@ from .. import signals
 from ..conf import Config, get_config
 from ..lifecycle import State
 from ..models import ScheduledActivity
-from ..net import signatures
+from ..net import signing
+from ..net.signing import Signer
 from . import chores, hosts
 from . import drops as dropping
 from . import queue as store
@@ -39,7 +40,7 @@ from .jobs import Job, Outcome
 from .listen import Listener
 from .retry import is_final, retry_delay
 from .sql import locked
-from .transport import TOTAL_TIMEOUTS, Signer, Transport
+from .transport import TOTAL_TIMEOUTS, Transport
 from .writer import BackgroundWriter, Written
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class Worker:
         #: How this worker runs, for its log: "dedicated" (activity_worker), "in-process".
         self.mode = mode
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.signer = signer if signer is not None else signatures.signer_from_config(self.config)
+        self.signer = signer if signer is not None else signing.signer_from_config(self.config)
         #: Each activity's actor's key, when ``ACTOR_KEYS`` names them.
         self.actor_keys = ActorKeys(self.config)
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()

@@ -26,6 +26,8 @@ class Rule:
     #: Hold the answer until this returns true (checked every few ms, for up to hold_max s).
     hold: Callable[[], bool] | None = None
     hold_max: float = 30.0
+    #: Answer 401 to the requests this refuses, as an inbox that checks signatures does.
+    accept: Callable[[Received], bool] | None = None
 
 
 @dataclass
@@ -69,9 +71,9 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 path = self.path
+                got = Received(path, dict(self.headers), body, self.command)
                 with receiver.cond:
-                    receiver.received.append(Received(path, dict(self.headers), body,
-                                                      self.command))
+                    receiver.received.append(got)
                     receiver.events.append(("request", receiver.base + path))
                     n = receiver.calls.get(path, 0)
                     receiver.calls[path] = n + 1
@@ -89,6 +91,8 @@ class Receiver:
                 status = rule.status
                 if rule.sequence:
                     status = rule.sequence[min(n, len(rule.sequence) - 1)]
+                if rule.accept is not None and not rule.accept(got):
+                    status = 401
                 self.send_response(status)
                 for key, value in rule.headers.items():
                     self.send_header(key, value)
