@@ -3,6 +3,7 @@ import pytest
 from activity_queue.conf import get_config
 from activity_queue.sending.worker import Worker
 
+from .support.key_server import DocumentServer
 from .support.peer import FullBacklog, Peer, keep_alive
 from .support.receiver import Receiver
 
@@ -97,3 +98,32 @@ def spawn(transactional_db, tmp_path):
     yield start
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture
+def keys():
+    """A loopback server of actor and key documents (``keys.documents[path] = (status,
+    document)``)."""
+    server = DocumentServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def applied(monkeypatch):
+    """What the inbox hands to ``receive.apply_activity``, recorded instead of applied."""
+    from activity_queue.inbox import receive
+
+    calls = []
+    monkeypatch.setattr(receive, "apply_activity", calls.append)
+    return calls
+
+
+@pytest.fixture
+def clean_cache():
+    """An empty default cache before and after the test (fetched keys live there)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -4,7 +4,6 @@ in authorized-fetch mode (401 to unsigned GETs) answers them."""
 from importlib.metadata import version
 
 import pytest
-from django.core.cache import cache
 
 from activity_queue.federation import discovery, dispatch
 from activity_queue.inbox.keys import KeyUnavailable, remote_key
@@ -15,17 +14,10 @@ from example_project.circles.models import Circle, Member
 from ..support.keys import pem, rsa_key
 from ..support.strict_peer import StrictPeer
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_cache")]
 
 ACCEPT = ('application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
           "application/activity+json")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

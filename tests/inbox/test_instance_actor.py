@@ -3,7 +3,6 @@
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from django.core.cache import cache
 from django.db import transaction
 
 from activity_queue import enqueue
@@ -14,18 +13,13 @@ from activity_queue.net.signatures import default_key_id, parse_signature, publi
 from ..support.keys import pem, rsa_key
 from ..support.strict_peer import StrictPeer
 
+pytestmark = pytest.mark.usefixtures("clean_cache")
+
 CONTEXT = ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"]
 
 
 def site_key() -> rsa.RSAPrivateKey:
     return rsa_key(0)
-
-
-@pytest.fixture(autouse=True)
-def clean_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from django.core.cache import cache
 from django.db import transaction
 from http_message_signatures import (
     HTTPMessageSigner,
@@ -27,7 +26,6 @@ from http_message_signatures import (
 )
 
 from activity_queue import enqueue
-from activity_queue.inbox import receive
 from activity_queue.models import Activity
 from activity_queue.net import rfc9421
 from activity_queue.net.signatures import (
@@ -39,8 +37,9 @@ from activity_queue.net.signatures import (
 )
 from activity_queue.net.signing import CAVAGE, RFC9421, Signer
 
-from ..support.key_server import DocumentServer
 from ..support.keys import pem, rsa_key
+
+pytestmark = pytest.mark.usefixtures("clean_cache")
 
 LD = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 ACTIVITY = {
@@ -66,27 +65,6 @@ class Request:
 
     def __init__(self, method, url, headers):
         self.method, self.url, self.headers = method, url, dict(headers)
-
-
-@pytest.fixture(autouse=True)
-def clean_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def applied(monkeypatch):
-    calls = []
-    monkeypatch.setattr(receive, "apply_activity", calls.append)
-    return calls
-
-
-@pytest.fixture
-def keys():
-    server = DocumentServer().start()
-    yield server
-    server.stop()
 
 
 def library_verifies(got, url, public_key, algorithm=algorithms.RSA_V1_5_SHA256):

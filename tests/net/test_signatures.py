@@ -9,13 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from django.core.cache import cache
 from django.core.checks import run_checks
 from django.db import transaction
 from django.test import override_settings
 
 from activity_queue import enqueue
-from activity_queue.inbox import receive
 from activity_queue.inbox.keys import KeyUnavailable, key_from_document, remote_key
 from activity_queue.models import Activity, ScheduledActivity
 from activity_queue.net.signatures import (
@@ -32,8 +30,9 @@ from activity_queue.net.signatures import (
 )
 from activity_queue.net.signing import Signer
 
-from ..support.key_server import DocumentServer
 from ..support.keys import pem, rsa_key
+
+pytestmark = pytest.mark.usefixtures("clean_cache")
 
 LD = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 ACTIVITY = {
@@ -42,27 +41,6 @@ ACTIVITY = {
     "object": {"@type": "hd:circle", "@id": "https://a.example/circles/9/"},
 }
 BODY = json.dumps(ACTIVITY).encode()
-
-
-@pytest.fixture(autouse=True)
-def clean_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def applied(monkeypatch):
-    calls = []
-    monkeypatch.setattr(receive, "apply_activity", calls.append)
-    return calls
-
-
-@pytest.fixture
-def keys():
-    server = DocumentServer().start()
-    yield server
-    server.stop()
 
 
 def lower(headers):
