@@ -147,7 +147,7 @@ def remember_schemes(outcomes: Iterable[Outcome], now: datetime) -> None:
     if learned:
         Host.objects.bulk_create(
             [Host(host=h, signature_scheme=s, updated_at=now) for h, s in learned.items()],
-            update_conflicts=True, unique_fields=["host"],
+            update_conflicts=True, unique_fields=_upsert_target(),
             update_fields=["signature_scheme", "updated_at"])
 
 
