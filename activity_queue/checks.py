@@ -7,6 +7,7 @@ crash at import or a worker that silently misbehaves.
 from __future__ import annotations
 
 import math
+from difflib import get_close_matches
 from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
@@ -110,6 +111,14 @@ def describe(messages: list[CheckMessage]) -> str:
                      for m in messages)
 
 
+def _unknown_key_hint(key: Any) -> str:
+    """A misspelt key leaves its setting at the default without a word, so name the
+    likeliest intended key before the list of all of them."""
+    known = f"Known keys: {', '.join(sorted(DEFAULTS))}."
+    close = get_close_matches(str(key).upper(), DEFAULTS, n=1, cutoff=0.8)
+    return f"Did you mean {close[0]!r}? {known}" if close else known
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs=None, **kwargs) -> list:
     raw = user_settings()
@@ -124,7 +133,7 @@ def check_settings(app_configs=None, **kwargs) -> list:
         if key not in DEFAULTS:
             messages.append(Warning(
                 f"ACTIVITY_QUEUE has an unknown key {key!r}; it is ignored.",
-                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                hint=_unknown_key_hint(key),
                 id="activity_queue.W001",
             ))
             continue

@@ -68,9 +68,23 @@ def test_unknown_keys_are_warned_about_and_ignored():
              "ACTIVITY_QUEUE has an unknown key 7; it is ignored.", f"Known keys: {KNOWN}."),
             ("activity_queue.W001", WARNING,
              "ACTIVITY_QUEUE has an unknown key 'WORKER'; it is ignored.",
-             f"Known keys: {KNOWN}."),
+             f"Did you mean 'WORKERS'? Known keys: {KNOWN}."),
         ]
         assert get_config().WORKERS == 4
+
+
+@pytest.mark.parametrize("typo, meant", [
+    ("ALLOW_PRIVATE_ADRESSES", "ALLOW_PRIVATE_ADDRESSES"),
+    ("max_attempts", "MAX_ATTEMPTS"),
+    ("SIGNING_KEYS", "SIGNING_KEY"),
+])
+def test_a_misspelt_key_is_named_in_the_hint(typo, meant):
+    with with_queue({typo: 1}):
+        assert ours() == [
+            ("activity_queue.W001", WARNING,
+             f"ACTIVITY_QUEUE has an unknown key {typo!r}; it is ignored.",
+             f"Did you mean {meant!r}? Known keys: {KNOWN}."),
+        ]
 
 
 UA = "a string without control characters (CR, LF, NUL…), or None"
