@@ -168,8 +168,8 @@ def check_backend(merged: dict[str, Any]) -> list:
     if merged["BACKEND"] == "celery" and (error := _import_error("celery")):
         messages.append(Error(
             f"ACTIVITY_QUEUE['BACKEND'] is 'celery' but Celery cannot be imported ({error}).",
-            hint="pip install 'activity_queue[celery]' (Celery with Redis support), or set "
-                 "BACKEND to 'thread'.",
+            hint="pip install 'celery[redis]>=5.3' (the activity_queue[celery] extra), or "
+                 "set BACKEND to 'thread'.",
             id="activity_queue.E020",
         ))
     if (merged["BACKEND"] == "tasks" and _import_error("django.tasks")
@@ -177,15 +177,16 @@ def check_backend(merged: dict[str, Any]) -> list:
         messages.append(Error(
             "ACTIVITY_QUEUE['BACKEND'] is 'tasks' but Django's Tasks framework cannot be "
             f"imported ({error}); django.tasks comes with Django 6.0.",
-            hint="On Django 5.2, pip install 'activity_queue[tasks]' (the django-tasks "
-                 "backport), or set BACKEND to 'thread'.",
+            hint="On Django 5.2, pip install 'django-tasks>=0.12' (the backport; the "
+                 "activity_queue[tasks] extra), or set BACKEND to 'thread'.",
             id="activity_queue.E021",
         ))
     if merged["METRICS"] is True and (error := _import_error("prometheus_client")):
         messages.append(Error(
             f"ACTIVITY_QUEUE['METRICS'] is True but prometheus_client cannot be imported "
             f"({error}).",
-            hint="pip install 'activity_queue[metrics]', or set METRICS to False.",
+            hint="pip install 'prometheus-client>=0.20' (the activity_queue[metrics] extra), "
+                 "or set METRICS to False.",
             id="activity_queue.E022",
         ))
     return messages

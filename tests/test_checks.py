@@ -245,8 +245,8 @@ def test_celery_backend_without_celery(monkeypatch):
             "activity_queue.E020", ERROR,
             "ACTIVITY_QUEUE['BACKEND'] is 'celery' but Celery cannot be imported (import of "
             "celery halted; None in sys.modules).",
-            "pip install 'activity_queue[celery]' (Celery with Redis support), or set BACKEND "
-            "to 'thread'.",
+            "pip install 'celery[redis]>=5.3' (the activity_queue[celery] extra), or set "
+            "BACKEND to 'thread'.",
         )]
     with with_queue({"BACKEND": "thread"}):
         assert ours() == []
@@ -268,8 +268,8 @@ def test_tasks_backend_without_django_tasks(monkeypatch):
             "ACTIVITY_QUEUE['BACKEND'] is 'tasks' but Django's Tasks framework cannot be "
             "imported (import of django_tasks halted; None in sys.modules); django.tasks comes "
             "with Django 6.0.",
-            "On Django 5.2, pip install 'activity_queue[tasks]' (the django-tasks backport), "
-            "or set BACKEND to 'thread'.",
+            "On Django 5.2, pip install 'django-tasks>=0.12' (the backport; the "
+            "activity_queue[tasks] extra), or set BACKEND to 'thread'.",
         )]
 
 
@@ -285,7 +285,8 @@ def test_metrics_without_prometheus_client(monkeypatch):
             "activity_queue.E022", ERROR,
             "ACTIVITY_QUEUE['METRICS'] is True but prometheus_client cannot be imported "
             "(import of prometheus_client halted; None in sys.modules).",
-            "pip install 'activity_queue[metrics]', or set METRICS to False.",
+            "pip install 'prometheus-client>=0.20' (the activity_queue[metrics] extra), or set "
+            "METRICS to False.",
         )]
     with with_queue({"METRICS": False}):
         assert ours() == []

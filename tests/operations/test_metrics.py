@@ -207,5 +207,6 @@ def test_a_port_in_use_is_a_clear_error():
 
 def test_metrics_port_without_prometheus_client(monkeypatch):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    with pytest.raises(CommandError, match=r"pip install 'activity_queue\[metrics\]'"):
+    with pytest.raises(CommandError, match=r"pip install 'prometheus-client>=0\.20' \(the "
+                                           r"activity_queue\[metrics\] extra\)"):
         call_command("activity_worker", "--burst", "--metrics-port", "9999")

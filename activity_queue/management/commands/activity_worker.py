@@ -63,7 +63,8 @@ class Command(BaseCommand):
             from ...operations import metrics
         except ImportError as error:
             raise CommandError(f"--metrics-port needs prometheus_client ({error}); "
-                               "pip install 'activity_queue[metrics]'") from error
+                               "pip install 'prometheus-client>=0.20' (the "
+                               "activity_queue[metrics] extra)") from error
         metrics.register()
         try:
             metrics.serve(addr, port)
