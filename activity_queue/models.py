@@ -78,6 +78,23 @@ class PrefixIndex(models.Index):
                 f"({', '.join(columns)})")
 
 
+class URIField(models.CharField):
+    """A URI column whose values compare byte for byte on every database.
+
+    A URI's path is case-sensitive, and MySQL's and MariaDB's default collations are
+    not: there two inboxes differing only in case would be one row of a unique key,
+    and a filter on one would match the other. There the column has the binary
+    collation of ``utf8mb4`` (which also sets its character set); elsewhere this is
+    a plain :class:`~django.db.models.CharField`.
+    """
+
+    def db_parameters(self, connection):
+        params = super().db_parameters(connection)
+        if connection.vendor == "mysql" and not self.db_collation:
+            params["collation"] = "utf8mb4_bin"
+        return params
+
+
 class LongUniqueConstraint(models.UniqueConstraint):
     """Unique over long text columns, which MySQL cannot key whole.
 
@@ -434,8 +451,8 @@ class Follower(models.Model):
     servers that know it; removed when the object is deleted.
     """
 
-    object_id = models.CharField(max_length=2000, help_text="urlid of the local object")
-    inbox = models.CharField(max_length=2000)
+    object_id = URIField(max_length=2000, help_text="urlid of the local object")
+    inbox = URIField(max_length=2000)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
