@@ -130,9 +130,9 @@ class Payload(models.Model):
     same one. ``activity_prune`` removes the payloads nobody refers to any more.
     """
 
-    activity_id = models.CharField(max_length=500, help_text="The activity's own id (URI).")
+    activity_id = URIField(max_length=500, help_text="The activity's own id (URI).")
     activity_type = models.CharField(max_length=32)
-    object_id = models.CharField(max_length=2000, blank=True)
+    object_id = URIField(max_length=2000, blank=True)
     body = models.TextField(help_text="The JSON text, exactly as sent.")
     created_at = models.DateTimeField(default=timezone.now, help_text="enqueued or received")
 
@@ -333,10 +333,10 @@ class Activity(models.Model):
         OUTBOUND = "out", "outbound"
         INBOUND = "in", "inbound"
 
-    activity_id = models.CharField(max_length=500)
+    activity_id = URIField(max_length=500)
     activity_type = models.CharField(max_length=32)
-    object_id = models.CharField(max_length=2000, blank=True)
-    inbox = models.CharField(max_length=2000, blank=True)
+    object_id = URIField(max_length=2000, blank=True)
+    inbox = URIField(max_length=2000, blank=True)
     host = models.CharField(max_length=255, blank=True)
     payload = models.ForeignKey(Payload, on_delete=models.PROTECT, related_name="records")
     direction = models.CharField(max_length=3, choices=Direction.choices)

@@ -185,6 +185,15 @@ def test_same_id_twice_is_applied_once(client, applied):
 
 
 @pytest.mark.django_db
+def test_ids_that_differ_only_in_case_are_different_activities(client, applied):
+    """MySQL's and MariaDB's default collations fold case; an id is a case-sensitive URI."""
+    assert post(client, with_id("Ab")).status_code == 201
+    assert post(client, with_id("aB")).status_code == 201
+    assert len(applied) == 2
+    assert Activity.objects.filter(activity_id="https://a.example/activities/aB").count() == 1
+
+
+@pytest.mark.django_db
 def test_same_content_without_id_twice_is_applied_once(client, applied):
     assert post(client, DJANGOLDP_BODY).status_code == 201
     reordered = json.dumps(dict(reversed(DJANGOLDP_BODY.items())), indent=2).encode()
