@@ -475,7 +475,7 @@ class PendingDiscovery(models.Model):
 
     resource = models.CharField(max_length=2000, help_text="urlid of the remote resource")
     activity_type = models.CharField(max_length=32)
-    object_id = models.CharField(max_length=2000, blank=True)
+    object_id = URIField(max_length=2000, blank=True)
     payload = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveIntegerField(default=0)

@@ -39,3 +39,13 @@ def test_urls_that_differ_only_in_case_are_different_followers(receiver, worker)
     enqueue({"type": "Update", "object": OBJECTS[0]}, to=lower)
     worker().run_once(timeout=10)
     assert set(Follower.objects.values_list("inbox", flat=True)) == {upper}
+
+
+def test_forgetting_an_object_keeps_the_pending_backlinks_of_its_case_variant():
+    from activity_queue.models import PendingDiscovery
+
+    for object_id in (OBJECTS[0], OBJECTS[0].upper()):
+        PendingDiscovery.objects.create(resource="https://there.example/r", activity_type="Add",
+                                        object_id=object_id, payload={"type": "Add"})
+    dispatch.forget(OBJECTS[0].upper())
+    assert list(PendingDiscovery.objects.values_list("object_id", flat=True)) == [OBJECTS[0]]
