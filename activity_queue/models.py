@@ -78,6 +78,23 @@ class PrefixIndex(models.Index):
                 f"({', '.join(columns)})")
 
 
+class URIField(models.CharField):
+    """A URI column whose values compare byte for byte on every database.
+
+    A URI's path is case-sensitive, and MySQL's and MariaDB's default collations are
+    not: there two inboxes differing only in case would be one row of a unique key,
+    and a filter on one would match the other. There the column has the binary
+    collation of ``utf8mb4`` (which also sets its character set); elsewhere this is
+    a plain :class:`~django.db.models.CharField`.
+    """
+
+    def db_parameters(self, connection):
+        params = super().db_parameters(connection)
+        if connection.vendor == "mysql" and not self.db_collation:
+            params["collation"] = "utf8mb4_bin"
+        return params
+
+
 class LongUniqueConstraint(models.UniqueConstraint):
     """Unique over long text columns, which MySQL cannot key whole.
 
@@ -113,9 +130,9 @@ class Payload(models.Model):
     same one. ``activity_prune`` removes the payloads nobody refers to any more.
     """
 
-    activity_id = models.CharField(max_length=500, help_text="The activity's own id (URI).")
+    activity_id = URIField(max_length=500, help_text="The activity's own id (URI).")
     activity_type = models.CharField(max_length=32)
-    object_id = models.CharField(max_length=2000, blank=True)
+    object_id = URIField(max_length=2000, blank=True)
     body = models.TextField(help_text="The JSON text, exactly as sent.")
     created_at = models.DateTimeField(default=timezone.now, help_text="enqueued or received")
 
@@ -316,10 +333,10 @@ class Activity(models.Model):
         OUTBOUND = "out", "outbound"
         INBOUND = "in", "inbound"
 
-    activity_id = models.CharField(max_length=500)
+    activity_id = URIField(max_length=500)
     activity_type = models.CharField(max_length=32)
-    object_id = models.CharField(max_length=2000, blank=True)
-    inbox = models.CharField(max_length=2000, blank=True)
+    object_id = URIField(max_length=2000, blank=True)
+    inbox = URIField(max_length=2000, blank=True)
     host = models.CharField(max_length=255, blank=True)
     payload = models.ForeignKey(Payload, on_delete=models.PROTECT, related_name="records")
     direction = models.CharField(max_length=3, choices=Direction.choices)
@@ -434,8 +451,8 @@ class Follower(models.Model):
     servers that know it; removed when the object is deleted.
     """
 
-    object_id = models.CharField(max_length=2000, help_text="urlid of the local object")
-    inbox = models.CharField(max_length=2000)
+    object_id = URIField(max_length=2000, help_text="urlid of the local object")
+    inbox = URIField(max_length=2000)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -458,7 +475,7 @@ class PendingDiscovery(models.Model):
 
     resource = models.CharField(max_length=2000, help_text="urlid of the remote resource")
     activity_type = models.CharField(max_length=32)
-    object_id = models.CharField(max_length=2000, blank=True)
+    object_id = URIField(max_length=2000, blank=True)
     payload = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveIntegerField(default=0)

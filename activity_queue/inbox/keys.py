@@ -122,8 +122,9 @@ def _check_destination(url: str, allow_private: bool) -> None:
                                  "set ACTIVITY_QUEUE['ALLOW_PRIVATE_ADDRESSES'] to allow it")
 
 
-def fetch_document(url: str, config: Config) -> Any:
-    """GET a JSON document with the outbound safety rules; raise KeyUnavailable."""
+def fetch_document(url: str, config: Config) -> tuple[Any, str]:
+    """GET a JSON document with the outbound safety rules, and the URL that served it
+    (after redirects); raise KeyUnavailable."""
     deadline = time.monotonic() + 3 * config.TIMEOUT
     for _hop in range(MAX_REDIRECTS + 1):
         _check_destination(url, config.ALLOW_PRIVATE_ADDRESSES)
@@ -151,7 +152,7 @@ def fetch_document(url: str, config: Config) -> Any:
         except ValueError as exc:  # a Location that is no URL (requests reads it, too)
             raise KeyUnavailable(f"{url[:200]} gave an unusable answer: {exc}") from None
         try:
-            return json.loads(bytes(data))
+            return json.loads(bytes(data)), url
         except (ValueError, RecursionError):
             raise KeyUnavailable(f"the key document at {url[:200]} is not JSON") from None
     raise KeyUnavailable(f"more than {MAX_REDIRECTS} redirects fetching the key")
@@ -177,7 +178,13 @@ def remote_key(key_id: str, *, refresh: bool = False) -> RemoteKey:
             return RemoteKey(**cached, cached=True)
     config = get_config()
     url = key_id.split("#", 1)[0]
-    found = key_from_document(fetch_document(url, config), key_id, url)
+    document, served_from = fetch_document(url, config)
+    if origin(served_from) != origin(key_id):
+        # Only the key's own origin speaks for it: else an open redirect there would let
+        # any server publish keys for that origin's actors.
+        raise KeyUnavailable(f"the key {key_id[:200]!r} was served from "
+                             f"{origin(served_from)}, not from its own origin")
+    found = key_from_document(document, key_id, url)
     found.public_key()  # never cache a key that does not load
     try:
         cache.set(name, {"key_id": found.key_id, "owner": found.owner, "pem": found.pem},

@@ -30,7 +30,12 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import status
-from rest_framework.exceptions import NotAuthenticated, PermissionDenied, UnsupportedMediaType
+from rest_framework.exceptions import (
+    APIException,
+    NotAuthenticated,
+    PermissionDenied,
+    UnsupportedMediaType,
+)
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
@@ -225,6 +230,19 @@ class InboxView(APIView):
 LOCK_WAIT = 30
 
 
+class Busy(APIException):
+    """Another receipt of the same activity held its lock for all of ``LOCK_WAIT``: going on
+    unlocked could apply it twice, so the sender is asked to try again (DRF sends ``wait``
+    as ``Retry-After``)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "another copy of this activity is being received; try again later"
+
+    def __init__(self, wait: int) -> None:
+        super().__init__()
+        self.wait = wait
+
+
 def _requires_signature(config: Config) -> bool:
     return config.INBOX_REQUIRE_SIGNATURE or config.INBOX_UNSIGNED == "require"
 
@@ -256,6 +274,8 @@ def _one_at_a_time(using: str, activity_id: str) -> Iterator[None]:
     name = f"activity_queue:{digest.hex()[:40]}"
     with connection.cursor() as cursor:
         cursor.execute("SELECT GET_LOCK(%s, %s)", [name, LOCK_WAIT])
+        if cursor.fetchone()[0] != 1:  # 0 after the wait, NULL on an error
+            raise Busy(LOCK_WAIT)
     try:
         with transaction.atomic(using=using):
             yield

@@ -33,10 +33,10 @@ class Migration(migrations.Migration):
             name='Activity',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('activity_id', models.CharField(max_length=500)),
+                ('activity_id', activity_queue.models.URIField(max_length=500)),
                 ('activity_type', models.CharField(max_length=32)),
-                ('object_id', models.CharField(blank=True, max_length=2000)),
-                ('inbox', models.CharField(blank=True, max_length=2000)),
+                ('object_id', activity_queue.models.URIField(blank=True, max_length=2000)),
+                ('inbox', activity_queue.models.URIField(blank=True, max_length=2000)),
                 ('host', models.CharField(blank=True, max_length=255)),
                 ('payload', models.JSONField()),
                 ('direction', models.CharField(choices=[('out', 'outbound'), ('in', 'inbound')], max_length=3)),

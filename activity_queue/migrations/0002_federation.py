@@ -17,8 +17,8 @@ class Migration(migrations.Migration):
             name='Follower',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('object_id', models.CharField(help_text='urlid of the local object', max_length=2000)),
-                ('inbox', models.CharField(max_length=2000)),
+                ('object_id', activity_queue.models.URIField(help_text='urlid of the local object', max_length=2000)),
+                ('inbox', activity_queue.models.URIField(max_length=2000)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('resource', models.CharField(help_text='urlid of the remote resource', max_length=2000)),
                 ('activity_type', models.CharField(max_length=32)),
-                ('object_id', models.CharField(blank=True, max_length=2000)),
+                ('object_id', activity_queue.models.URIField(blank=True, max_length=2000)),
                 ('payload', models.JSONField()),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('attempts', models.PositiveIntegerField(default=0)),

@@ -164,10 +164,10 @@ class Migration(migrations.Migration):
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True,
                                            serialize=False, verbose_name="ID")),
-                ("activity_id", models.CharField(help_text="The activity's own id (URI).",
-                                                 max_length=500)),
+                ("activity_id", activity_queue.models.URIField(
+                    help_text="The activity's own id (URI).", max_length=500)),
                 ("activity_type", models.CharField(max_length=32)),
-                ("object_id", models.CharField(blank=True, max_length=2000)),
+                ("object_id", activity_queue.models.URIField(blank=True, max_length=2000)),
                 ("body", models.TextField(
                     help_text="The JSON text, exactly as sent.")),
                 ("created_at", models.DateTimeField(default=django.utils.timezone.now,

@@ -527,18 +527,7 @@ def _retire_mysql(cursor, connection, host: str, reason: str, size: int, now: da
         f"SELECT id, attempts FROM {table} WHERE host = %s"
         f" AND (leased_until IS NULL OR leased_until < %s) LIMIT %s FOR UPDATE SKIP LOCKED",
         [host, stamp, size])
-    rows = cursor.fetchall()
-    if not rows:
-        return 0, 0
-    ids = [r[0] for r in rows]
-    where = f"id IN ({placeholders(len(ids))})"
-    cursor.execute(
-        f"INSERT INTO {Activity._meta.db_table} ({LOG_COLUMNS}) SELECT {_RETIRED_COLUMNS_MYSQL}"
-        f" FROM {table} q"
-        f" JOIN {Payload._meta.db_table} m ON m.id = q.payload_id WHERE q.{where}",
-        [Activity.Direction.OUTBOUND.value, State.FAILED.value, reason, reason, stamp, *ids])
-    cursor.execute(f"DELETE FROM {table} WHERE {where}", ids)
-    return sum(1 for r in rows if r[1]), len(rows)
+    return _log_and_delete(cursor, cursor.fetchall(), _RETIRED_COLUMNS_MYSQL, reason, stamp)
 
 
 def _retire_sqlite(cursor, connection, host: str, reason: str, size: int, now: datetime
@@ -546,7 +535,6 @@ def _retire_sqlite(cursor, connection, host: str, reason: str, size: int, now: d
     """Mark the rows first (a write, so the statement takes the write lock up front), then
     copy them to the log and delete them, by id."""
     table = ScheduledActivity._meta.db_table
-    log = Activity._meta.db_table
     stamp = dt(connection, now)
     token = f"retire:{uuid.uuid4().hex}"
     cursor.execute(
@@ -554,13 +542,20 @@ def _retire_sqlite(cursor, connection, host: str, reason: str, size: int, now: d
         f"SELECT id FROM {table}{_host_range(connection)} WHERE host = %s"
         f" AND (leased_until IS NULL OR leased_until < %s) LIMIT %s) RETURNING id, attempts",
         [token, dt(connection, now + timedelta(hours=1)), host, stamp, size])
-    rows = cursor.fetchall()
+    return _log_and_delete(cursor, cursor.fetchall(), _RETIRED_COLUMNS, reason, stamp)
+
+
+def _log_and_delete(cursor, rows: list[tuple], columns: str, reason: str, stamp
+                    ) -> tuple[int, int]:
+    """Copy the rows ``(id, attempts)`` taken by a retire to the log as failed, then delete
+    them, by id; (rows that had been tried, rows)."""
     if not rows:
         return 0, 0
+    table = ScheduledActivity._meta.db_table
     ids = [r[0] for r in rows]
     where = f"id IN ({placeholders(len(ids))})"
     cursor.execute(
-        f"INSERT INTO {log} ({LOG_COLUMNS}) SELECT {_RETIRED_COLUMNS} FROM {table} q"
+        f"INSERT INTO {Activity._meta.db_table} ({LOG_COLUMNS}) SELECT {columns} FROM {table} q"
         f" JOIN {Payload._meta.db_table} m ON m.id = q.payload_id WHERE q.{where}",
         [Activity.Direction.OUTBOUND.value, State.FAILED.value, reason, reason, stamp, *ids])
     cursor.execute(f"DELETE FROM {table} WHERE {where}", ids)

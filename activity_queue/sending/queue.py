@@ -62,7 +62,6 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
         return _jobs(rows, payloads)
     pg = connection.vendor == "postgresql"
     table = ScheduledActivity._meta.db_table
-    hosts_table = Host._meta.db_table
     probation = {h: n for h, n in (probation or {}).items() if n > 0}
     exclude = sorted(set(exclude_hosts) | set(probation))
     skip_ids = sorted(exclude_ids)
@@ -77,14 +76,8 @@ def claim(worker_id: str, limit: int, lease: float, *, per_host: int | None = No
     collate = ' COLLATE "C"' if pg else ""
     lock = "FOR UPDATE SKIP LOCKED" if pg else ""
     stamp = dt(connection, now)
-    due = f"""
-        SELECT id, host, next_attempt_at FROM {table}
-        WHERE next_attempt_at <= %s
-          AND (leased_until IS NULL OR leased_until < %s)
-          AND host NOT IN (SELECT host FROM {hosts_table}
-                           WHERE paused_until > %s OR unavailable_since IS NOT NULL)
-          {id_filter}"""
-    window = min(max(4 * limit, per_host), 20 * limit, 10_000)
+    due = _due(id_filter)
+    window = _window(limit, per_host)
     candidates = f"""
         SELECT * FROM ({due}
             {f"AND host NOT IN ({placeholders(len(exclude))})" if exclude else ""}
@@ -134,6 +127,24 @@ def _jobs(rows: list, payloads: dict[int, tuple]) -> list[Job]:
     return jobs
 
 
+def _due(id_filter: str) -> str:
+    """The due rows nobody holds, of hosts neither paused nor unavailable, in every dialect;
+    ``id_filter`` passes over ids as the dialect writes it. Parameters: now three times,
+    then the filter's."""
+    return f"""
+        SELECT id, host, next_attempt_at FROM {ScheduledActivity._meta.db_table}
+        WHERE next_attempt_at <= %s
+          AND (leased_until IS NULL OR leased_until < %s)
+          AND host NOT IN (SELECT host FROM {Host._meta.db_table}
+                           WHERE paused_until > %s OR unavailable_since IS NOT NULL)
+          {id_filter}"""
+
+
+def _window(limit: int, per_host: int) -> int:
+    """Due rows read to choose ``limit`` from: enough that a few busy hosts do not fill it."""
+    return min(max(4 * limit, per_host), 20 * limit, 10_000)
+
+
 def _claim_mysql(connection, worker_id: str, limit: int, lease: float, per_host: int,
                  room: dict[str, int], probation: dict[str, int], exclude_hosts: Iterable[str],
                  exclude_ids: Iterable[int], now: datetime) -> list[tuple]:
@@ -141,19 +152,12 @@ def _claim_mysql(connection, worker_id: str, limit: int, lease: float, per_host:
     the oldest due rows (``SKIP LOCKED``: rows another worker is claiming are passed
     over), keep at most each host's room of them, lease those by id, read them back."""
     table = ScheduledActivity._meta.db_table
-    hosts_table = Host._meta.db_table
     probation = {h: n for h, n in probation.items() if n > 0}
     exclude = sorted(set(exclude_hosts) | set(probation))
     skip_ids = sorted(exclude_ids)
     stamp = dt(connection, now)
-    due = f"""
-        SELECT id, host, next_attempt_at FROM {table}
-        WHERE next_attempt_at <= %s
-          AND (leased_until IS NULL OR leased_until < %s)
-          AND host NOT IN (SELECT host FROM {hosts_table}
-                           WHERE paused_until > %s OR unavailable_since IS NOT NULL)
-          {f"AND id NOT IN ({placeholders(len(skip_ids))})" if skip_ids else ""}"""
-    window = min(max(4 * limit, per_host), 20 * limit, 10_000)
+    due = _due(f"AND id NOT IN ({placeholders(len(skip_ids))})" if skip_ids else "")
+    window = _window(limit, per_host)
     reads = [(f"{due} {f'AND host NOT IN ({placeholders(len(exclude))})' if exclude else ''}"
               f" ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
               [stamp, stamp, stamp, *skip_ids, *exclude, window])]

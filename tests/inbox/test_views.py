@@ -185,6 +185,15 @@ def test_same_id_twice_is_applied_once(client, applied):
 
 
 @pytest.mark.django_db
+def test_ids_that_differ_only_in_case_are_different_activities(client, applied):
+    """MySQL's and MariaDB's default collations fold case; an id is a case-sensitive URI."""
+    assert post(client, with_id("Ab")).status_code == 201
+    assert post(client, with_id("aB")).status_code == 201
+    assert len(applied) == 2
+    assert Activity.objects.filter(activity_id="https://a.example/activities/aB").count() == 1
+
+
+@pytest.mark.django_db
 def test_same_content_without_id_twice_is_applied_once(client, applied):
     assert post(client, DJANGOLDP_BODY).status_code == 201
     reordered = json.dumps(dict(reversed(DJANGOLDP_BODY.items())), indent=2).encode()
@@ -474,3 +483,34 @@ def test_concurrent_receipts_of_one_activity_take_turns(live_server, monkeypatch
     assert sorted(statuses) == [200, 201]
     assert len(calls) == 1
     assert Activity.objects.inbound().count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receipt_that_cannot_take_its_turn_is_a_503(live_server, applied, monkeypatch):
+    """On MySQL/MariaDB the named lock is waited for LOCK_WAIT seconds; when another receipt
+    holds it longer, this one is not applied unlocked (a double apply) but retried later."""
+    import hashlib
+
+    from django.db import connection
+
+    from activity_queue.inbox import views
+
+    if connection.vendor != "mysql":
+        pytest.skip("only MySQL/MariaDB's named lock has a time limit")
+    monkeypatch.setattr(views, "LOCK_WAIT", 1)
+    activity = with_id(98)
+    digest = hashlib.sha256(b"activity_queue.inbox.views:" + activity["id"].encode())
+    name = f"activity_queue:{digest.hexdigest()[:40]}"
+    url = live_server.url + INBOX
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT GET_LOCK(%s, 0)", [name])
+        try:
+            busy = requests.post(url, data=json.dumps(activity), headers={"Content-Type": LD},
+                                 timeout=30)
+        finally:
+            cursor.execute("SELECT RELEASE_LOCK(%s)", [name])
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert not applied and Activity.objects.count() == 0
+    assert requests.post(url, data=json.dumps(activity), headers={"Content-Type": LD},
+                         timeout=30).status_code == 201
+    assert len(applied) == 1

@@ -205,6 +205,21 @@ def test_a_redirect_to_no_url_is_an_unavailable_key(receiver, location):
         remote_key(url)
 
 
+def test_a_key_served_from_another_origin_after_a_redirect_is_refused(receiver, keys):
+    """An open redirect on a server must not let another server publish that server's keys:
+    the document names the victim's key and actor, but it is the redirect target's word."""
+    key_id = receiver.url("/go") + "#main-key"
+    receiver.document("/go", None, status=302, headers={"Location": keys.url("/k")})
+    keys.documents["/k"] = (200, {"id": key_id, "owner": receiver.url("/users/alice"),
+                                  "publicKeyPem": public_pem(rsa_key(1))})
+    with pytest.raises(KeyUnavailable, match="^the key .* was served from http://127.0.0.1:"):
+        remote_key(key_id)
+    same = receiver.url("/k")
+    receiver.document("/go2", None, status=302, headers={"Location": same})
+    receiver.document("/k", {"id": receiver.url("/go2"), "publicKeyPem": public_pem(rsa_key(1))})
+    assert remote_key(receiver.url("/go2")).pem == public_pem(rsa_key(1))
+
+
 # -- checks --------------------------------------------------------------------------------
 
 
