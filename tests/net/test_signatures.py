@@ -30,17 +30,10 @@ from activity_queue.net.signatures import (
 )
 from activity_queue.net.signing import Signer
 
-from ..support.keys import pem, rsa_key
+from ..support.keys import ACTIVITY, BODY, LD, pem, rsa_key
 
 pytestmark = pytest.mark.usefixtures("clean_cache")
 
-LD = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
-ACTIVITY = {
-    "@context": "https://www.w3.org/ns/activitystreams", "type": "Create",
-    "actor": {"type": "Service", "name": "Backlinks Service"},
-    "object": {"@type": "hd:circle", "@id": "https://a.example/circles/9/"},
-}
-BODY = json.dumps(ACTIVITY).encode()
 
 
 def lower(headers):
