@@ -107,7 +107,9 @@ class InboxView(APIView):
     def get_authenticators(self) -> list:
         config = get_config()
         classes = [import_string(path) for path in config.INBOX_AUTHENTICATION]
-        if _requires_signature(config):
+        # A signature present is checked unless unsigned senders are trusted anyway: a bad one
+        # is refused, and a good one from the object's origin spares the fetch there.
+        if _requires_signature(config) or config.INBOX_UNSIGNED == "verify":
             classes = [HTTPSignatureAuthentication,
                        *(c for c in classes if c is not HTTPSignatureAuthentication)]
         return [cls() for cls in classes]

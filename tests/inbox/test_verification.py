@@ -29,8 +29,6 @@ INBOX = "/inbox/"
 LD = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 CTX = ["https://www.w3.org/ns/activitystreams", "https://cdn.startinblox.com/owl/context.jsonld"]
 ACTOR = {"type": "Service", "name": "Backlinks Service"}
-SIGNED_BY = {"INBOX_AUTHENTICATION": [
-    "activity_queue.inbox.authentication.HTTPSignatureAuthentication"]}
 
 
 @pytest.fixture
@@ -377,16 +375,16 @@ def publish_key(server):
     return server.url("/actor#key")
 
 
-def post_signed(url, activity, key_id):
+def post_signed(url, activity, key_id, key=None):
     body = json.dumps(activity).encode()
-    headers = sign_headers("POST", url, {"Content-Type": LD}, body, key=rsa_key(),
+    headers = sign_headers("POST", url, {"Content-Type": LD}, body, key=key or rsa_key(),
                            key_id=key_id)
     return requests.post(url, data=body, headers=headers, timeout=10)
 
 
 @pytest.fixture
-def signed_inbox(live_server, settings):
-    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, **SIGNED_BY}
+def signed_inbox(live_server):
+    """The live inbox with the default settings: a signature present is checked."""
     cache.clear()
     yield live_server.url + INBOX
     cache.clear()
@@ -420,6 +418,19 @@ def test_signed_by_the_objects_origin_is_applied_as_sent(signed_inbox, origin, a
     assert response.status_code == 201
     assert record(origin).owner == alice
     assert origin.fetched == ["/actor"]  # the key, not the circle
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_signature_is_refused_not_taken_for_unsigned(signed_inbox, origin, alice, bob):
+    key_id = publish_key(origin)
+    serve_circle(origin, owner=ref(bob))
+    activity = {**backlink("Update", origin, object={"owner": ref(alice)}),
+                "id": origin.url("/activities/1"), "actor": origin.url("/actor")}
+    response = post_signed(signed_inbox, activity, key_id, key=rsa_key(1))
+    assert response.status_code == 401
+    assert "does not verify" in response.json()["detail"]
+    assert origin.fetched == ["/actor"]  # the key, not the circle
+    assert record(origin) is None  # nothing applied
 
 
 # -- the pure parts ------------------------------------------------------------------------
