@@ -208,11 +208,6 @@ def published(value: str) -> dict[str, str]:
     return {"type": "Key", "publicKeyPem": public_pem(key)}
 
 
-def published_pem(value: str) -> str:
-    """The public half of ``SIGNING_KEY`` as PEM; ValueError if it does not load."""
-    return published(value)["publicKeyPem"]
-
-
 def public_key_view(request: HttpRequest) -> JsonResponse:
     """A key document for ``SIGNING_KEY`` (404 without one), owned by the instance actor.
 

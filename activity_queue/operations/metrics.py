@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from .. import signals
 from ..lifecycle import State
-from .stats import QueueStats, host_counts, queue_stats
+from .stats import host_counts, queue_stats
 
 #: Seconds a reading of the queue's state is served again before the database is asked.
 CACHE_SECONDS = 5.0
@@ -76,7 +76,7 @@ class QueueCollector(Collector):
             _gauge("activity_queue_depth", "Deliveries queued (due, retrying later, paused or "
                    "in flight).", stats.depth),
             _gauge("activity_queue_due", "Queued deliveries a worker could take now (due, "
-                   "host not paused).", claimable_due(stats)),
+                   "host not paused).", stats.claimable_due),
             _gauge("activity_queue_waiting_for_hosts", "Queued deliveries held back by a "
                    "paused or failing host.",
                    stats.waiting_for_paused + stats.waiting_for_failing),
@@ -88,10 +88,6 @@ class QueueCollector(Collector):
                    "could take has waited past its due time.", stats.lag),
             _hosts_gauge(hosts),
         ]
-
-
-def claimable_due(stats: QueueStats) -> int:
-    return max(stats.due - stats.due_paused, 0)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

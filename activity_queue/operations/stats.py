@@ -43,6 +43,11 @@ class QueueStats:
     oldest_due: datetime | None
 
     @property
+    def claimable_due(self) -> int:
+        """Due rows a worker could take now: those of paused hosts wait for the host."""
+        return max(self.due - self.due_paused, 0)
+
+    @property
     def oldest_pending_age(self) -> float | None:
         return None if self.oldest_pending is None else _seconds(self.now - self.oldest_pending)
 
