@@ -31,3 +31,17 @@ def activity(i: int, run: str = "r") -> dict[str, Any]:
 
 def body(i: int = 0, run: str = "r") -> bytes:
     return json.dumps(activity(i, run)).encode()
+
+
+#: The keyId of the signed run's deliveries (nginx answers without checking it).
+BENCH_KEY_ID = "http://bench.example/actor#main-key"
+
+
+def bench_key_pem() -> str:
+    """A fresh RSA-2048 private key in PEM, as a site's SIGNING_KEY holds it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()

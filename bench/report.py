@@ -49,6 +49,9 @@ def add_ratios(results: dict) -> None:
                 _get(db, "signed", "runs"), _get(db, "signing_limit", "runs")),
             "signed_vs_unsigned": (_get(db, "signed", "per_second") / ours
                                    if ours and _get(db, "signed", "per_second") else None),
+            **{f"{key}_vs_signing_limit": _over(db, key, "signing_limit")
+               for key in ("signed_ceiling", "signed_ceiling_processes")},
+            "signed_vs_signed_ceiling": _over(db, "signed", "signed_ceiling"),
             "enqueue_vs_raw_insert": opened / raw if opened and raw else None,
             **{f"{key}_vs_healthy": (_get(db, key, "per_second") / ours
                                      if ours and _get(db, key, "per_second") else None)
@@ -67,6 +70,12 @@ def add_ratios(results: dict) -> None:
             "signed_vs_signing_limit >= 0.7": _meets(ratios["signed_vs_signing_limit"],
                                                      TARGETS["signed_vs_signing_limit"]),
         }
+
+
+def _over(db: dict, key: str, base: str) -> float | None:
+    """One rate of ``db`` over another, when both were measured."""
+    rate, under = _get(db, key, "per_second"), _get(db, base, "per_second")
+    return rate / under if rate and under else None
 
 
 def _paired_median(holed: list | None, healthy: list | None) -> float | None:
@@ -208,6 +217,17 @@ def markdown(results: dict) -> str:
             lambda d: _ratio(d["ratios"].get("signed_vs_unsigned")))
         row("CPU ms per signed delivery (worker process, all threads)",
             lambda d: _n(d["signed"]["cpu_ms_per_delivery"], 3))
+        row("raw signed ceiling: aiohttp signing with our signer, no queue, no database; "
+            "one process with two signing threads per core, × signing limit",
+            lambda d: f"{_n(_get(d, 'signed_ceiling', 'per_second'))}, "
+                      f"{_ratio(d['ratios'].get('signed_ceiling_vs_signing_limit'))}"
+                      if _get(d, "signed_ceiling") else "–")
+        row("the same, one process per core signing on its event loop, × signing limit",
+            lambda d: f"{_n(_get(d, 'signed_ceiling_processes', 'per_second'))}, "
+                      f"{_ratio(d['ratios'].get('signed_ceiling_processes_vs_signing_limit'))}"
+                      if _get(d, "signed_ceiling_processes") else "–")
+        row("signed × raw signed ceiling, one process",
+            lambda d: _ratio(d["ratios"].get("signed_vs_signed_ceiling")))
     sizes = sorted({int(k) for d in results["databases"].values()
                     for k in (_get(d, "claims", "claims") or {})})
     for size in sizes:
@@ -240,9 +260,9 @@ def markdown(results: dict) -> str:
               "engine runs inside it; PostgreSQL's server processes are not counted)."]
     if p.get("repeat", 1) > 1:
         lines.append(f"Rates are the best of {p['repeat']} runs (ceilings, throughput, "
-                     "black-hole, signed, signing limit); every run's rate is in the JSON file. "
-                     "The throughput, black-hole, signed and signing-limit runs are taken in "
-                     "turn, one of each per round.")
+                     "black-hole, signed, signing limit, signed ceilings); every run's rate is "
+                     "in the JSON file. The throughput, black-hole, signed, signing-limit and "
+                     "signed-ceiling runs are taken in turn, one of each per round.")
     if results["errors"]:
         lines += ["", "### Errors", ""] + [f"- {e.splitlines()[0]}" for e in results["errors"]]
     return "\n".join(lines) + "\n"

@@ -310,6 +310,15 @@ class Bench:
                                             signed=True))
             rates["signing_limit"] = (f"{db}: signing limit, {os.cpu_count()} threads",
                                       lambda: task("signing_limit"))
+            cores = os.cpu_count() or 1
+            for key, processes, threads in (("signed_ceiling", 1, 2 * cores),
+                                            ("signed_ceiling_processes", cores, 0)):
+                rates[key] = (
+                    f"{db}: signed aiohttp ceiling, {processes} process(es)",
+                    lambda processes=processes, threads=threads: child("bench.ceilings", {
+                        "client": "aiohttp-signed", "urls": self.inboxes, "n": args.n // 2,
+                        "inflight": 64, "processes": processes, "threads": threads,
+                        "receiver_pids": pids}))
         out.update(self.interleaved(rates, args.repeat))
         if args.paused_n and "claims" not in skip:
             out["claims"] = self.attempt(f"{db}: claim cost behind a paused backlog", lambda: task(

@@ -38,7 +38,7 @@ from activity_queue.sending import queue as store  # noqa: E402
 from activity_queue.sending.jobs import Outcome  # noqa: E402
 from activity_queue.sending.worker import Worker  # noqa: E402
 
-from .payload import activity  # noqa: E402
+from .payload import BENCH_KEY_ID, activity, bench_key_pem  # noqa: E402
 from .receivers import cpu_seconds  # noqa: E402
 
 FILL_BATCH = 2000
@@ -307,20 +307,6 @@ def throughput(task: dict) -> dict:
         result["error"] = (f"{result['left_in_queue']} rows left, "
                            f"{result['logged_sent']} of {n} logged as sent")
     return result
-
-
-#: The keyId of the signed run's deliveries (nginx answers without checking it).
-BENCH_KEY_ID = "http://bench.example/actor#main-key"
-
-
-def bench_key_pem() -> str:
-    """A fresh RSA-2048 private key in PEM, as a site's SIGNING_KEY holds it."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
 
 
 def signing_limit(task: dict) -> dict:
