@@ -27,13 +27,14 @@ from typing import Any
 from ..conf import get_config
 from ..federation import discovery
 from ..federation import registry as linked
+from ..sending import actor_keys
 from . import receive
 from .validation import node_id
 
 #: Seconds the whole fetch may take (redirects included) while the sender waits.
 FETCH_TIMEOUT = 5.0
-ACCEPT = ('application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
-          "application/activity+json;q=0.9, application/json;q=0.8")
+#: ActivityPub's media types, then plain JSON, which some linked-data servers answer with.
+ACCEPT = f"{actor_keys.ACCEPT}, application/json;q=0.8"
 #: Where a document's collection (an LDP container, an ActivityStreams collection) lists
 #: its members, when the value is a container rather than a list.
 MEMBER_KEYS = ("ldp:contains", "http://www.w3.org/ns/ldp#contains", "contains",

@@ -188,6 +188,16 @@ def key_id_of(config: Config) -> str | None:
     return config.SIGNING_KEY_ID or default_key_id()
 
 
+def required_key_id(config: Config) -> str:
+    """The site key's id, for a configured ``SIGNING_KEY``; ImproperlyConfigured if none."""
+    key_id = key_id_of(config)
+    if not key_id:
+        raise ImproperlyConfigured(
+            "ACTIVITY_QUEUE['SIGNING_KEY'] is set but there is no key id: set SIGNING_KEY_ID, "
+            "or SITE_URL and include activity_queue.urls so the key is published")
+    return key_id
+
+
 def signing_key(config: Config) -> tuple[rsa.RSAPrivateKey, str] | None:
     """The configured key and its id, None when signing is off; ImproperlyConfigured if broken."""
     if not config.SIGNING_KEY:
@@ -196,12 +206,7 @@ def signing_key(config: Config) -> tuple[rsa.RSAPrivateKey, str] | None:
         key = load_private_key(config.SIGNING_KEY)
     except ValueError as exc:
         raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
-    key_id = key_id_of(config)
-    if not key_id:
-        raise ImproperlyConfigured(
-            "ACTIVITY_QUEUE['SIGNING_KEY'] is set but there is no key id: set SIGNING_KEY_ID, "
-            "or SITE_URL and include activity_queue.urls so the key is published")
-    return key, key_id
+    return key, required_key_id(config)
 
 
 # -- verifying -----------------------------------------------------------------

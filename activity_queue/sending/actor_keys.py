@@ -66,11 +66,7 @@ def site_signer(config: Config | None = None) -> Signer | None:
     cfg = config or get_config()
     if not cfg.SIGNING_KEY:
         return None
-    key_id = signatures.key_id_of(cfg)
-    if not key_id:
-        raise ImproperlyConfigured(
-            "ACTIVITY_QUEUE['SIGNING_KEY'] is set but there is no key id: set SIGNING_KEY_ID, "
-            "or SITE_URL and include activity_queue.urls so the key is published")
+    key_id = signatures.required_key_id(cfg)
     try:
         return load_signer(cfg.SIGNING_KEY, key_id)
     except ValueError as exc:

@@ -300,12 +300,14 @@ def test_signed_request_round_trip(signed_inbox, keys, applied):
 @pytest.mark.parametrize(("how", "reason"), [
     ({"tamper": lambda b: b.replace(b"Create", b"Delete")}, "Digest does not match the body"),
     ({"key": 1}, "does not verify with the signer's key"),
-    ({"date": datetime.now(UTC) - timedelta(minutes=61)}, "away from now"),
-    ({"date": datetime.now(UTC) + timedelta(minutes=61)}, "away from now"),
+    ({"age": timedelta(minutes=61)}, "away from now"),
+    ({"age": -timedelta(minutes=61)}, "away from now"),
     ({"key": None}, "requires a valid HTTP Signature"),
     ({"key_id": "http://127.0.0.1:9/nobody#key"}, "failed"),
 ])
 def test_bad_signatures_are_refused(signed_inbox, keys, applied, how, reason):
+    if "age" in how:  # from the moment the test runs, not the moment it was collected
+        how = {"date": datetime.now(UTC) - how["age"]}
     response = send(signed_inbox, keys=keys, **how)
     assert response.status_code == 401, response.content
     assert reason in response.json()["detail"]
