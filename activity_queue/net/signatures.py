@@ -142,31 +142,36 @@ def signing_string(target: str, headers: dict[str, str], names: tuple[str, ...],
 
 
 def sign_headers(method: str, url: str, headers: dict[str, str], body: bytes, *,
-                 key: rsa.RSAPrivateKey, key_id: str,
+                 key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, key_id: str,
                  date: datetime | None = None) -> dict[str, str]:
     """``headers`` plus ``Host``, ``Date``, ``Digest``, ``Content-Digest`` and
-    ``Signature`` for this request.
+    ``Signature`` for this request."""
+    signed = {k: v for k, v in headers.items()
+              if k.lower() not in ("host", "date", "digest", "content-digest", "signature")}
+    values = {"host": host_header(url), "date": http_date(date), "digest": digest_header(body)}
+    text = signing_string(request_target(method, url), values, SIGNED_HEADERS)
+    signed.update({"Host": values["host"], "Date": values["date"], "Digest": values["digest"],
+                   "Content-Digest": content_digest_header(body),
+                   "Signature": signature_value(text, SIGNED_HEADERS, key=key, key_id=key_id)})
+    return signed
+
+
+def signature_value(text: str, names: tuple[str, ...], *,
+                    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, key_id: str) -> str:
+    """The ``Signature`` header of a signing string over ``names``.
 
     An RSA key signs ``rsa-sha256`` (what every Mastodon-family server verifies);
     an Ed25519 key signs ``hs2019``, whose algorithm the receiver takes from the key.
     """
     if '"' in key_id:
         raise ValueError("a keyId cannot contain a double quote")
-    signed = {k: v for k, v in headers.items()
-              if k.lower() not in ("host", "date", "digest", "content-digest", "signature")}
-    values = {"host": host_header(url), "date": http_date(date), "digest": digest_header(body)}
-    text = signing_string(request_target(method, url), values, SIGNED_HEADERS).encode()
+    data = text.encode()
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        signature, algorithm = key.sign(text), "hs2019"
+        signature, algorithm = key.sign(data), "hs2019"
     else:
-        signature, algorithm = key.sign(text, padding.PKCS1v15(), hashes.SHA256()), "rsa-sha256"
-    signed.update({"Host": values["host"], "Date": values["date"], "Digest": values["digest"],
-                   "Content-Digest": content_digest_header(body)})
-    signed["Signature"] = (
-        f'keyId="{key_id}",algorithm="{algorithm}",headers="{" ".join(SIGNED_HEADERS)}",'
-        f'signature="{base64.b64encode(signature).decode()}"'
-    )
-    return signed
+        signature, algorithm = key.sign(data, padding.PKCS1v15(), hashes.SHA256()), "rsa-sha256"
+    return (f'keyId="{key_id}",algorithm="{algorithm}",headers="{" ".join(names)}",'
+            f'signature="{base64.b64encode(signature).decode()}"')
 
 
 def default_key_id() -> str | None:
