@@ -21,7 +21,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +30,7 @@ from django.utils.module_loading import import_string
 
 from ..conf import Config, get_config
 from ..net import signatures
-from ..net.signing import Signer, Unusable
+from ..net.signing import Signer, Unusable, load_signer, site_signer
 from .jobs import Job
 
 logger = logging.getLogger(__name__)
@@ -44,30 +43,6 @@ FETCH_HEADERS = ("(request-target)", "host", "date")
 #: Seconds an actor's answer from ``ACTOR_KEYS`` is reused, and how many are kept.
 ANSWER_TTL = 60.0
 ANSWERS_KEPT = 4096
-
-
-@lru_cache(maxsize=1024)
-def load_signer(private_key: str, key_id: str) -> Signer:
-    """The signer of a PEM key (or the path of one) as ``key_id``; ValueError if unusable."""
-    if not isinstance(key_id, str) or '"' in key_id or urlsplit(key_id).scheme not in (
-            "http", "https"):
-        raise ValueError(f"the key id {str(key_id)[:200]!r} is not an http(s) URL")
-    return Signer(signatures.load_private_key(private_key), key_id)
-
-
-def site_signer(config: Config | None = None) -> Signer | None:
-    """The instance actor's signer (``SIGNING_KEY``); None when signing is off.
-
-    Raises ImproperlyConfigured when the key is set but unusable.
-    """
-    cfg = config or get_config()
-    if not cfg.SIGNING_KEY:
-        return None
-    key_id = signatures.required_key_id(cfg)
-    try:
-        return load_signer(cfg.SIGNING_KEY, key_id)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
 
 
 def actor_of(activity: Any) -> str | None:
