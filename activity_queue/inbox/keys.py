@@ -31,13 +31,13 @@ from ..conf import Config, get_config
 from ..net.addresses import forbidden_address, origin
 from ..net.signatures import (
     SignatureError,
-    key_id_of,
     load_private_key,
     load_public_key,
     multibase_public_key,
     multibase_to_pem,
     public_pem,
 )
+from ..net.signing import key_id_of
 from ..sending.actor_keys import fetch_headers
 from .validation import node_id, url_problem
 

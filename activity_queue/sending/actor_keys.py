@@ -16,25 +16,21 @@ Loaded keys are cached: parsing an RSA key costs far more than a signature.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from ..conf import Config, get_config
 from ..net import signatures
-from ..net.signing import Signer, Unusable
+from ..net.signing import Signer, Unusable, load_signer, site_signer
 from .jobs import Job
 
 logger = logging.getLogger(__name__)
@@ -47,30 +43,6 @@ FETCH_HEADERS = ("(request-target)", "host", "date")
 #: Seconds an actor's answer from ``ACTOR_KEYS`` is reused, and how many are kept.
 ANSWER_TTL = 60.0
 ANSWERS_KEPT = 4096
-
-
-@lru_cache(maxsize=1024)
-def load_signer(private_key: str, key_id: str) -> Signer:
-    """The signer of a PEM key (or the path of one) as ``key_id``; ValueError if unusable."""
-    if not isinstance(key_id, str) or '"' in key_id or urlsplit(key_id).scheme not in (
-            "http", "https"):
-        raise ValueError(f"the key id {str(key_id)[:200]!r} is not an http(s) URL")
-    return Signer(signatures.load_private_key(private_key), key_id)
-
-
-def site_signer(config: Config | None = None) -> Signer | None:
-    """The instance actor's signer (``SIGNING_KEY``); None when signing is off.
-
-    Raises ImproperlyConfigured when the key is set but unusable.
-    """
-    cfg = config or get_config()
-    if not cfg.SIGNING_KEY:
-        return None
-    key_id = signatures.required_key_id(cfg)
-    try:
-        return load_signer(cfg.SIGNING_KEY, key_id)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
 
 
 def actor_of(activity: Any) -> str | None:
@@ -194,23 +166,11 @@ def fetch_headers(url: str, config: Config | None = None,
 
 
 def sign_get(url: str, signer: Signer) -> dict[str, str]:
-    """``Host``, ``Date`` and a draft-cavage ``Signature`` over ``(request-target) host date``.
-
-    An RSA key signs ``rsa-sha256``, which every Mastodon-family server checks; an
-    Ed25519 key signs ``hs2019``, whose algorithm the receiver takes from the key.
-    """
-    parts = urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    values = {"host": parts.netloc.rpartition("@")[2], "date": signatures.http_date()}
-    text = signatures.signing_string(f"get {target}", values, FETCH_HEADERS).encode()
-    key = signer.private_key
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        signature, algorithm = key.sign(text), "hs2019"
-    else:
-        signature, algorithm = key.sign(text, padding.PKCS1v15(), hashes.SHA256()), "rsa-sha256"
-    encoded = base64.b64encode(signature).decode()
-    return {
-        "Host": values["host"], "Date": values["date"],
-        "Signature": f'keyId="{signer.key_id}",algorithm="{algorithm}",'
-                     f'headers="{" ".join(FETCH_HEADERS)}",signature="{encoded}"',
-    }
+    """``Host``, ``Date`` and a draft-cavage ``Signature`` over ``(request-target) host date``,
+    its host sent as the URL names it, port included."""
+    values = {"host": urlsplit(url).netloc.rpartition("@")[2], "date": signatures.http_date()}
+    text = signatures.signing_string(signatures.request_target("GET", url), values,
+                                     FETCH_HEADERS)
+    return {"Host": values["host"], "Date": values["date"],
+            "Signature": signatures.signature_value(text, FETCH_HEADERS, key=signer.private_key,
+                                                    key_id=signer.key_id)}

@@ -10,7 +10,7 @@ from activity_queue import enqueue
 from activity_queue.conf import get_config
 from activity_queue.models import Activity, ScheduledActivity
 from activity_queue.net.signatures import public_pem
-from activity_queue.net.signing import Signer, Unusable
+from activity_queue.net.signing import Signer, Unusable, load_signer
 from activity_queue.sending import actor_keys
 from activity_queue.sending.actor_keys import ActorKeys, actor_of
 from activity_queue.sending.jobs import Job
@@ -160,7 +160,7 @@ def job(body: bytes) -> Job:
 def test_keys_are_loaded_once(settings):
     settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": f"{__name__}.actor_key"}
     KEYS["https://a.example/users/c"] = (pem(rsa_key(3)), "https://a.example/users/c#k")
-    actor_keys.load_signer.cache_clear()
+    load_signer.cache_clear()
     jobs = [job(b'{"actor": "https://a.example/users/c", "n": %d}' % n) for n in range(3)]
     keys = ActorKeys(get_config())
     keys.assign(jobs)
@@ -168,7 +168,7 @@ def test_keys_are_loaded_once(settings):
     assert {type(j.signer) for j in jobs} == {Signer}
     assert jobs[0].signer is jobs[2].signer
     assert jobs[0].signer.key_id == "https://a.example/users/c#k"
-    info = actor_keys.load_signer.cache_info()
+    info = load_signer.cache_info()
     assert (info.misses, info.hits) == (1, 3), "parsed once, for two workers"
     assert CALLS == ["https://a.example/users/c"] * 2, "one call per worker"
 
