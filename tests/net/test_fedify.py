@@ -46,13 +46,14 @@ def actor_key(actor_id: str):
 
 
 class Fedify:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         script = workdir / "peer.mjs"
         shutil.copy(PEER, script)  # Node resolves @fedify/fedify from the script's folder
         self.proc = subprocess.Popen(
-            [str(workdir / "node_modules" / ".bin" / "node"), str(script), str(self.port)],
+            [str(workdir / "node_modules" / ".bin" / "node"), str(script), str(self.port),
+             *options],
             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()  # "ready", or the error it died of
         if line.strip() != "ready":
@@ -158,3 +159,23 @@ def test_our_inbox_accepts_what_fedify_sends(site, fedify, applied, settings):
     assert activity["object"]["id"] == note
     logged = Activity.objects.inbound().get()
     assert logged.activity_id == note + "#create"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_our_key_fetch_is_signed_as_fedify_requires(site, applied, settings):
+    """Fedify in authorized-fetch mode serves its actor only to a signed GET by an actor it
+    can fetch in turn: our inbox gets the sender's key with a GET signed by our instance
+    actor, which Fedify verifies against the key our site publishes."""
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "INBOX_REQUIRE_SIGNATURE": True}
+    peer = Fedify(Path(FEDIFY_DIR), "authorized-fetch")
+    try:
+        unsigned = requests.get(peer.base + "/users/alice", timeout=10,
+                                headers={"Accept": "application/activity+json"})
+        assert unsigned.status_code == 401
+        answer = peer.send(site + "/activity-queue/actor/", site + "/inbox/",
+                           peer.base + "/notes/2")
+        assert answer.status_code == 200, answer.text
+        [activity] = applied
+        assert activity["actor"] == peer.base + "/users/alice"
+    finally:
+        peer.stop()

@@ -1,6 +1,8 @@
 // A fediverse server built on Fedify (https://fedify.dev), for the interop tests: its own
 // signatures (RFC 9421 and draft-cavage, double-knocking), its own inbox verification,
-// its own actor documents. Usage: node peer.mjs PORT; prints "ready" once it listens.
+// its own actor documents. Usage: node peer.mjs PORT [authorized-fetch]; prints "ready"
+// once it listens. With authorized-fetch, its actor is served only to signed GETs whose key
+// belongs to an actor it can fetch (Mastodon's AUTHORIZED_FETCH, GoToSocial's default).
 //   GET  /received          what its inbox accepted, as JSON
 //   POST /send {"to", "inbox", "note"}  alice sends a Create(Note) to the actor "to" at
 //                           "inbox"; answers 200, or 502 with Fedify's error
@@ -10,6 +12,7 @@ import {
 } from "@fedify/fedify";
 
 const port = Number(process.argv[2]);
+const authorizedFetch = process.argv[3] === "authorized-fetch";
 const base = `http://127.0.0.1:${port}`;
 const federation = createFederation({ kv: new MemoryKvStore(), allowPrivateAddress: true });
 const keys = [await generateCryptoKeyPair("RSASSA-PKCS1-v1_5"),
@@ -26,7 +29,9 @@ federation
       publicKey: pairs[0].cryptographicKey, assertionMethods: pairs.map((p) => p.multikey),
     });
   })
-  .setKeyPairsDispatcher(async (ctx, identifier) => (identifier === "alice" ? keys : []));
+  .setKeyPairsDispatcher(async (ctx, identifier) => (identifier === "alice" ? keys : []))
+  .authorize(async (ctx, identifier, signedKey, signedKeyOwner) =>
+    !authorizedFetch || signedKeyOwner != null);
 
 federation
   .setInboxListeners("/users/{identifier}/inbox", "/inbox")
