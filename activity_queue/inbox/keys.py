@@ -37,8 +37,7 @@ from ..net.signatures import (
     multibase_to_pem,
     public_pem,
 )
-from ..net.signing import key_id_of
-from ..sending.actor_keys import fetch_headers
+from ..net.signing import fetch_headers, key_id_of
 from .validation import node_id, url_problem
 
 logger = logging.getLogger(__name__)

@@ -7,9 +7,10 @@ Message Signatures, :mod:`.rfc9421`). Both send ``Digest`` and ``Content-Digest`
 
 The site's signer is the instance actor's key, ``SIGNING_KEY`` under the id
 ``SIGNING_KEY_ID`` (by default the actor's ``#main-key``): the worker signs with it
-what no actor key of :mod:`activity_queue.sending.actor_keys` signs, and fetches are
-signed with it. A signer is called from the worker's signing threads, so it keeps
-no state between calls.
+what no actor key of :mod:`activity_queue.sending.actor_keys` signs, and every fetch
+(inbox discovery, senders' keys, objects at their origin) is signed with it
+(:func:`fetch_headers`), so that servers in authorized-fetch mode answer. A signer is
+called from the worker's signing threads, so it keeps no state between calls.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 from django.core.exceptions import ImproperlyConfigured
 
 from ..conf import Config
@@ -33,6 +35,11 @@ RFC9421 = "rfc9421"
 SCHEMES = (CAVAGE, RFC9421)
 #: How each scheme is named in errors and docs.
 NAMES = {CAVAGE: "draft-cavage", RFC9421: "RFC 9421"}
+#: What ActivityPub asks a client to send when it fetches an object.
+FETCH_ACCEPT = ('application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
+                "application/activity+json")
+#: What a signed GET covers (no body, so no digest), as Mastodon-family servers expect.
+FETCH_HEADERS = ("(request-target)", "host", "date")
 
 
 class SigningUnavailable(ActivityQueueError):
@@ -159,3 +166,41 @@ def delivery_signer(config: Config) -> Signer | None:
     except ImproperlyConfigured as exc:
         logger.error("activity_queue: %s; deliveries wait until it is fixed", exc)
         return Unusable(str(exc))
+
+
+# -- signed fetches ---------------------------------------------------------------
+
+
+def fetch_headers(url: str, config: Config,
+                  accept: str | None = None) -> tuple[str, dict[str, str]]:
+    """The URL as ``requests`` will send it, and the headers of a GET of it (``Accept``:
+    an ActivityStreams document unless told), signed by the instance actor when
+    ``SIGNING_KEY`` is set.
+
+    Servers in authorized-fetch mode (GoToSocial by default, Mastodon with
+    ``AUTHORIZED_FETCH``) answer an unsigned GET with 401. An unusable key
+    leaves the fetch unsigned (the system checks report the key).
+    """
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    url = prepared.url
+    headers = {"Accept": accept or FETCH_ACCEPT, "User-Agent": config.USER_AGENT}
+    try:
+        signer = site_signer(config)
+    except ImproperlyConfigured as exc:
+        logger.warning("activity_queue: fetching %s unsigned: %s", url[:200], exc)
+        return url, headers
+    if signer is None:
+        return url, headers
+    return url, {**headers, **sign_get(url, signer)}
+
+
+def sign_get(url: str, signer: Signer) -> dict[str, str]:
+    """``Host``, ``Date`` and a draft-cavage ``Signature`` over ``(request-target) host date``,
+    its host sent as the URL names it, port included."""
+    values = {"host": urlsplit(url).netloc.rpartition("@")[2], "date": signatures.http_date()}
+    text = signatures.signing_string(signatures.request_target("GET", url), values,
+                                     FETCH_HEADERS)
+    return {"Host": values["host"], "Date": values["date"],
+            "Signature": signatures.signature_value(text, FETCH_HEADERS, key=signer.private_key,
+                                                    key_id=signer.key_id)}

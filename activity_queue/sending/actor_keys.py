@@ -6,8 +6,7 @@ are actors therefore names, in ``ACTOR_KEYS``, a callable
 ``f(actor_id) -> (private_key_pem, key_id) | None``; an activity whose actor
 it answers for is signed with that actor's key, any other with the site key
 (``SIGNING_KEY``, owned by the instance actor that :mod:`activity_queue.urls`
-serves). The same site key signs our fetches (inbox discovery, key
-documents), so that servers in authorized-fetch mode answer them.
+serves).
 
 The worker resolves keys on its database side, where the callable may query
 the site's models, and hands each job its signer (:attr:`Job.signer`).
@@ -22,24 +21,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
-from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from ..conf import Config, get_config
-from ..net import signatures
-from ..net.signing import Signer, Unusable, load_signer, site_signer
+from ..conf import Config
+from ..net.signing import Signer, Unusable, load_signer
 from .jobs import Job
 
 logger = logging.getLogger(__name__)
 
-#: What ActivityPub asks a client to send when it fetches an object.
-ACCEPT = ('application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
-          "application/activity+json")
-#: What a signed GET covers (no body, so no digest), as Mastodon-family servers expect.
-FETCH_HEADERS = ("(request-target)", "host", "date")
 #: Seconds an actor's answer from ``ACTOR_KEYS`` is reused, and how many are kept.
 ANSWER_TTL = 60.0
 ANSWERS_KEPT = 4096
@@ -135,42 +125,3 @@ class ActorKeys:
         while len(self._answers) > ANSWERS_KEPT:
             self._answers.popitem(last=False)
         return answer
-
-
-# -- signed fetches ---------------------------------------------------------------
-
-
-def fetch_headers(url: str, config: Config | None = None,
-                  accept: str | None = None) -> tuple[str, dict[str, str]]:
-    """The URL as ``requests`` will send it, and the headers of a GET of it (``Accept``:
-    an ActivityStreams document unless told), signed by the instance actor when
-    ``SIGNING_KEY`` is set.
-
-    Servers in authorized-fetch mode (GoToSocial by default, Mastodon with
-    ``AUTHORIZED_FETCH``) answer an unsigned GET with 401. An unusable key
-    leaves the fetch unsigned (the system checks report the key).
-    """
-    cfg = config or get_config()
-    prepared = requests.PreparedRequest()
-    prepared.prepare_url(url, None)
-    url = prepared.url
-    headers = {"Accept": accept or ACCEPT, "User-Agent": cfg.USER_AGENT}
-    try:
-        signer = site_signer(cfg)
-    except ImproperlyConfigured as exc:
-        logger.warning("activity_queue: fetching %s unsigned: %s", url[:200], exc)
-        return url, headers
-    if signer is None:
-        return url, headers
-    return url, {**headers, **sign_get(url, signer)}
-
-
-def sign_get(url: str, signer: Signer) -> dict[str, str]:
-    """``Host``, ``Date`` and a draft-cavage ``Signature`` over ``(request-target) host date``,
-    its host sent as the URL names it, port included."""
-    values = {"host": urlsplit(url).netloc.rpartition("@")[2], "date": signatures.http_date()}
-    text = signatures.signing_string(signatures.request_target("GET", url), values,
-                                     FETCH_HEADERS)
-    return {"Host": values["host"], "Date": values["date"],
-            "Signature": signatures.signature_value(text, FETCH_HEADERS, key=signer.private_key,
-                                                    key_id=signer.key_id)}
