@@ -38,6 +38,7 @@ from ..net.addresses import (
     forbidden_address,
     origin,
 )
+from ..net.deadline import Deadline
 from ..net.signing import fetch_headers
 from ..sending.retry import RETRYABLE_STATUSES
 
@@ -171,20 +172,26 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
     """GET ``url`` with the outbound safety rules (addresses, redirects, size, time).
 
     ``timeout``, for callers that fetch while a request waits, is the time the
-    whole fetch may take, redirects included; by default each connect and read
-    may take ``TIMEOUT`` and each body ``3 * TIMEOUT``. Raises as
-    :func:`fetch_document` does.
+    whole fetch may take, redirects included, however slowly the server answers
+    (unless ``session`` is given: then each read is timed, not the whole); by
+    default each connect and read may take ``TIMEOUT`` and each body
+    ``3 * TIMEOUT``. Raises as :func:`fetch_document` does.
     """
     cfg = config or get_config()
-    http = session or requests
-    deadline = None if timeout is None else time.monotonic() + timeout
+    if timeout is None:
+        return _fetch(url, cfg, session or requests, accept, None)
+    with Deadline(timeout) as deadline:
+        return _fetch(url, cfg, session or deadline.session, accept, deadline)
+
+
+def _fetch(url: str, cfg: Config, http: Any, accept: str | None,
+           deadline: Deadline | None) -> Fetched:
     wait, budget = cfg.TIMEOUT, cfg.TIMEOUT * 3
     for _hop in range(MAX_REDIRECTS + 1):
         if deadline is not None:
-            wait = budget = deadline - time.monotonic()
-            if wait <= 0:
-                raise DiscoveryFailed(f"no answer from {url} within {timeout:g} s",
-                                      retryable=True)
+            wait = budget = deadline.remaining()
+            if wait <= 0 or deadline.expired:
+                raise _late(url, deadline)
         guard(url, cfg.ALLOW_PRIVATE_ADDRESSES)
         try:
             url, headers = fetch_headers(url, cfg, accept)  # signed by the instance actor
@@ -199,13 +206,17 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
                 if not 200 <= status < 300:
                     return Fetched(url, status)
                 if deadline is not None:
-                    budget = deadline - time.monotonic()
+                    budget = deadline.remaining()
                 body = _read_capped(resp, cfg.DISCOVERY_MAX_BYTES, budget)
         except requests.RequestException as exc:
+            if deadline is not None and deadline.expired:
+                raise _late(url, deadline) from None
             raise DiscoveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from None
         except ValueError as exc:  # a Location that is no URL (requests reads it, too)
             raise DiscoveryFailed(f"{url[:200]} gave an unusable answer: {exc}",
                                   retryable=False) from None
+        if deadline is not None and deadline.expired:  # a body without a length, cut short
+            raise _late(url, deadline)
         if body is None:
             return Fetched(url, status)
         try:
@@ -213,6 +224,11 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
         except (ValueError, RecursionError):
             return Fetched(url, status)
     return Fetched(url, status)
+
+
+def _late(url: str, deadline: Deadline) -> DiscoveryFailed:
+    return DiscoveryFailed(f"no answer from {url} within {deadline.seconds:g} s",
+                           retryable=True)
 
 
 def _read_capped(resp: requests.Response, limit: int, budget: float) -> bytes | None:

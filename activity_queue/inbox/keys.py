@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import socket
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -29,6 +28,7 @@ from django.urls import reverse
 
 from ..conf import Config, get_config
 from ..net.addresses import forbidden_address, origin
+from ..net.deadline import Deadline
 from ..net.signatures import (
     SignatureError,
     load_private_key,
@@ -123,37 +123,46 @@ def _check_destination(url: str, allow_private: bool) -> None:
 
 def fetch_document(url: str, config: Config) -> tuple[Any, str]:
     """GET a JSON document with the outbound safety rules, and the URL that served it
-    (after redirects); raise KeyUnavailable."""
-    deadline = time.monotonic() + 3 * config.TIMEOUT
-    for _hop in range(MAX_REDIRECTS + 1):
-        _check_destination(url, config.ALLOW_PRIVATE_ADDRESSES)
-        try:
-            url, headers = fetch_headers(url, config)  # signed by the instance actor
-            with requests.get(url, headers=headers, timeout=(config.TIMEOUT, config.TIMEOUT),
-                              stream=True, allow_redirects=False) as resp:
-                location = resp.headers.get("Location")
-                if resp.is_redirect and location:
-                    url = urljoin(url, location)
-                    continue
-                if resp.status_code != 200:
-                    raise KeyUnavailable(f"fetching {url[:200]} answered HTTP {resp.status_code}")
-                data = bytearray()
-                for chunk in resp.iter_content(16384):
-                    data += chunk
-                    if len(data) > KEY_DOCUMENT_MAX_BYTES:
-                        raise KeyUnavailable(f"the key document at {url[:200]} is too large")
-                    if time.monotonic() > deadline:
-                        raise KeyUnavailable(f"fetching {url[:200]} took too long")
-        except requests.RequestException as exc:
-            raise KeyUnavailable(f"fetching {url[:200]} failed: {type(exc).__name__}") from None
-        except KeyUnavailable:
-            raise
-        except ValueError as exc:  # a Location that is no URL (requests reads it, too)
-            raise KeyUnavailable(f"{url[:200]} gave an unusable answer: {exc}") from None
-        try:
-            return json.loads(bytes(data)), url
-        except (ValueError, RecursionError):
-            raise KeyUnavailable(f"the key document at {url[:200]} is not JSON") from None
+    (after redirects); raise KeyUnavailable.
+
+    The whole fetch, redirects included, ends after ``3 * TIMEOUT``, however slowly
+    the server sends its answer.
+    """
+    with Deadline(3 * config.TIMEOUT) as deadline:
+        for _hop in range(MAX_REDIRECTS + 1):
+            _check_destination(url, config.ALLOW_PRIVATE_ADDRESSES)
+            try:
+                url, headers = fetch_headers(url, config)  # signed by the instance actor
+                with deadline.session.get(url, headers=headers, stream=True,
+                                          timeout=(config.TIMEOUT, config.TIMEOUT),
+                                          allow_redirects=False) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.is_redirect and location:
+                        url = urljoin(url, location)
+                        continue
+                    if resp.status_code != 200:
+                        raise KeyUnavailable(
+                            f"fetching {url[:200]} answered HTTP {resp.status_code}")
+                    data = bytearray()
+                    for chunk in resp.iter_content(16384):
+                        data += chunk
+                        if len(data) > KEY_DOCUMENT_MAX_BYTES:
+                            raise KeyUnavailable(f"the key document at {url[:200]} is too large")
+            except requests.RequestException as exc:
+                if not deadline.expired:
+                    raise KeyUnavailable(
+                        f"fetching {url[:200]} failed: {type(exc).__name__}") from None
+            except KeyUnavailable:
+                raise
+            except ValueError as exc:  # a Location that is no URL (requests reads it, too)
+                raise KeyUnavailable(f"{url[:200]} gave an unusable answer: {exc}") from None
+            if deadline.expired:  # also when a body without a length was cut short by it
+                raise KeyUnavailable(f"fetching {url[:200]} took more than "
+                                     f"{deadline.seconds:g} s")
+            try:
+                return json.loads(bytes(data)), url
+            except (ValueError, RecursionError):
+                raise KeyUnavailable(f"the key document at {url[:200]} is not JSON") from None
     raise KeyUnavailable(f"more than {MAX_REDIRECTS} redirects fetching the key")
 
 

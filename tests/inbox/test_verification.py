@@ -23,6 +23,7 @@ from activity_queue.net.signatures import public_pem, sign_headers
 from example_project.circles.models import Circle, Member
 
 from ..support.keys import rsa_key
+from ..support.peer import trickle_body, trickle_head
 from ..support.receiver import Receiver, Rule
 
 INBOX = "/inbox/"
@@ -224,6 +225,25 @@ def test_a_slow_origin_is_given_up_on_quickly(client, origin, alice, bob, monkey
     mine.refresh_from_db()
     assert mine.owner == alice
     assert "could not be fetched" in received().error
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("script", [trickle_head, trickle_body], ids=["head", "body"])
+def test_an_origin_answering_slowly_is_given_up_on_in_time(client, peer, monkeypatch,
+                                                           script):
+    """A byte at a time, each within the read timeout, does not stretch the fetch beyond
+    FETCH_TIMEOUT in all."""
+    monkeypatch.setattr(verification, "FETCH_TIMEOUT", 0.5)
+    slow = peer(script)
+    started = time.monotonic()
+    response = post(client, backlink("Update", slow))
+    took = time.monotonic() - started
+    assert (response.status_code, response.json()) == (202, {})
+    assert 0.5 <= took < 1.5
+    assert record(slow) is None
+    assert received().error == (f"not applied: {circle_url(slow)} could not be fetched from "
+                                f"its origin: no answer from {circle_url(slow)} within 0.5 s")
+    assert slow.wait_for(lambda p: 0 in p.client_closed)
 
 
 @pytest.mark.django_db

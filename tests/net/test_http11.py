@@ -18,7 +18,7 @@ from activity_queue.net.http11 import ConnectionClosed, ProtocolError, target
 from activity_queue.sending.transport import header_lines, is_ip_literal, new_event_loop
 
 from ..support.helpers import wait_until
-from ..support.peer import Conn, Peer, drop_the_second_request, keep_alive
+from ..support.peer import Conn, Peer, drop_the_second_request, keep_alive, trickle_head
 
 HEAD = header_lines({"User-Agent": "tests", "Content-Type": "application/json"})
 BODY = b'{"type": "Create"}'
@@ -365,15 +365,6 @@ def test_a_head_just_under_the_cap_is_read(h):
 
 # -- timeouts --------------------------------------------------------------------------
 
-def trickle(conn: Conn) -> None:
-    """Slowloris: a head that never ends, one byte every 50 ms (for at most 30 s)."""
-    conn.read_request()
-    conn.send(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and conn.send(b"a"):
-        time.sleep(0.05)
-
-
 def silent(conn: Conn) -> None:
     """Accepts, reads the request, never answers (until the client gives up)."""
     conn.read_request()
@@ -391,7 +382,7 @@ def timed_post(h: Harness, client: http11.Client, url: str, limit: str, message:
 
 
 def test_a_peer_trickling_bytes_hits_the_total_timeout(h):
-    peer = h.peer(trickle)
+    peer = h.peer(trickle_head)
     client = h.client(read_timeout=5.0, total_timeout=0.6)
     took = timed_post(h, client, peer.url(), "total", "response not complete within 0.6 s")
     assert 0.6 <= took < 5.0

@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -31,6 +32,7 @@ from activity_queue.net.signatures import (
 from activity_queue.net.signing import Signer, sign_get
 
 from ..support.keys import ACTIVITY, BODY, LD, pem, rsa_key
+from ..support.peer import trickle_body, trickle_head
 
 pytestmark = pytest.mark.usefixtures("clean_cache")
 
@@ -319,6 +321,25 @@ def test_bad_signatures_are_refused(signed_inbox, keys, applied, how, reason):
 def test_unknown_key_id_is_refused(signed_inbox, keys, applied):
     response = send(signed_inbox, keys=keys, key_id=keys.url("/missing#key"))
     assert response.status_code == 401 and "HTTP 404" in response.json()["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("script", [trickle_head, trickle_body], ids=["head", "body"])
+def test_a_key_served_slowly_is_given_up_on_in_time(signed_inbox, peer, settings, applied,
+                                                    script):
+    """A server that sends its key document a byte at a time, each within the read timeout,
+    must not hold the inbox's thread beyond the fetch's total deadline (3 * TIMEOUT)."""
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "TIMEOUT": 0.5}
+    slow = peer(script)
+    started = time.monotonic()
+    response = send(signed_inbox, key_id=slow.url("/actor#main-key"))
+    took = time.monotonic() - started
+    assert response.status_code == 401, response.content
+    assert response.json()["detail"] == (
+        f"HTTP Signature: fetching {slow.url('/actor')} took more than 1.5 s")
+    assert 1.5 <= took < 5
+    assert not applied and Activity.objects.count() == 0
+    assert slow.wait_for(lambda p: 0 in p.client_closed)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -125,6 +125,26 @@ def keep_alive(conn: Conn) -> None:
         conn.answer(202)
 
 
+def trickle_head(conn: Conn) -> None:
+    """Slowloris: a head that never ends, one byte every 50 ms (for at most 30 s), each byte
+    well within any read timeout."""
+    conn.read_request()
+    conn.send(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and conn.send(b"a"):
+        time.sleep(0.05)
+
+
+def trickle_body(conn: Conn) -> None:
+    """A JSON document of a megabyte that arrives one space every 50 ms (for at most 30 s)."""
+    conn.read_request()
+    conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/activity+json\r\n"
+              b"Content-Length: 1000000\r\n\r\n{")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and conn.send(b" "):
+        time.sleep(0.05)
+
+
 def drop_the_second_request(conn: Conn) -> None:
     """The race a keep-alive timeout makes: the first connection answers one request, then
     reads the next and hangs up without a word; later connections behave."""
