@@ -18,7 +18,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections, router
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, user_settings
+from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, header_problem, user_settings
 from .sending.backends import BACKENDS
 
 # key -> (accepted type(s), minimum, description)
@@ -42,8 +42,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "BATCH_SIZE": (int, 1, "an integer >= 1"),
     "POLL_INTERVAL": ((int, float), 0.001, "a number of seconds > 0"),
     "BACKEND": (str, None, f"one of {', '.join(sorted(BACKENDS))}"),
-    "USER_AGENT": ((str, type(None)), None, "a string without control characters (CR, LF, "
-                   "NUL…), or None"),
+    "USER_AGENT": ((str, type(None)), None, "a string of Latin-1 characters without control "
+                   "characters (CR, LF, NUL…), or None"),
     "INBOX_MAX_BYTES": (int, 1, "a number of bytes >= 1"),
     "INBOX_AUTHENTICATION": ((list, tuple), None, "a list of dotted paths of DRF "
                              "authentication classes"),
@@ -90,8 +90,8 @@ def _bad_value(key: str, value: Any) -> str | None:
         return "is not a signature scheme"
     if key == "DISCOVERY_CACHE" and value not in settings.CACHES:
         return "is not in CACHES"
-    if key == "USER_AGENT" and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        return "contains control characters"  # a header that cannot be sent, or splits
+    if key == "USER_AGENT":
+        return header_problem(value)
     return None
 
 

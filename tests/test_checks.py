@@ -87,7 +87,7 @@ def test_a_misspelt_key_is_named_in_the_hint(typo, meant):
         ]
 
 
-UA = "a string without control characters (CR, LF, NUL…), or None"
+UA = "a string of Latin-1 characters without control characters (CR, LF, NUL…), or None"
 AK = "the dotted path of a callable f(actor_id) -> (private_key_pem, key_id) | None, or None"
 
 BAD_VALUES = [
@@ -130,6 +130,9 @@ BAD_VALUES = [
     ("USER_AGENT", "bot\tnot/1.0", "contains control characters", UA),
     ("USER_AGENT", "bot\x1b[31m", "contains control characters", UA),
     ("USER_AGENT", "bot\x7f", "contains control characters", UA),
+    ("USER_AGENT", "bot\x85", "contains control characters", UA),
+    ("USER_AGENT", "сайт-bot/1.0", "has characters outside Latin-1, which an HTTP header "
+     "cannot carry", UA),
     ("INBOX_MAX_BYTES", 0, "is too small", "a number of bytes >= 1"),
     ("INBOX_AUTHENTICATION", "a.B", "has type str",
      "a list of dotted paths of DRF authentication classes"),
