@@ -111,6 +111,14 @@ def describe(messages: list[CheckMessage]) -> str:
                      for m in messages)
 
 
+def import_failure(exc: Exception) -> str:
+    """Why a dotted path did not import. A module that raises while it is imported (a
+    bug in the site's code) is an error to report like a missing one: raised from a
+    check, it would crash ``check`` and, through :func:`refusals`, every request of a
+    server that starts the in-process worker on its first request."""
+    return str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+
+
 def _unknown_key_hint(key: Any) -> str:
     """A misspelt key leaves its setting at the default without a word, so name the
     likeliest intended key before the list of all of them."""
@@ -352,8 +360,8 @@ def check_inbox(merged: dict[str, Any]) -> list:
         for path in merged[key]:
             try:
                 found = import_string(path) if isinstance(path, str) else None
-            except ImportError as exc:
-                found, reason = None, f"cannot be imported ({exc})"
+            except Exception as exc:  # the module itself raised: see import_failure()
+                found, reason = None, f"cannot be imported ({import_failure(exc)})"
             else:
                 reason = "is not a dotted path to a class"
             if found is not None and not hasattr(found, needed):
@@ -456,9 +464,9 @@ def check_actor_keys(merged: dict[str, Any]) -> list:
             "(private_key_pem, key_id) or None, e.g. 'mysite.keys.actor_key'.")
     try:
         found = import_string(path)
-    except ImportError as exc:
-        return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} cannot be imported: {exc}.",
-                      hint=hint, id="activity_queue.E050")]
+    except Exception as exc:  # the module itself raised: see import_failure()
+        return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} cannot be imported: "
+                      f"{import_failure(exc)}.", hint=hint, id="activity_queue.E050")]
     if not callable(found):
         return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} is a "
                       f"{type(found).__name__}, not a callable.",

@@ -425,6 +425,25 @@ def test_actor_keys_that_cannot_be_imported(path, message):
         assert ours() == [("activity_queue.E050", ERROR, message, ACTOR_KEYS_HINT)]
 
 
+def test_actor_keys_whose_module_raises_as_it_is_imported():
+    """Reported like a missing module, never raised: refusals() runs in the first request
+    of a server that runs no checks, and would make every request fail."""
+    path = "tests.support.failing_module.actor_key"
+    expected = [("activity_queue.E050", ERROR, f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} cannot "
+                 "be imported: RuntimeError: the module is broken.", ACTOR_KEYS_HINT)]
+    with with_queue({"ACTOR_KEYS": path}):
+        assert ours() == expected
+        assert [(m.id, m.level, m.msg, m.hint) for m in refusals()] == expected
+
+
+def test_an_inbox_class_whose_module_raises_as_it_is_imported():
+    path = "tests.support.failing_module.Authentication"
+    with with_queue({"INBOX_AUTHENTICATION": [path]}):
+        assert [(m.id, m.msg) for m in refusals()] == [(
+            "activity_queue.E010", f"ACTIVITY_QUEUE['INBOX_AUTHENTICATION'] entry {path!r} "
+            "cannot be imported (RuntimeError: the module is broken).")]
+
+
 def test_actor_keys_that_is_not_callable():
     with with_queue({"ACTOR_KEYS": "activity_queue.conf.DEFAULTS"}):
         assert ours() == [(
