@@ -7,6 +7,7 @@ crash at import or a worker that silently misbehaves.
 from __future__ import annotations
 
 import math
+import os
 from difflib import get_close_matches
 from importlib import import_module
 from typing import Any
@@ -51,7 +52,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "INBOX_REQUIRE_SIGNATURE": (bool, None, "True or False"),
     "INBOX_UNSIGNED": (str, None, "one of 'verify', 'require', 'trust'"),
     "INBOX_DEDUP_WINDOW": ((int, float), 0, "a number of seconds >= 0"),
-    "SIGNING_KEY": ((str, type(None)), None, "a PEM private key, the path of one, or None"),
+    "SIGNING_KEY": ((str, os.PathLike, type(None)), None, "a PEM private key, the path of one "
+                    "(a str or a Path), or None"),
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
     "SIGNATURE_SCHEME": (str, None, "'cavage' or 'rfc9421'"),
     "SIGNING_THREADS": ((int, type(None)), 0, "an integer >= 0, or None (two per core)"),
@@ -415,6 +417,8 @@ def check_signing(merged: dict[str, Any]) -> list:
     from .net.signatures import default_key_id, load_private_key
 
     value, key_id = merged["SIGNING_KEY"], merged["SIGNING_KEY_ID"]
+    if isinstance(value, os.PathLike):
+        value = os.fsdecode(value)
     messages: list = []
     if merged["SIGNATURE_MAX_AGE"] > MAX_SIGNATURE_AGE:
         messages.append(Warning(

@@ -6,6 +6,7 @@ Read through :func:`get_config` at call time, never at import time, so that
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -173,6 +174,8 @@ def get_config() -> Config:
         merged.update({k: v for k, v in raw.items() if k in DEFAULTS})
     if merged["USER_AGENT"] is None:
         merged["USER_AGENT"] = default_user_agent()
+    if isinstance(merged["SIGNING_KEY"], os.PathLike):
+        merged["SIGNING_KEY"] = os.fsdecode(merged["SIGNING_KEY"])
     return Config(**{f.name: merged[f.name] for f in fields(Config)})
 
 

@@ -142,7 +142,8 @@ BAD_VALUES = [
     ("INBOX_UNSIGNED", True, "has type bool", "one of 'verify', 'require', 'trust'"),
     ("INBOX_UNSIGNED", None, "has type NoneType", "one of 'verify', 'require', 'trust'"),
     ("INBOX_DEDUP_WINDOW", float("inf"), "is not a finite number", "a number of seconds >= 0"),
-    ("SIGNING_KEY", 5, "has type int", "a PEM private key, the path of one, or None"),
+    ("SIGNING_KEY", 5, "has type int", "a PEM private key, the path of one (a str or a Path), "
+     "or None"),
     ("SIGNING_KEY_ID", ["https://here.example/key"], "has type list",
      "the URL of our public key, or None"),
     ("SIGNATURE_SCHEME", "rfc9421-first", "is not a signature scheme", "'cavage' or 'rfc9421'"),
