@@ -5,11 +5,10 @@ signed with either scheme the fediverse uses: ``"cavage"``
 (draft-cavage-http-signatures, :mod:`.signatures`) or ``"rfc9421"`` (RFC 9421 HTTP
 Message Signatures, :mod:`.rfc9421`). Both send ``Digest`` and ``Content-Digest``.
 
-A signer is a plain value: the worker builds one from ``SIGNING_KEY`` and
-``SIGNING_KEY_ID`` (:func:`signer_from_config`) and the transport asks
-``Transport.signer_for(job)`` which one signs a job. To sign each activity with its
-actor's key, that method returns a signer carried by the job instead; nothing
-else changes. A signer is called from the worker's signing threads, so it keeps
+A signer is a plain value: the worker builds the site's from ``SIGNING_KEY`` and
+``SIGNING_KEY_ID`` (:func:`signer_from_config`), and ``Transport.signer_for(job)``
+picks the one that signs a job: the job's own (its actor's key, ``ACTOR_KEYS``),
+else the site's. A signer is called from the worker's signing threads, so it keeps
 no state between calls.
 """
 
