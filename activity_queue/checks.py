@@ -414,7 +414,8 @@ MAX_SIGNATURE_AGE = 86400
 
 def check_signing(merged: dict[str, Any]) -> list:
     """The signing key loads, and receivers have a URL to fetch its public half from."""
-    from .net.signatures import default_key_id, load_private_key
+    from .net.signatures import load_private_key
+    from .net.signing import default_key_id
 
     value, key_id = merged["SIGNING_KEY"], merged["SIGNING_KEY_ID"]
     if isinstance(value, os.PathLike):

@@ -38,7 +38,7 @@ from ..net.addresses import (
     forbidden_address,
     origin,
 )
-from ..sending.actor_keys import fetch_headers
+from ..net.signing import fetch_headers
 from ..sending.retry import RETRYABLE_STATUSES
 
 INBOX_KEYS = ("inbox", "ldp:inbox", "http://www.w3.org/ns/ldp#inbox", "as:inbox",

@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from ..conf import get_config
 from ..net.addresses import origin
-from ..net.signatures import key_id_of
+from ..net.signing import key_id_of
 from .keys import CONTEXT, MULTIKEY_CONTEXT, published
 
 CONTENT_TYPE = "application/activity+json"

@@ -1,9 +1,17 @@
-"""HTTP Signature verification as a DRF authentication class, and the permission that
-requires it (both used by the inbox when ``INBOX_REQUIRE_SIGNATURE`` is on)."""
+"""Where the inbox checks an inbound HTTP Signature: a DRF authentication class, and the
+permission that requires one.
+
+The inbox authenticates with it whenever a signature counts: when one is required
+(``INBOX_REQUIRE_SIGNATURE``, or ``INBOX_UNSIGNED = "require"``), and with
+``INBOX_UNSIGNED = "verify"``, where a good signature from an object's origin spares
+the fetch there. The permission is added only when a signature is required.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.http import HttpRequest
 from rest_framework.authentication import BaseAuthentication
@@ -85,12 +93,31 @@ def request_url(request: HttpRequest) -> str:
 def verify_request(request: HttpRequest) -> VerifiedSignature | None:
     """None for an unsigned request; the signer for a good one; SignatureError otherwise.
 
-    An RFC 9421 signature (a ``Signature-Input`` header) is checked as such, any
-    other ``Signature`` as draft-cavage. What can be checked without the key
-    (coverage, freshness, the body's digest) is checked first, so that a stale or
-    tampered request costs no key fetch. A signature that fails with a cached key
-    is tried once more with the key fetched afresh, so that a sender's key
-    rotation costs one fetch, not an outage.
+    A signature that fails with a cached key is tried once more with the key fetched
+    afresh, so that a sender's key rotation costs one fetch, not an outage.
+    """
+    found = _checked_without_key(request)
+    if found is None:
+        return None
+    key_id, check = found
+    key = remote_key(key_id)
+    try:
+        check(key.public_key())
+    except BadSignature:
+        if not key.cached:
+            raise
+        key = remote_key(key_id, refresh=True)
+        check(key.public_key())
+    return VerifiedSignature(key_id=key.key_id, owner=key.owner)
+
+
+def _checked_without_key(request: HttpRequest) -> tuple[str, Callable[[Any], None]] | None:
+    """The request's keyId and the check left to make against its public key, once what
+    needs no key (coverage, freshness, the body's digest) has held; None when unsigned.
+
+    Checked first so that a stale or tampered request costs no key fetch. An RFC 9421
+    signature (a ``Signature-Input`` header) is read as such, any other ``Signature``
+    as draft-cavage.
     """
     headers = request_headers(request)
     modern = rfc9421.is_signed(headers)
@@ -106,27 +133,19 @@ def verify_request(request: HttpRequest) -> VerifiedSignature | None:
                               max_age=config.SIGNATURE_MAX_AGE)
         url = request_url(request)
 
-        def check(public_key) -> None:
+        def check(public_key: Any) -> None:
             rfc9421.check_signature(parsed, method=method, url=url, headers=headers,
                                     public_key=public_key, max_age=config.SIGNATURE_MAX_AGE)
-    else:
-        parsed = signatures.parse_signature(header)
-        signatures.check_request(parsed, method=method, headers=headers, body=body,
-                                 max_age=config.SIGNATURE_MAX_AGE)
-        path = target_path(request)
+        return parsed.key_id, check
+    parsed = signatures.parse_signature(header)
+    signatures.check_request(parsed, method=method, headers=headers, body=body,
+                             max_age=config.SIGNATURE_MAX_AGE)
+    path = target_path(request)
 
-        def check(public_key) -> None:
-            signatures.check_signature(parsed, method=method, target_path=path,
-                                       headers=headers, public_key=public_key)
-    key = remote_key(parsed.key_id)
-    try:
-        check(key.public_key())
-    except BadSignature:
-        if not key.cached:
-            raise
-        key = remote_key(parsed.key_id, refresh=True)
-        check(key.public_key())
-    return VerifiedSignature(key_id=key.key_id, owner=key.owner)
+    def check(public_key: Any) -> None:
+        signatures.check_signature(parsed, method=method, target_path=path,
+                                   headers=headers, public_key=public_key)
+    return parsed.key_id, check
 
 
 class HTTPSignatureAuthentication(BaseAuthentication):

@@ -31,14 +31,13 @@ from ..conf import Config, get_config
 from ..net.addresses import forbidden_address, origin
 from ..net.signatures import (
     SignatureError,
-    key_id_of,
     load_private_key,
     load_public_key,
     multibase_public_key,
     multibase_to_pem,
     public_pem,
 )
-from ..sending.actor_keys import fetch_headers
+from ..net.signing import fetch_headers, key_id_of
 from .validation import node_id, url_problem
 
 logger = logging.getLogger(__name__)

@@ -27,14 +27,14 @@ from typing import Any
 from ..conf import get_config
 from ..federation import discovery
 from ..federation import registry as linked
-from ..sending import actor_keys
+from ..net.signing import FETCH_ACCEPT
 from . import receive
 from .validation import node_id
 
 #: Seconds the whole fetch may take (redirects included) while the sender waits.
 FETCH_TIMEOUT = 5.0
 #: ActivityPub's media types, then plain JSON, which some linked-data servers answer with.
-ACCEPT = f"{actor_keys.ACCEPT}, application/json;q=0.8"
+ACCEPT = f"{FETCH_ACCEPT}, application/json;q=0.8"
 #: Where a document's collection (an LDP container, an ActivityStreams collection) lists
 #: its members, when the value is a container rather than a list.
 MEMBER_KEYS = ("ldp:contains", "http://www.w3.org/ns/ldp#contains", "contains",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,13 +28,8 @@ from urllib.parse import urlsplit
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from django.core.exceptions import ImproperlyConfigured
 
-from ..conf import Config
-from ..exceptions import ActivityQueueError
 from .addresses import origin
-
-logger = logging.getLogger(__name__)
 
 #: What we sign.
 SIGNED_HEADERS = ("(request-target)", "host", "date", "digest")
@@ -50,10 +44,6 @@ _PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*(?:"([^"]*)"|([0-9][0-9.]*))\s*(,|$)'
 
 class SignatureError(ValueError):
     """A request's signature is absent, malformed, stale or does not verify."""
-
-
-class SigningUnavailable(ActivityQueueError):
-    """``SIGNING_KEY`` is set but cannot be used, so nothing is sent unsigned instead."""
 
 
 class BadSignature(SignatureError):
@@ -142,71 +132,36 @@ def signing_string(target: str, headers: dict[str, str], names: tuple[str, ...],
 
 
 def sign_headers(method: str, url: str, headers: dict[str, str], body: bytes, *,
-                 key: rsa.RSAPrivateKey, key_id: str,
+                 key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, key_id: str,
                  date: datetime | None = None) -> dict[str, str]:
     """``headers`` plus ``Host``, ``Date``, ``Digest``, ``Content-Digest`` and
-    ``Signature`` for this request.
+    ``Signature`` for this request."""
+    signed = {k: v for k, v in headers.items()
+              if k.lower() not in ("host", "date", "digest", "content-digest", "signature")}
+    values = {"host": host_header(url), "date": http_date(date), "digest": digest_header(body)}
+    text = signing_string(request_target(method, url), values, SIGNED_HEADERS)
+    signed.update({"Host": values["host"], "Date": values["date"], "Digest": values["digest"],
+                   "Content-Digest": content_digest_header(body),
+                   "Signature": signature_value(text, SIGNED_HEADERS, key=key, key_id=key_id)})
+    return signed
+
+
+def signature_value(text: str, names: tuple[str, ...], *,
+                    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, key_id: str) -> str:
+    """The ``Signature`` header of a signing string over ``names``.
 
     An RSA key signs ``rsa-sha256`` (what every Mastodon-family server verifies);
     an Ed25519 key signs ``hs2019``, whose algorithm the receiver takes from the key.
     """
     if '"' in key_id:
         raise ValueError("a keyId cannot contain a double quote")
-    signed = {k: v for k, v in headers.items()
-              if k.lower() not in ("host", "date", "digest", "content-digest", "signature")}
-    values = {"host": host_header(url), "date": http_date(date), "digest": digest_header(body)}
-    text = signing_string(request_target(method, url), values, SIGNED_HEADERS).encode()
+    data = text.encode()
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        signature, algorithm = key.sign(text), "hs2019"
+        signature, algorithm = key.sign(data), "hs2019"
     else:
-        signature, algorithm = key.sign(text, padding.PKCS1v15(), hashes.SHA256()), "rsa-sha256"
-    signed.update({"Host": values["host"], "Date": values["date"], "Digest": values["digest"],
-                   "Content-Digest": content_digest_header(body)})
-    signed["Signature"] = (
-        f'keyId="{key_id}",algorithm="{algorithm}",headers="{" ".join(SIGNED_HEADERS)}",'
-        f'signature="{base64.b64encode(signature).decode()}"'
-    )
-    return signed
-
-
-def default_key_id() -> str | None:
-    """``SITE_URL`` + the instance actor's URL + ``#main-key``: the key of an actor
-    (:mod:`activity_queue.inbox.actor`), as Mastodon-family receivers require."""
-    from django.conf import settings
-    from django.urls import NoReverseMatch, reverse
-
-    site = getattr(settings, "SITE_URL", None)
-    if not isinstance(site, str) or not site:
-        return None
-    try:
-        return site.rstrip("/") + reverse("activity_queue:actor") + "#main-key"
-    except NoReverseMatch:
-        return None
-
-
-def key_id_of(config: Config) -> str | None:
-    return config.SIGNING_KEY_ID or default_key_id()
-
-
-def required_key_id(config: Config) -> str:
-    """The site key's id, for a configured ``SIGNING_KEY``; ImproperlyConfigured if none."""
-    key_id = key_id_of(config)
-    if not key_id:
-        raise ImproperlyConfigured(
-            "ACTIVITY_QUEUE['SIGNING_KEY'] is set but there is no key id: set SIGNING_KEY_ID, "
-            "or SITE_URL and include activity_queue.urls so the key is published")
-    return key_id
-
-
-def signing_key(config: Config) -> tuple[rsa.RSAPrivateKey, str] | None:
-    """The configured key and its id, None when signing is off; ImproperlyConfigured if broken."""
-    if not config.SIGNING_KEY:
-        return None
-    try:
-        key = load_private_key(config.SIGNING_KEY)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
-    return key, required_key_id(config)
+        signature, algorithm = key.sign(data, padding.PKCS1v15(), hashes.SHA256()), "rsa-sha256"
+    return (f'keyId="{key_id}",algorithm="{algorithm}",headers="{" ".join(names)}",'
+            f'signature="{base64.b64encode(signature).decode()}"')
 
 
 # -- verifying -----------------------------------------------------------------

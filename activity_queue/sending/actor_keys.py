@@ -6,8 +6,7 @@ are actors therefore names, in ``ACTOR_KEYS``, a callable
 ``f(actor_id) -> (private_key_pem, key_id) | None``; an activity whose actor
 it answers for is signed with that actor's key, any other with the site key
 (``SIGNING_KEY``, owned by the instance actor that :mod:`activity_queue.urls`
-serves). The same site key signs our fetches (inbox discovery, key
-documents), so that servers in authorized-fetch mode answer them.
+serves).
 
 The worker resolves keys on its database side, where the callable may query
 the site's models, and hands each job its signer (:attr:`Job.signer`).
@@ -16,61 +15,24 @@ Loaded keys are cached: parsing an RSA key costs far more than a signature.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding
-from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from ..conf import Config, get_config
-from ..net import signatures
-from ..net.signing import Signer, Unusable
+from ..conf import Config
+from ..net.signing import Signer, Unusable, load_signer
 from .jobs import Job
 
 logger = logging.getLogger(__name__)
 
-#: What ActivityPub asks a client to send when it fetches an object.
-ACCEPT = ('application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
-          "application/activity+json")
-#: What a signed GET covers (no body, so no digest), as Mastodon-family servers expect.
-FETCH_HEADERS = ("(request-target)", "host", "date")
 #: Seconds an actor's answer from ``ACTOR_KEYS`` is reused, and how many are kept.
 ANSWER_TTL = 60.0
 ANSWERS_KEPT = 4096
-
-
-@lru_cache(maxsize=1024)
-def load_signer(private_key: str, key_id: str) -> Signer:
-    """The signer of a PEM key (or the path of one) as ``key_id``; ValueError if unusable."""
-    if not isinstance(key_id, str) or '"' in key_id or urlsplit(key_id).scheme not in (
-            "http", "https"):
-        raise ValueError(f"the key id {str(key_id)[:200]!r} is not an http(s) URL")
-    return Signer(signatures.load_private_key(private_key), key_id)
-
-
-def site_signer(config: Config | None = None) -> Signer | None:
-    """The instance actor's signer (``SIGNING_KEY``); None when signing is off.
-
-    Raises ImproperlyConfigured when the key is set but unusable.
-    """
-    cfg = config or get_config()
-    if not cfg.SIGNING_KEY:
-        return None
-    key_id = signatures.required_key_id(cfg)
-    try:
-        return load_signer(cfg.SIGNING_KEY, key_id)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"ACTIVITY_QUEUE['SIGNING_KEY']: {exc}") from None
 
 
 def actor_of(activity: Any) -> str | None:
@@ -166,54 +128,3 @@ class ActorKeys:
         while len(self._answers) > ANSWERS_KEPT:
             self._answers.popitem(last=False)
         return answer
-
-
-# -- signed fetches ---------------------------------------------------------------
-
-
-def fetch_headers(url: str, config: Config | None = None,
-                  accept: str | None = None) -> tuple[str, dict[str, str]]:
-    """The URL as ``requests`` will send it, and the headers of a GET of it (``Accept``:
-    an ActivityStreams document unless told), signed by the instance actor when
-    ``SIGNING_KEY`` is set.
-
-    Servers in authorized-fetch mode (GoToSocial by default, Mastodon with
-    ``AUTHORIZED_FETCH``) answer an unsigned GET with 401. An unusable key
-    leaves the fetch unsigned (the system checks report the key).
-    """
-    cfg = config or get_config()
-    prepared = requests.PreparedRequest()
-    prepared.prepare_url(url, None)
-    url = prepared.url
-    headers = {"Accept": accept or ACCEPT, "User-Agent": cfg.USER_AGENT}
-    try:
-        signer = site_signer(cfg)
-    except ImproperlyConfigured as exc:
-        logger.warning("activity_queue: fetching %s unsigned: %s", url[:200], exc)
-        return url, headers
-    if signer is None:
-        return url, headers
-    return url, {**headers, **sign_get(url, signer)}
-
-
-def sign_get(url: str, signer: Signer) -> dict[str, str]:
-    """``Host``, ``Date`` and a draft-cavage ``Signature`` over ``(request-target) host date``.
-
-    An RSA key signs ``rsa-sha256``, which every Mastodon-family server checks; an
-    Ed25519 key signs ``hs2019``, whose algorithm the receiver takes from the key.
-    """
-    parts = urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    values = {"host": parts.netloc.rpartition("@")[2], "date": signatures.http_date()}
-    text = signatures.signing_string(f"get {target}", values, FETCH_HEADERS).encode()
-    key = signer.private_key
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        signature, algorithm = key.sign(text), "hs2019"
-    else:
-        signature, algorithm = key.sign(text, padding.PKCS1v15(), hashes.SHA256()), "rsa-sha256"
-    encoded = base64.b64encode(signature).decode()
-    return {
-        "Host": values["host"], "Date": values["date"],
-        "Signature": f'keyId="{signer.key_id}",algorithm="{algorithm}",'
-                     f'headers="{" ".join(FETCH_HEADERS)}",signature="{encoded}"',
-    }

@@ -14,6 +14,14 @@ worker's :class:`~activity_queue.sending.hosts.HostBook`: two at first,
 doubled by each answer up to ``PER_HOST``, halved by each timeout or
 connection failure down to one. A black-holed host thus ties up one or two
 global slots while its requests time out, not ``PER_HOST`` of them.
+
+A signed delivery is signed by its activity's actor's key or the site's
+(:meth:`Transport.signer_for`), in the signing threads of :mod:`.signing_threads`,
+as soon as it arrives (:meth:`Transport._presign`), so that the signature is ready
+when a slot frees. A 401 to a signed POST is answered at once by the same request
+signed with the other scheme (a double knock, :meth:`Transport._post`); the scheme a
+host accepted that way is tried first from then on, by every worker (``HostBook.schemes``,
+``Host.signature_scheme``).
 """
 
 from __future__ import annotations
@@ -412,6 +420,11 @@ class Transport:
         site's."""
         return job.signer or self.signer
 
+    def scheme_for(self, job: Job) -> str:
+        """The signature scheme tried first: the one the job's host last accepted after a
+        double knock, else ``SIGNATURE_SCHEME``."""
+        return self.hosts.schemes.get(job.host, self.config.SIGNATURE_SCHEME)
+
     def _threads(self) -> SigningThreads | None:
         if self._signing is None and signing_threads(self.config) > 0:
             self._signing = SigningThreads(self._loop, signing_threads(self.config))
@@ -428,7 +441,7 @@ class Transport:
             url = http11.target(job.inbox).url
         except (ValueError, UnicodeError):  # refused, with the reason, when its turn comes
             return
-        scheme = self.hosts.schemes.get(job.host, self.config.SIGNATURE_SCHEME)
+        scheme = self.scheme_for(job)
         future = threads.sign(signer, "POST", url, {"Content-Type": CONTENT_TYPE}, job.body,
                               scheme)
         self._presigned[job.id] = (url, scheme, future)
@@ -447,13 +460,23 @@ class Transport:
             return signer("POST", url, headers, job.body, scheme)
         return await threads.sign(signer, "POST", url, headers, job.body, scheme)
 
+    async def _signed_head(self, job: Job, signer: Signer, url: str, scheme: str
+                           ) -> tuple[bytes, str | None]:
+        """The header lines of the job's signed POST to ``url``, and the ``Host`` to send:
+        the signer's, as it signed the URL as sent (IDN host in ASCII, path
+        percent-encoded), or the signature cannot verify."""
+        signed = dict(await self._sign(job, signer, http11.target(url).url, scheme))
+        host = signed.pop("Host", None)
+        return header_lines({"User-Agent": self.config.USER_AGENT, "Accept": ACCEPT,
+                             **signed}), host
+
     async def _post(self, job: Job) -> Outcome:
         """POST the job, following redirects; signed, a 401 is answered at once by the same
         request signed with the other scheme (a double knock, within the same attempt)."""
         url = job.inbox
         cfg = self.config
         signer = self.signer_for(job)
-        scheme = self.hosts.schemes.get(job.host, cfg.SIGNATURE_SCHEME)
+        scheme = self.scheme_for(job)
         knocked = False
         hops = 0
         while True:
@@ -461,10 +484,7 @@ class Transport:
             check_literal_address(url, cfg.ALLOW_PRIVATE_ADDRESSES)
             head, host = self._head, None
             if signer is not None:
-                # Signed as sent (IDN host in ASCII, path percent-encoded), or it cannot verify.
-                signed = dict(await self._sign(job, signer, http11.target(url).url, scheme))
-                host = signed.pop("Host", None)
-                head = header_lines({"User-Agent": cfg.USER_AGENT, "Accept": ACCEPT, **signed})
+                head, host = await self._signed_head(job, signer, url, scheme)
             resp = await self._client.post(url, head, job.body, host=host)
             status = resp.status
             if status == 401 and signer is not None and not knocked:

@@ -97,7 +97,7 @@ class Worker:
         #: How this worker runs, for its log: "dedicated" (activity_worker), "in-process".
         self.mode = mode
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.signer = signer if signer is not None else signing.signer_from_config(self.config)
+        self.signer = signer if signer is not None else signing.delivery_signer(self.config)
         #: Each activity's actor's key, when ``ACTOR_KEYS`` names them.
         self.actor_keys = ActorKeys(self.config)
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()

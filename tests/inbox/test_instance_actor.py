@@ -9,7 +9,8 @@ from django.db import transaction
 from activity_queue import enqueue
 from activity_queue.inbox.keys import key_from_document, remote_key
 from activity_queue.models import Activity
-from activity_queue.net.signatures import default_key_id, parse_signature, public_pem
+from activity_queue.net.signatures import parse_signature, public_pem
+from activity_queue.net.signing import default_key_id
 
 from ..support.keys import pem, rsa_key
 from ..support.strict_peer import StrictPeer

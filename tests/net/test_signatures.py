@@ -28,7 +28,7 @@ from activity_queue.net.signatures import (
     sign_headers,
     verify,
 )
-from activity_queue.net.signing import Signer
+from activity_queue.net.signing import Signer, sign_get
 
 from ..support.keys import ACTIVITY, BODY, LD, pem, rsa_key
 
@@ -377,6 +377,32 @@ def test_our_worker_signs_and_our_inbox_verifies(live_server, worker, settings, 
     assert received.activity_id == sent.activity_id
     assert received.host == live_server.url
     assert len(applied) == 1
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+def test_signed_gets_verify(kind):
+    """``(request-target) host date``, as sent: the path and query, the host with its port."""
+    import base64
+    import re
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding
+
+    key = rsa_key(0) if kind == "rsa" else ed25519.Ed25519PrivateKey.generate()
+    headers = sign_get("https://b.example:8443/users/7?page=2",
+                       Signer(key, "https://a.example/actor#k"))
+    params = dict(re.findall(r'(\w+)="([^"]*)"', headers["Signature"]))
+    assert params["keyId"] == "https://a.example/actor#k"
+    assert params["headers"] == "(request-target) host date"
+    assert params["algorithm"] == ("rsa-sha256" if kind == "rsa" else "hs2019")
+    assert headers["Host"] == "b.example:8443"
+    text = ("(request-target): get /users/7?page=2\nhost: b.example:8443\n"
+            f"date: {headers['Date']}").encode()
+    signature = base64.b64decode(params["signature"])
+    if kind == "rsa":
+        key.public_key().verify(signature, text, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        key.public_key().verify(signature, text)
 
 
 def test_signer_rejects_a_quote_in_the_key_id():
