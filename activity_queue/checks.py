@@ -55,7 +55,7 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "SIGNING_KEY": ((str, os.PathLike, type(None)), None, "a PEM private key, the path of one "
                     "(a str or a Path), or None"),
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
-    "SIGNATURE_SCHEME": (str, None, "'cavage' or 'rfc9421'"),
+    "SIGNATURE_SCHEME": ((str, type(None)), None, "'cavage', 'rfc9421' or None (by key type)"),
     "SIGNING_THREADS": ((int, type(None)), 0, "an integer >= 0, or None (two per core)"),
     "SIGNATURE_MAX_AGE": ((int, float), 1, "a number of seconds >= 1"),
     "SIGNATURE_KEY_TTL": ((int, float), 0, "a number of seconds >= 0"),
@@ -88,7 +88,7 @@ def _bad_value(key: str, value: Any) -> str | None:
         return "is too small"
     if key == "BACKEND" and value not in BACKENDS:
         return "is not a known backend"
-    if key == "SIGNATURE_SCHEME" and value not in ("cavage", "rfc9421"):
+    if key == "SIGNATURE_SCHEME" and value not in ("cavage", "rfc9421", None):
         return "is not a signature scheme"
     if key == "DISCOVERY_CACHE" and value not in settings.CACHES:
         return "is not in CACHES"

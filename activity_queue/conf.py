@@ -77,8 +77,9 @@ DEFAULTS: dict[str, Any] = {
     # The URL of our public key document; default SITE_URL + the app's key URL.
     "SIGNING_KEY_ID": None,
     # The scheme a delivery is signed with first, to a host that has not told us which
-    # it accepts: "cavage" (draft-cavage) or "rfc9421"; on a 401 the other follows.
-    "SIGNATURE_SCHEME": "cavage",
+    # it accepts: "cavage" (draft-cavage) or "rfc9421"; None: draft-cavage for an RSA key,
+    # RFC 9421 for an Ed25519 one. On a 401 the other follows.
+    "SIGNATURE_SCHEME": None,
     # Threads of a worker that sign deliveries, off its event loop; None: two per core,
     # 0: sign on the loop.
     "SIGNING_THREADS": None,
@@ -139,7 +140,7 @@ class Config:
     INBOX_DEDUP_WINDOW: float
     SIGNING_KEY: str | None
     SIGNING_KEY_ID: str | None
-    SIGNATURE_SCHEME: str
+    SIGNATURE_SCHEME: str | None
     SIGNING_THREADS: int | None
     SIGNATURE_MAX_AGE: float
     SIGNATURE_KEY_TTL: float

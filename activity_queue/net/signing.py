@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.core.exceptions import ImproperlyConfigured
 
 from ..conf import Config
@@ -49,6 +50,18 @@ class SigningUnavailable(ActivityQueueError):
 def other(scheme: str) -> str:
     """The scheme a double knock tries after ``scheme`` was refused."""
     return RFC9421 if scheme == CAVAGE else CAVAGE
+
+
+def first_scheme(signer: Signer | None, configured: str | None) -> str:
+    """The scheme to try first with a host that has not told us which it accepts:
+    ``SIGNATURE_SCHEME`` if set, else by key type. An RSA key signs draft-cavage first,
+    which nearly every server verifies; an Ed25519 key signs RFC 9421 first, as
+    draft-cavage verifiers (Mastodon's, Fedify's) take only RSA keys there."""
+    if configured:
+        return configured
+    if signer is not None and isinstance(signer.private_key, ed25519.Ed25519PrivateKey):
+        return RFC9421
+    return CAVAGE
 
 
 class Signer:

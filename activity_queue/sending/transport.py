@@ -49,7 +49,7 @@ from ..net.addresses import (
     is_ip_literal,
     origin,
 )
-from ..net.signing import Signer
+from ..net.signing import Signer, first_scheme
 from .hosts import HostBook
 from .jobs import Job, Outcome
 from .retry import RETRYABLE_STATUSES, classify_status, parse_retry_after
@@ -422,8 +422,10 @@ class Transport:
 
     def scheme_for(self, job: Job) -> str:
         """The signature scheme tried first: the one the job's host last accepted after a
-        double knock, else ``SIGNATURE_SCHEME``."""
-        return self.hosts.schemes.get(job.host, self.config.SIGNATURE_SCHEME)
+        double knock, else ``SIGNATURE_SCHEME`` or the signer's key type's
+        (:func:`~activity_queue.net.signing.first_scheme`)."""
+        return self.hosts.schemes.get(job.host) or first_scheme(self.signer_for(job),
+                                                                self.config.SIGNATURE_SCHEME)
 
     def _threads(self) -> SigningThreads | None:
         if self._signing is None and signing_threads(self.config) > 0:

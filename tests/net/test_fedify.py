@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.db import transaction
 
 from activity_queue import enqueue
@@ -128,6 +129,21 @@ def test_fedify_accepts_our_signed_deliveries(site, people, fedify, worker, sett
     assert fedify.received() == [{"id": activity["id"], "type": "Create", "actor": actor}]
     knocked_twice = Host.objects.filter(host=origin(fedify.base), signature_scheme=other(scheme))
     assert not knocked_twice.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ed25519_site_key_reaches_fedify_at_the_first_knock(site, fedify, worker, settings):
+    """Fedify verifies Ed25519 only in RFC 9421 (a draft-cavage one makes it answer 500,
+    which is no cue to knock again): with an Ed25519 key, RFC 9421 goes first."""
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE,
+                               "SIGNING_KEY": pem(ed25519.Ed25519PrivateKey.generate())}
+    actor = site + "/activity-queue/actor/"
+    with transaction.atomic():
+        enqueue(note_from(actor.rstrip("/"), 3) | {"actor": actor}, to=fedify.base + "/inbox")
+    report = worker().run_once(timeout=30)
+    assert report.sent == 1, report.outcomes
+    assert [a["actor"] for a in fedify.received()] == [actor]
+    assert not Host.objects.filter(host=origin(fedify.base), signature_scheme=CAVAGE).exists()
 
 
 @pytest.mark.django_db(transaction=True)

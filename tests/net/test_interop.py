@@ -35,7 +35,7 @@ from activity_queue.net.signatures import (
     multibase_to_pem,
     public_pem,
 )
-from activity_queue.net.signing import CAVAGE, RFC9421, Signer
+from activity_queue.net.signing import CAVAGE, RFC9421, Signer, first_scheme
 
 from ..support.keys import ACTIVITY, BODY, LD, pem, rsa_key
 
@@ -113,6 +113,18 @@ def test_an_ed25519_key_signs_both_schemes():
     assert result[0].parameters["alg"] == "ed25519"
     cavage = signer("POST", url, {"Content-Type": LD}, BODY, CAVAGE)
     assert 'algorithm="hs2019"' in cavage["Signature"]
+
+
+@pytest.mark.parametrize(("key", "configured", "first"), [
+    (lambda: rsa_key(0), None, CAVAGE),
+    (lambda: ed_key(0), None, RFC9421),
+    (lambda: ed_key(0), CAVAGE, CAVAGE),
+    (lambda: rsa_key(0), RFC9421, RFC9421),
+    (lambda: None, None, CAVAGE),
+])
+def test_the_first_scheme_follows_the_key_unless_configured(key, configured, first):
+    signer = Signer(key(), KEY_ID) if key() is not None else None
+    assert first_scheme(signer, configured) == first
 
 
 def test_multibase_keys_round_trip():

@@ -150,15 +150,18 @@ def test_the_schemes_match_the_model():
     assert [label for _, label in field.choices] == [NAMES[s] for s in SCHEMES]
 
 
-class Recording:
+class Recording(Signer):
     """A signer that notes the thread each signature is made in."""
 
-    def __init__(self, signer):
-        self.signer, self.threads = signer, []
+    __slots__ = ("threads",)
+
+    def __init__(self, signer: Signer):
+        super().__init__(signer.private_key, signer.key_id)
+        self.threads = []
 
     def __call__(self, *args):
         self.threads.append(threading.current_thread().name)
-        return self.signer(*args)
+        return super().__call__(*args)
 
 
 @pytest.mark.django_db(transaction=True)
