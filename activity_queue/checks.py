@@ -7,6 +7,7 @@ crash at import or a worker that silently misbehaves.
 from __future__ import annotations
 
 import math
+import os
 from difflib import get_close_matches
 from importlib import import_module
 from typing import Any
@@ -18,7 +19,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections, router
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, user_settings
+from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, header_problem, user_settings
 from .sending.backends import BACKENDS
 
 # key -> (accepted type(s), minimum, description)
@@ -42,8 +43,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "BATCH_SIZE": (int, 1, "an integer >= 1"),
     "POLL_INTERVAL": ((int, float), 0.001, "a number of seconds > 0"),
     "BACKEND": (str, None, f"one of {', '.join(sorted(BACKENDS))}"),
-    "USER_AGENT": ((str, type(None)), None, "a string without control characters (CR, LF, "
-                   "NUL…), or None"),
+    "USER_AGENT": ((str, type(None)), None, "a string of Latin-1 characters without control "
+                   "characters (CR, LF, NUL…), or None"),
     "INBOX_MAX_BYTES": (int, 1, "a number of bytes >= 1"),
     "INBOX_AUTHENTICATION": ((list, tuple), None, "a list of dotted paths of DRF "
                              "authentication classes"),
@@ -51,7 +52,8 @@ RULES: dict[str, tuple[type | tuple[type, ...], float | None, str]] = {
     "INBOX_REQUIRE_SIGNATURE": (bool, None, "True or False"),
     "INBOX_UNSIGNED": (str, None, "one of 'verify', 'require', 'trust'"),
     "INBOX_DEDUP_WINDOW": ((int, float), 0, "a number of seconds >= 0"),
-    "SIGNING_KEY": ((str, type(None)), None, "a PEM private key, the path of one, or None"),
+    "SIGNING_KEY": ((str, os.PathLike, type(None)), None, "a PEM private key, the path of one "
+                    "(a str or a Path), or None"),
     "SIGNING_KEY_ID": ((str, type(None)), None, "the URL of our public key, or None"),
     "SIGNATURE_SCHEME": ((str, type(None)), None, "'cavage', 'rfc9421' or None (by key type)"),
     "SIGNING_THREADS": ((int, type(None)), 0, "an integer >= 0, or None (two per core)"),
@@ -90,8 +92,8 @@ def _bad_value(key: str, value: Any) -> str | None:
         return "is not a signature scheme"
     if key == "DISCOVERY_CACHE" and value not in settings.CACHES:
         return "is not in CACHES"
-    if key == "USER_AGENT" and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        return "contains control characters"  # a header that cannot be sent, or splits
+    if key == "USER_AGENT":
+        return header_problem(value)
     return None
 
 
@@ -109,6 +111,14 @@ def describe(messages: list[CheckMessage]) -> str:
     """Check messages on one line each: ``(id) message HINT: hint``."""
     return "\n".join(f"({m.id}) {m.msg}" + (f" HINT: {m.hint}" if m.hint else "")
                      for m in messages)
+
+
+def import_failure(exc: Exception) -> str:
+    """Why a dotted path did not import. A module that raises while it is imported (a
+    bug in the site's code) is an error to report like a missing one: raised from a
+    check, it would crash ``check`` and, through :func:`refusals`, every request of a
+    server that starts the in-process worker on its first request."""
+    return str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
 
 
 def _unknown_key_hint(key: Any) -> str:
@@ -352,8 +362,8 @@ def check_inbox(merged: dict[str, Any]) -> list:
         for path in merged[key]:
             try:
                 found = import_string(path) if isinstance(path, str) else None
-            except ImportError as exc:
-                found, reason = None, f"cannot be imported ({exc})"
+            except Exception as exc:  # the module itself raised: see import_failure()
+                found, reason = None, f"cannot be imported ({import_failure(exc)})"
             else:
                 reason = "is not a dotted path to a class"
             if found is not None and not hasattr(found, needed):
@@ -408,6 +418,8 @@ def check_signing(merged: dict[str, Any]) -> list:
     from .net.signing import default_key_id
 
     value, key_id = merged["SIGNING_KEY"], merged["SIGNING_KEY_ID"]
+    if isinstance(value, os.PathLike):
+        value = os.fsdecode(value)
     messages: list = []
     if merged["SIGNATURE_MAX_AGE"] > MAX_SIGNATURE_AGE:
         messages.append(Warning(
@@ -457,9 +469,9 @@ def check_actor_keys(merged: dict[str, Any]) -> list:
             "(private_key_pem, key_id) or None, e.g. 'mysite.keys.actor_key'.")
     try:
         found = import_string(path)
-    except ImportError as exc:
-        return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} cannot be imported: {exc}.",
-                      hint=hint, id="activity_queue.E050")]
+    except Exception as exc:  # the module itself raised: see import_failure()
+        return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} cannot be imported: "
+                      f"{import_failure(exc)}.", hint=hint, id="activity_queue.E050")]
     if not callable(found):
         return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} is a "
                       f"{type(found).__name__}, not a callable.",

@@ -6,6 +6,7 @@ Read through :func:`get_config` at call time, never at import time, so that
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -174,6 +175,8 @@ def get_config() -> Config:
         merged.update({k: v for k, v in raw.items() if k in DEFAULTS})
     if merged["USER_AGENT"] is None:
         merged["USER_AGENT"] = default_user_agent()
+    if isinstance(merged["SIGNING_KEY"], os.PathLike):
+        merged["SIGNING_KEY"] = os.fsdecode(merged["SIGNING_KEY"])
     return Config(**{f.name: merged[f.name] for f in fields(Config)})
 
 
@@ -185,9 +188,22 @@ def default_user_agent() -> str:
     except PackageNotFoundError:
         release = "0"
     site = getattr(settings, "SITE_URL", None)
-    if isinstance(site, str) and site and not any(ord(c) < 32 or ord(c) == 127 for c in site):
+    if isinstance(site, str) and site and header_problem(site) is None:
         return f"activity_queue/{release} (+{site})"
     return f"activity_queue/{release}"
+
+
+def header_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value, or None.
+
+    Headers go out as Latin-1 bytes: a character beyond it cannot be sent at all, and a
+    control character (C0, DEL, C1) would split or corrupt the header.
+    """
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        return "contains control characters"
+    if any(ord(c) > 255 for c in value):
+        return "has characters outside Latin-1, which an HTTP header cannot carry"
+    return None
 
 
 @receiver(setting_changed)

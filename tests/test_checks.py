@@ -87,7 +87,7 @@ def test_a_misspelt_key_is_named_in_the_hint(typo, meant):
         ]
 
 
-UA = "a string without control characters (CR, LF, NUL…), or None"
+UA = "a string of Latin-1 characters without control characters (CR, LF, NUL…), or None"
 AK = "the dotted path of a callable f(actor_id) -> (private_key_pem, key_id) | None, or None"
 
 BAD_VALUES = [
@@ -130,6 +130,9 @@ BAD_VALUES = [
     ("USER_AGENT", "bot\tnot/1.0", "contains control characters", UA),
     ("USER_AGENT", "bot\x1b[31m", "contains control characters", UA),
     ("USER_AGENT", "bot\x7f", "contains control characters", UA),
+    ("USER_AGENT", "bot\x85", "contains control characters", UA),
+    ("USER_AGENT", "сайт-bot/1.0", "has characters outside Latin-1, which an HTTP header "
+     "cannot carry", UA),
     ("INBOX_MAX_BYTES", 0, "is too small", "a number of bytes >= 1"),
     ("INBOX_AUTHENTICATION", "a.B", "has type str",
      "a list of dotted paths of DRF authentication classes"),
@@ -139,7 +142,8 @@ BAD_VALUES = [
     ("INBOX_UNSIGNED", True, "has type bool", "one of 'verify', 'require', 'trust'"),
     ("INBOX_UNSIGNED", None, "has type NoneType", "one of 'verify', 'require', 'trust'"),
     ("INBOX_DEDUP_WINDOW", float("inf"), "is not a finite number", "a number of seconds >= 0"),
-    ("SIGNING_KEY", 5, "has type int", "a PEM private key, the path of one, or None"),
+    ("SIGNING_KEY", 5, "has type int", "a PEM private key, the path of one (a str or a Path), "
+     "or None"),
     ("SIGNING_KEY_ID", ["https://here.example/key"], "has type list",
      "the URL of our public key, or None"),
     ("SIGNATURE_SCHEME", "rfc9421-first", "is not a signature scheme",
@@ -421,6 +425,25 @@ ACTOR_KEYS_HINT = ("Set ACTOR_KEYS to the dotted path of a function f(actor_id) 
 def test_actor_keys_that_cannot_be_imported(path, message):
     with with_queue({"ACTOR_KEYS": path}):
         assert ours() == [("activity_queue.E050", ERROR, message, ACTOR_KEYS_HINT)]
+
+
+def test_actor_keys_whose_module_raises_as_it_is_imported():
+    """Reported like a missing module, never raised: refusals() runs in the first request
+    of a server that runs no checks, and would make every request fail."""
+    path = "tests.support.failing_module.actor_key"
+    expected = [("activity_queue.E050", ERROR, f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} cannot "
+                 "be imported: RuntimeError: the module is broken.", ACTOR_KEYS_HINT)]
+    with with_queue({"ACTOR_KEYS": path}):
+        assert ours() == expected
+        assert [(m.id, m.level, m.msg, m.hint) for m in refusals()] == expected
+
+
+def test_an_inbox_class_whose_module_raises_as_it_is_imported():
+    path = "tests.support.failing_module.Authentication"
+    with with_queue({"INBOX_AUTHENTICATION": [path]}):
+        assert [(m.id, m.msg) for m in refusals()] == [(
+            "activity_queue.E010", f"ACTIVITY_QUEUE['INBOX_AUTHENTICATION'] entry {path!r} "
+            "cannot be imported (RuntimeError: the module is broken).")]
 
 
 def test_actor_keys_that_is_not_callable():

@@ -60,6 +60,9 @@ class ActorKeys:
                 found = import_string(config.ACTOR_KEYS)
             except ImportError as exc:
                 self._broken = f"ACTIVITY_QUEUE['ACTOR_KEYS'] cannot be imported: {exc}"
+            except Exception as exc:  # the site's module raised as it was imported
+                self._broken = (f"ACTIVITY_QUEUE['ACTOR_KEYS'] cannot be imported: "
+                                f"{type(exc).__name__}: {exc}")
             else:
                 if callable(found):
                     self._lookup = found

@@ -3,6 +3,7 @@
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from django.core.checks import run_checks
 from django.db import transaction
 
 from activity_queue import enqueue
@@ -117,3 +118,27 @@ def test_a_strict_receiver_accepts_the_instance_actors_activities(live_server, s
     finally:
         peer.stop()
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_file_named_by_a_path(live_server, settings, worker, tmp_path):
+    """``BASE_DIR / "key.pem"``, as Django settings name files: the check accepts it, the
+    actor publishes the key, and a strict receiver accepts what it signs."""
+    key_file = tmp_path / "instance-key.pem"
+    key_file.write_text(pem(site_key()))
+    settings.SITE_URL = live_server.url
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_KEY": key_file}
+    assert [m.id for m in run_checks() if (m.id or "").startswith("activity_queue.")] == []
+    actor = live_server.url + "/activity-queue/actor/"
+    assert remote_key(actor + "#main-key").pem == public_pem(site_key())
+    peer = StrictPeer().start()
+    try:
+        with transaction.atomic():
+            enqueue({"@context": "https://www.w3.org/ns/activitystreams", "type": "Update",
+                     "actor": actor, "object": {"id": "https://a.example/o/2"}},
+                    to=peer.url("/inbox/"))
+        assert worker().run_once(timeout=30).sent == 1
+        [post] = peer.posts()
+        assert (post.status, post.owner) == (202, actor)
+    finally:
+        peer.stop()

@@ -135,11 +135,14 @@ def test_without_actor_keys_the_strict_receiver_refuses(site, people, peer, work
      "file 'not a key'"),
     ("missing_function", "ACTIVITY_QUEUE['ACTOR_KEYS'] cannot be imported: Module "
      '"tests.sending.test_actor_keys" does not define a "missing_function" attribute/class'),
+    ("tests.support.failing_module.actor_key", "ACTIVITY_QUEUE['ACTOR_KEYS'] cannot be "
+     "imported: RuntimeError: the module is broken"),
 ])
 def test_an_actor_key_that_cannot_be_had_holds_the_delivery_back(
         site, people, peer, worker, settings, lookup, error):
     """Never sent under the site key instead (the receiver would refuse it for good)."""
-    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": f"{__name__}.{lookup}"}
+    path = lookup if "." in lookup else f"{__name__}.{lookup}"
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": path}
     alice = people.url("/users/alice")
     with transaction.atomic():
         enqueue(note(alice), to=peer.url("/inbox/"))

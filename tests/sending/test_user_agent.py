@@ -16,6 +16,10 @@ ACTIVITY = {"type": "Create", "object": {"@id": "https://a.example/circles/1/"}}
 @pytest.mark.parametrize(("configured", "site", "expected"), [
     (None, "https://a.example", f"activity_queue/{VERSION} (+https://a.example)"),
     ("mysite-bot/2.0", "https://a.example", "mysite-bot/2.0"),
+    ("café-bot/2.0", "https://a.example", "café-bot/2.0"),
+    # A header carries Latin-1 only: such a SITE_URL is left out rather than stopping the
+    # transport, which could then send nothing at all.
+    (None, "https://пример.example", f"activity_queue/{VERSION}"),
 ])
 def test_deliveries_carry_it(receiver, worker, settings, configured, site, expected):
     settings.SITE_URL = site
