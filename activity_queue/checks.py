@@ -402,7 +402,8 @@ def check_inbox(merged: dict[str, Any]) -> list:
                 f"{required} but SIGNING_KEY is not set: this site "
                 "requires signatures from others but does not sign its own deliveries, "
                 "so peers with the same setting refuse them.",
-                hint="Set ACTIVITY_QUEUE['SIGNING_KEY'] to an RSA private key (PEM or path).",
+                hint="Set ACTIVITY_QUEUE['SIGNING_KEY'] to an RSA or Ed25519 private key (PEM "
+                     "or path).",
                 id="activity_queue.W011",
             ))
     return messages
@@ -473,7 +474,14 @@ def check_actor_keys(merged: dict[str, Any]) -> list:
         return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} cannot be imported: "
                       f"{import_failure(exc)}.", hint=hint, id="activity_queue.E050")]
     if not callable(found):
-        return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} is a "
-                      f"{type(found).__name__}, not a callable.",
-                      hint=hint, id="activity_queue.E051")]
+        return [Error(f"ACTIVITY_QUEUE['ACTOR_KEYS'] = {path!r} is not callable (it is of "
+                      f"type {type(found).__name__}).", hint=hint, id="activity_queue.E051")]
+    if not merged["SIGNING_KEY"]:
+        return [Warning(
+            "ACTIVITY_QUEUE['ACTOR_KEYS'] is set but SIGNING_KEY is not: an activity whose "
+            "actor has no key of its own goes out unsigned, and the instance actor cannot "
+            "sign fetches (servers in authorized-fetch mode refuse them).",
+            hint="Set ACTIVITY_QUEUE['SIGNING_KEY'] too: it is the instance actor's key and "
+                 "the fallback for actors without one.",
+            id="activity_queue.W050")]
     return []

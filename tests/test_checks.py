@@ -14,6 +14,8 @@ from django.test import override_settings
 from activity_queue.checks import RULES, SQLITE_OPTIONS, _bad_value, describe, refusals
 from activity_queue.conf import DEFAULTS, Config, default_user_agent, get_config
 
+from .support.keys import pem, rsa_key
+
 # Django 6 hands every database alias to the model checks, which may look at the connection.
 pytestmark = pytest.mark.django_db
 
@@ -206,7 +208,7 @@ def test_requiring_signatures_without_a_key_of_our_own():
             "INBOX_UNSIGNED is 'require' but SIGNING_KEY is not set: this site requires "
             "signatures from others but does not sign its own deliveries, so peers with the "
             "same setting refuse them.",
-            "Set ACTIVITY_QUEUE['SIGNING_KEY'] to an RSA private key (PEM or path).",
+            "Set ACTIVITY_QUEUE['SIGNING_KEY'] to an RSA or Ed25519 private key (PEM or path).",
         )]
 
 
@@ -450,14 +452,27 @@ def test_actor_keys_that_is_not_callable():
     with with_queue({"ACTOR_KEYS": "activity_queue.conf.DEFAULTS"}):
         assert ours() == [(
             "activity_queue.E051", ERROR,
-            "ACTIVITY_QUEUE['ACTOR_KEYS'] = 'activity_queue.conf.DEFAULTS' is a dict, "
-            "not a callable.", ACTOR_KEYS_HINT,
+            "ACTIVITY_QUEUE['ACTOR_KEYS'] = 'activity_queue.conf.DEFAULTS' is not callable "
+            "(it is of type dict).", ACTOR_KEYS_HINT,
         )]
 
 
 def test_actor_keys_that_is_a_function():
-    with with_queue({"ACTOR_KEYS": "tests.support.strict_peer.no_actor_key"}):
+    with with_queue({"ACTOR_KEYS": "tests.support.strict_peer.no_actor_key",
+                     "SIGNING_KEY": pem(rsa_key(0))}):
         assert ours() == []
+
+
+def test_actor_keys_without_a_site_key():
+    with with_queue({"ACTOR_KEYS": "tests.support.strict_peer.no_actor_key"}):
+        assert ours() == [(
+            "activity_queue.W050", WARNING,
+            "ACTIVITY_QUEUE['ACTOR_KEYS'] is set but SIGNING_KEY is not: an activity whose "
+            "actor has no key of its own goes out unsigned, and the instance actor cannot "
+            "sign fetches (servers in authorized-fetch mode refuse them).",
+            "Set ACTIVITY_QUEUE['SIGNING_KEY'] too: it is the instance actor's key and the "
+            "fallback for actors without one.",
+        )]
 
 
 def test_refusals_are_the_errors_of_our_own_checks_only():
