@@ -11,12 +11,13 @@ says rather than what the activity says:
   (Remove), the member in that collection; with the document's links;
 - Delete: only when the origin answers 404 or 410.
 
-Anything else (another document, another type, an error, no answer) changes
-nothing, and the reason goes on the received log row. The fetch happens while
-the sender waits, with a short timeout: deferring it would need a queue of
-unverified activities of its own, and the sender, answered 202, waits for
-nothing. The fetch goes through the discovery fetcher, so private addresses,
-redirects, size and time are limited as for every outbound request.
+Anything else (another document, another type, another origin after a
+redirect, an error, no answer) changes nothing, and the reason goes on the
+received log row. The fetch happens while the sender waits, with a short
+timeout: deferring it would need a queue of unverified activities of its own,
+and the sender, answered 202, waits for nothing. The fetch goes through the
+discovery fetcher, so private addresses, redirects, size and time are limited
+as for every outbound request.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from ..conf import get_config
 from ..federation import discovery
 from ..federation import registry as linked
+from ..net.addresses import origin
 from ..net.signing import FETCH_ACCEPT
 from . import receive
 from .validation import node_id
@@ -91,6 +93,11 @@ def confirm(activity: dict[str, Any], fetched: discovery.Fetched) -> Verdict:
     """What the origin's answer to the GET of the object allows of ``activity``."""
     kind = activity["type"]
     urlid = node_id(activity["object"])
+    if origin(fetched.url) != origin(urlid):
+        # Only the origin speaks for its objects: else an open redirect there would let
+        # any server confirm changes to them.
+        return Verdict(None, f"not applied: {urlid} was served by {origin(fetched.url)}, "
+                             "not by its own origin")
     if kind == "Delete":
         if fetched.status in (404, 410):
             return Verdict(activity)

@@ -258,6 +258,29 @@ def test_a_redirect_to_no_url_changes_nothing(client, origin, alice, bob):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["Update", "Delete"])
+def test_another_server_cannot_answer_for_the_origin_through_a_redirect(client, origin,
+                                                                       receiver, alice,
+                                                                       bob, kind):
+    """What the object's origin serves decides, not what a server it redirects to serves:
+    else an open redirect there would let any server confirm changes to its objects."""
+    mine = Circle.objects.create(urlid=circle_url(origin), owner=alice)
+    origin.document("/circles/9/", status=302, headers={"Location": receiver.url("/fake/")})
+    if kind == "Update":
+        receiver.document("/fake/", {"@context": CTX, "@id": circle_url(origin),
+                                     "@type": "hd:circle", "owner": ref(bob)})
+    else:
+        receiver.document("/fake/", None, status=404)
+    response = post(client, backlink(kind, origin, object={"owner": ref(bob)}))
+    assert (response.status_code, response.json()) == (202, {})
+    mine.refresh_from_db()
+    assert mine.owner == alice
+    assert receiver.fetched == ["/fake/"]
+    assert received().error == (f"not applied: {circle_url(origin)} was served by "
+                                f"{receiver.base}, not by its own origin")
+
+
+@pytest.mark.django_db
 def test_the_timeout_covers_redirects_too(client, origin, alice, bob, monkeypatch):
     monkeypatch.setattr(verification, "FETCH_TIMEOUT", 0.5)
     mine = Circle.objects.create(urlid=circle_url(origin), owner=alice)
