@@ -22,11 +22,10 @@ from django.db import transaction
 from activity_queue import enqueue
 from activity_queue.models import Activity, Host
 from activity_queue.net.addresses import origin
-from activity_queue.net.signatures import public_pem
 from activity_queue.net.signing import CAVAGE, RFC9421, other
 
-from ..support.key_server import DocumentServer
-from ..support.keys import pem, rsa_key
+from ..support.actors import KEYS, serve_users, signing_site
+from ..support.keys import pem
 from ..support.processes import free_port
 
 PEER = Path(__file__).resolve().parent.parent / "support" / "fedify" / "peer.mjs"
@@ -37,14 +36,6 @@ pytestmark = [
                        "installs Fedify and sets it)"),
     pytest.mark.usefixtures("clean_cache"),
 ]
-
-#: actor id -> (private key PEM, key id): the ACTOR_KEYS of the site under test.
-ACTOR_KEYS: dict[str, tuple[str, str]] = {}
-
-
-def actor_key(actor_id: str):
-    return ACTOR_KEYS.get(actor_id)
-
 
 class Fedify:
     def __init__(self, workdir: Path, *options: str) -> None:
@@ -82,27 +73,16 @@ def fedify():
 
 @pytest.fixture
 def people():
-    """The site's users' actor documents, each user with its own key."""
-    server = DocumentServer().start()
-    url = server.url("/users/carol")
-    server.documents["/users/carol"] = (200, {
-        "@context": ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"],
-        "id": url, "type": "Person", "inbox": url + "/inbox", "preferredUsername": "carol",
-        "publicKey": {"id": url + "#main-key", "owner": url,
-                      "publicKeyPem": public_pem(rsa_key(3))},
-    })
-    ACTOR_KEYS[url] = (pem(rsa_key(3)), url + "#main-key")
+    """The site's user carol, with her own key."""
+    server = serve_users(carol=3)
     yield server
-    ACTOR_KEYS.clear()
+    KEYS.clear()
     server.stop()
 
 
 @pytest.fixture
 def site(live_server, settings):
-    settings.SITE_URL = live_server.url
-    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_KEY": pem(rsa_key(0)),
-                               "ACTOR_KEYS": f"{__name__}.actor_key"}
-    return live_server.url
+    return signing_site(live_server, settings)
 
 
 def note_from(actor: str, n: int) -> dict:

@@ -9,23 +9,13 @@ from django.db import transaction
 from activity_queue import enqueue
 from activity_queue.conf import get_config
 from activity_queue.models import Activity, ScheduledActivity
-from activity_queue.net.signatures import public_pem
 from activity_queue.net.signing import Signer, Unusable, load_signer
 from activity_queue.sending.actor_keys import ActorKeys, actor_of
 from activity_queue.sending.jobs import Job
 
-from ..support.key_server import DocumentServer
+from ..support.actors import ACTOR_KEYS, CALLS, KEYS, serve_users, signing_site
 from ..support.keys import pem, rsa_key
 from ..support.strict_peer import StrictPeer
-
-#: actor id -> (private key PEM, key id), what the site's ACTOR_KEYS answers.
-KEYS: dict[str, tuple[str, str]] = {}
-CALLS: list[str] = []
-
-
-def actor_key(actor_id: str):
-    CALLS.append(actor_id)
-    return KEYS.get(actor_id)
 
 
 def broken_key(actor_id: str):
@@ -38,14 +28,6 @@ def odd_key(actor_id: str):
 
 def unusable_key(actor_id: str):
     return ("not a key", actor_id + "#main-key")
-
-
-def person(url: str, key) -> dict:
-    return {"@context": ["https://www.w3.org/ns/activitystreams",
-                         "https://w3id.org/security/v1"],
-            "id": url, "type": "Person", "inbox": url + "/inbox",
-            "publicKey": {"id": url + "#main-key", "owner": url,
-                          "publicKeyPem": public_pem(key)}}
 
 
 def note(actor, n: int = 1) -> dict:
@@ -72,11 +54,7 @@ def peer():
 @pytest.fixture
 def people():
     """The site's users' actor documents, each with its own key."""
-    server = DocumentServer().start()
-    for n, name in ((1, "alice"), (2, "bob")):
-        url = server.url(f"/users/{name}")
-        server.documents[f"/users/{name}"] = (200, person(url, rsa_key(n)))
-        KEYS[url] = (pem(rsa_key(n)), url + "#main-key")
+    server = serve_users(alice=1, bob=2)
     yield server
     server.stop()
 
@@ -84,10 +62,7 @@ def people():
 @pytest.fixture
 def site(live_server, settings):
     """This site at live_server: its instance actor owns the site key."""
-    settings.SITE_URL = live_server.url
-    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_KEY": pem(rsa_key(0)),
-                               "ACTOR_KEYS": f"{__name__}.actor_key"}
-    return live_server.url
+    return signing_site(live_server, settings)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -160,7 +135,7 @@ def job(body: bytes) -> Job:
 
 @pytest.mark.django_db
 def test_keys_are_loaded_once(settings):
-    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": f"{__name__}.actor_key"}
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": ACTOR_KEYS}
     KEYS["https://a.example/users/c"] = (pem(rsa_key(3)), "https://a.example/users/c#k")
     load_signer.cache_clear()
     jobs = [job(b'{"actor": "https://a.example/users/c", "n": %d}' % n) for n in range(3)]
@@ -205,7 +180,7 @@ def test_refusal_says_why():
 
 @pytest.mark.django_db
 def test_a_rotated_key_is_picked_up_once_the_answer_expires(settings):
-    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": f"{__name__}.actor_key"}
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "ACTOR_KEYS": ACTOR_KEYS}
     actor = "https://a.example/users/d"
     KEYS[actor] = (pem(rsa_key(1)), actor + "#old")
     keys = ActorKeys(get_config())
