@@ -195,8 +195,9 @@ def fetch_headers(url: str, config: Config,
     leaves the fetch unsigned (the system checks report the key).
     """
     prepared = requests.PreparedRequest()
-    prepared.prepare_url(url, None)
-    url = prepared.url
+    for _ in range(2):  # requests decodes %2e, then removes the dot segment when it sends
+        prepared.prepare_url(url, None)
+        url = prepared.url
     headers = {"Accept": accept or FETCH_ACCEPT, "User-Agent": config.USER_AGENT}
     try:
         signer = site_signer(config)

@@ -87,3 +87,11 @@ def test_each_redirect_hop_is_signed_for_its_own_target(site, peer):
     peer.redirects["/old/7"] = peer.url("/users/7")
     assert discovery.inbox_for(peer.url("/old/7")) == peer.url("/users/7/inbox")
     assert [(s.path, s.status) for s in peer.seen] == [("/old/7", 302), ("/users/7", 200)]
+
+
+@pytest.mark.parametrize("path", ["/users/x/%2e%2e/7", "/users/%2E/7"])
+def test_what_is_signed_is_the_path_sent(site, peer, path):
+    """requests decodes %2e to a dot and then, sending, removes the dot segment: the path
+    signed must be the one that goes out, or the peer refuses the fetch."""
+    assert discovery.inbox_for(peer.url(path)) == peer.url("/users/7/inbox")
+    assert [(s.path, s.status) for s in peer.seen] == [("/users/7", 200)]
