@@ -171,17 +171,17 @@ def fetch(url: str, *, config: Config | None = None, session: requests.Session |
           accept: str | None = None, timeout: float | None = None) -> Fetched:
     """GET ``url`` with the outbound safety rules (addresses, redirects, size, time).
 
-    ``timeout``, for callers that fetch while a request waits, is the time the
-    whole fetch may take, redirects included, however slowly the server answers
-    (unless ``session`` is given: then each read is timed, not the whole); by
-    default each connect and read may take ``TIMEOUT`` and each body
-    ``3 * TIMEOUT``. Raises as :func:`fetch_document` does.
+    Each connect and read may take ``TIMEOUT``, and the whole fetch, redirects
+    included, ``timeout`` (default ``3 * TIMEOUT``) however slowly the server
+    answers: a server that trickles its answer holds neither a request waiting
+    on it nor a discovery thread. A given ``session`` times each read only.
+    Raises as :func:`fetch_document` does.
     """
     cfg = config or get_config()
-    if timeout is None:
-        return _fetch(url, cfg, session or requests, accept, None)
-    with Deadline(timeout) as deadline:
-        return _fetch(url, cfg, session or deadline.session, accept, deadline)
+    if session is not None:
+        return _fetch(url, cfg, session, accept, None)
+    with Deadline(cfg.TIMEOUT * 3 if timeout is None else timeout) as deadline:
+        return _fetch(url, cfg, deadline.session, accept, deadline)
 
 
 def _fetch(url: str, cfg: Config, http: Any, accept: str | None,
@@ -189,8 +189,9 @@ def _fetch(url: str, cfg: Config, http: Any, accept: str | None,
     wait, budget = cfg.TIMEOUT, cfg.TIMEOUT * 3
     for _hop in range(MAX_REDIRECTS + 1):
         if deadline is not None:
-            wait = budget = deadline.remaining()
-            if wait <= 0 or deadline.expired:
+            budget = deadline.remaining()
+            wait = min(cfg.TIMEOUT, budget)
+            if budget <= 0 or deadline.expired:
                 raise _late(url, deadline)
         guard(url, cfg.ALLOW_PRIVATE_ADDRESSES)
         try:

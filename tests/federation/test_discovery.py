@@ -1,6 +1,7 @@
 """Inbox discovery: the document's inbox, the cache and its lifetime, the fallback, retries."""
 
 import threading
+import time
 
 import pytest
 from django.core.cache import cache
@@ -13,6 +14,7 @@ from example_project.circles.models import Circle, Member
 
 from ..support.federation import Remote, drain
 from ..support.helpers import wait_until
+from ..support.peer import trickle_body, trickle_head
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,6 +116,20 @@ def test_transient_failures_are_retryable_and_not_cached(receiver, status):
         discovery.inbox_for(url)
     assert caught.value.retryable
     assert discovery.cached_inbox(url) is None
+
+
+@pytest.mark.parametrize("script", [trickle_head, trickle_body], ids=["head", "body"])
+def test_a_document_served_a_byte_at_a_time_is_given_up_on_in_time(peer, settings, script):
+    """Background discovery too: a server that sends a byte within every read timeout holds
+    a discovery thread no longer than 3 x TIMEOUT in all."""
+    settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "TIMEOUT": 0.3}
+    slow = peer(script)
+    started = time.monotonic()
+    with pytest.raises(DiscoveryFailed, match="within 0.9 s") as failed:
+        discovery.inbox_for(slow.url("/users/slow"))
+    assert 0.9 <= time.monotonic() - started < 2.5
+    assert failed.value.retryable
+    assert slow.wait_for(lambda p: 0 in p.client_closed)
 
 
 def test_connection_refused_is_retryable():
