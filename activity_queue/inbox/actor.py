@@ -3,7 +3,10 @@
 It owns the site key (``SIGNING_KEY``), so that every ``keyId`` we send
 resolves to an actor, as Mastodon-family servers require of the key behind a
 signed delivery or a signed fetch. It has an inbox (the app's) and an empty
-outbox, which ActivityPub asks of every actor.
+outbox, which ActivityPub asks of every actor, and answers WebFinger: Mastodon
+looks every actor up as ``acct:preferredUsername@host`` before it accepts a
+signature of its key, and refuses the signature when that lookup does not lead
+back to the actor.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..net.signing import key_id_of
 from .keys import CONTEXT, MULTIKEY_CONTEXT, published
 
 CONTENT_TYPE = "application/activity+json"
+JRD = "application/jrd+json"
 
 
 def _site() -> str:
@@ -35,6 +39,17 @@ def actor_url() -> str:
     return _site() + reverse("activity_queue:actor")
 
 
+def username() -> str:
+    """The instance actor's ``preferredUsername``: the site's host name, as Mastodon's own
+    instance actor has."""
+    return urlsplit(_site()).hostname or "activity_queue"
+
+
+def account() -> str:
+    """``acct:username@host[:port]``, what WebFinger knows the instance actor as."""
+    return f"acct:{username()}@{urlsplit(_site()).netloc}"
+
+
 def actor_document() -> dict:
     site = _site()
     me = actor_url()
@@ -42,7 +57,7 @@ def actor_document() -> dict:
         "@context": CONTEXT,
         "id": me,
         "type": "Application",
-        "preferredUsername": urlsplit(site).hostname or "activity_queue",
+        "preferredUsername": username(),
         "name": "activity_queue",
         "inbox": site + reverse("activity_queue:inbox"),
         "outbox": site + reverse("activity_queue:actor-outbox"),
@@ -66,6 +81,23 @@ def actor_document() -> dict:
 
 def actor_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse(actor_document(), content_type=CONTENT_TYPE)
+
+
+def webfinger_view(request: HttpRequest) -> JsonResponse:
+    """``/.well-known/webfinger?resource=…`` for the instance actor (by its ``acct:`` or
+    its URL); 404 for any other resource, 400 without one."""
+    resource = request.GET.get("resource", "").strip()
+    if not resource:
+        return JsonResponse({"detail": "the resource parameter is required"}, status=400)
+    me, acct = actor_url(), account()
+    if resource.lower() != acct.lower() and resource != me:
+        return JsonResponse({"detail": f"no such resource here: {resource[:200]}"},
+                            status=404)
+    return JsonResponse({
+        "subject": acct,
+        "aliases": [me],
+        "links": [{"rel": "self", "type": CONTENT_TYPE, "href": me}],
+    }, content_type=JRD)
 
 
 def outbox_view(request: HttpRequest) -> JsonResponse:

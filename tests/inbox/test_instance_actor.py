@@ -29,6 +29,33 @@ def signing(settings):
     settings.ACTIVITY_QUEUE = {**settings.ACTIVITY_QUEUE, "SIGNING_KEY": pem(site_key())}
 
 
+@pytest.mark.parametrize("resource", ["acct:testserver@testserver", "ACCT:TestServer@TESTSERVER",
+                                      "http://testserver/activity-queue/actor/"])
+def test_webfinger_leads_back_to_the_actor(client, resource):
+    """What Mastodon asks before it accepts a signature by the actor's key."""
+    response = client.get("/.well-known/webfinger", {"resource": resource})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/jrd+json"
+    assert response.json() == {
+        "subject": "acct:testserver@testserver",
+        "aliases": ["http://testserver/activity-queue/actor/"],
+        "links": [{"rel": "self", "type": "application/activity+json",
+                   "href": "http://testserver/activity-queue/actor/"}],
+    }
+
+
+@pytest.mark.parametrize(("query", "status", "detail"), [
+    ({}, 400, "the resource parameter is required"),
+    ({"resource": " "}, 400, "the resource parameter is required"),
+    ({"resource": "acct:alice@testserver"}, 404, "no such resource here: acct:alice@testserver"),
+    ({"resource": "acct:testserver@elsewhere.example"}, 404,
+     "no such resource here: acct:testserver@elsewhere.example"),
+])
+def test_webfinger_knows_the_instance_actor_only(client, query, status, detail):
+    response = client.get("/.well-known/webfinger", query)
+    assert (response.status_code, response.json()) == (status, {"detail": detail})
+
+
 def test_the_actor_document(client, signing):
     response = client.get("/activity-queue/actor/")
     assert response.status_code == 200

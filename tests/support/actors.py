@@ -32,11 +32,15 @@ def person(url: str, key) -> dict:
 
 def serve_users(**users: int) -> DocumentServer:
     """``/users/<name>`` for each user, with RSA test key number ``users[name]``, its
-    private half in :data:`KEYS`."""
+    private half in :data:`KEYS`, and its WebFinger answer."""
     server = DocumentServer().start()
+    netloc = server.base.split("://", 1)[1]
     for name, n in users.items():
         url = server.url(f"/users/{name}")
         server.documents[f"/users/{name}"] = (200, person(url, rsa_key(n)))
+        server.documents[f"/.well-known/webfinger?resource=acct:{name}@{netloc}"] = (200, {
+            "subject": f"acct:{name}@{netloc}",
+            "links": [{"rel": "self", "type": "application/activity+json", "href": url}]})
         KEYS[url] = (pem(rsa_key(n)), url + "#main-key")
     return server
 

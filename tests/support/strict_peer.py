@@ -4,8 +4,12 @@ Every POST must carry a draft-cavage signature over ``(request-target) host date
 digest``, and its key must belong to the activity's ``actor``: the peer
 fetches the ``keyId``; from an actor document it takes the ``publicKey`` with
 that id, from a key document it fetches the ``owner`` and requires that
-actor's ``publicKey`` to be that very key. With ``authorized_fetch`` on, GETs
-must be signed over ``(request-target) host date`` by a key an actor owns.
+actor's ``publicKey`` to be that very key. Then, as Mastodon does before it
+accepts an actor it has not seen, it looks the actor up by WebFinger
+(``acct:preferredUsername@host``; Mastodon asks https on the default port, this
+peer the actor's own scheme and port) and requires the answer's ``self`` link to
+be the actor. With ``authorized_fetch`` on, GETs must be signed over
+``(request-target) host date`` by a key an actor owns.
 Anything else is answered 401 with the reason. It never imports
 activity_queue: the signature check here is an independent one (the
 ``cryptography`` package's RSA and SHA-256, and our own reading of the spec).
@@ -22,6 +26,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import requests
 from cryptography.exceptions import InvalidSignature
@@ -75,6 +80,20 @@ def _keys_of(actor: dict) -> list[dict]:
     return [key for key in listed if isinstance(key, dict)]
 
 
+def check_webfinger(actor: dict) -> None:
+    """The actor's ``acct:`` resolves, by WebFinger on its host, back to the actor."""
+    username, actor_id = actor.get("preferredUsername"), actor.get("id")
+    if not isinstance(username, str) or not username:
+        raise Refused(f"the actor {actor_id} has no preferredUsername")
+    parts = urlsplit(str(actor_id))
+    acct = f"acct:{username}@{parts.netloc}"
+    jrd = _fetch(f"{parts.scheme}://{parts.netloc}/.well-known/webfinger?resource={acct}")
+    selves = [link.get("href") for link in jrd.get("links", []) if isinstance(link, dict)
+              and link.get("rel") == "self"]
+    if str(jrd.get("subject", "")).lower() != acct.lower() or actor_id not in selves:
+        raise Refused(f"Webfinger response for {acct} does not loop back to {actor_id}")
+
+
 def resolve_key(key_id: str) -> tuple[str, str]:
     """``(owner, publicKeyPem)`` of ``key_id``, the owner being an actor that lists the key."""
     document = _fetch(key_id.split("#", 1)[0])
@@ -90,6 +109,7 @@ def resolve_key(key_id: str) -> tuple[str, str]:
     if key.get("owner") != actor.get("id"):
         raise Refused(f"the key {key_id} is owned by {key.get('owner')}, "
                       f"not by the actor {actor.get('id')} that lists it")
+    check_webfinger(actor)
     return actor["id"], key["publicKeyPem"]
 
 
