@@ -19,7 +19,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections, router
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, header_problem, user_settings
+from .conf import DEFAULTS, INBOX_UNSIGNED_MODES, header_problem, import_failure, user_settings
 from .sending.backends import BACKENDS
 
 # key -> (accepted type(s), minimum, description)
@@ -111,14 +111,6 @@ def describe(messages: list[CheckMessage]) -> str:
     """Check messages on one line each: ``(id) message HINT: hint``."""
     return "\n".join(f"({m.id}) {m.msg}" + (f" HINT: {m.hint}" if m.hint else "")
                      for m in messages)
-
-
-def import_failure(exc: Exception) -> str:
-    """Why a dotted path did not import. A module that raises while it is imported (a
-    bug in the site's code) is an error to report like a missing one: raised from a
-    check, it would crash ``check`` and, through :func:`refusals`, every request of a
-    server that starts the in-process worker on its first request."""
-    return str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
 
 
 def _unknown_key_hint(key: Any) -> str:

@@ -193,6 +193,14 @@ def default_user_agent() -> str:
     return f"activity_queue/{release}"
 
 
+def import_failure(exc: Exception) -> str:
+    """Why a dotted path of the settings did not import. A module that raises while it is
+    imported (a bug in the site's code) is reported like a missing one: raised from a
+    check, it would crash ``check`` and, through ``checks.refusals``, every request of a
+    server that starts the in-process worker on its first request."""
+    return str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+
+
 def header_problem(value: str) -> str | None:
     """Why ``value`` cannot be sent as an HTTP header value, or None.
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from ..conf import Config
+from ..conf import Config, import_failure
 from ..net.signing import Signer, Unusable, load_signer
 from .jobs import Job
 
@@ -58,11 +58,9 @@ class ActorKeys:
         if config.ACTOR_KEYS:
             try:
                 found = import_string(config.ACTOR_KEYS)
-            except ImportError as exc:
-                self._broken = f"ACTIVITY_QUEUE['ACTOR_KEYS'] cannot be imported: {exc}"
-            except Exception as exc:  # the site's module raised as it was imported
-                self._broken = (f"ACTIVITY_QUEUE['ACTOR_KEYS'] cannot be imported: "
-                                f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # the site's module may raise as it is imported
+                self._broken = ("ACTIVITY_QUEUE['ACTOR_KEYS'] cannot be imported: "
+                                f"{import_failure(exc)}")
             else:
                 if callable(found):
                     self._lookup = found
